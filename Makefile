@@ -1,0 +1,54 @@
+# The README's two commands are `make demo` (setup + run) and `make test`.
+# Everything they need is installed by the targets below, cached where a rerun finds it.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/hack
+
+.PHONY: test lint typecheck unit integration deps venv tools cluster-up cluster-down cluster-status bench clean
+
+test: deps venv tools lint typecheck
+	$(PY) -m pytest
+
+unit: venv
+	$(PY) -m pytest -m "not integration"
+
+integration: deps venv tools
+	$(PY) -m pytest -m integration
+
+lint: venv
+	$(PY) -m ruff check operator hack tests
+	$(PY) -m ruff format --check operator hack tests
+
+typecheck: venv
+	$(PY) -m mypy
+
+deps:
+	@hack/install-deps.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml hack/constraints.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c hack/constraints.txt -e '.[dev]'
+	@touch $@
+
+tools:
+	@hack/tools.sh kube >/dev/null
+	@hack/tools.sh kwok >/dev/null
+
+cluster-up: deps venv tools
+	@hack/cluster up
+
+cluster-down: venv
+	@hack/cluster down
+
+cluster-status: venv
+	@hack/cluster status
+
+bench: deps venv tools
+	hack/bench/startup.sh
+
+clean:
+	-@hack/cluster down
+	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache
