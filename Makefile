@@ -47,7 +47,7 @@ cluster-status: venv
 	@hack/cluster status
 
 bench: deps venv tools
-	hack/bench/startup.sh
+	$(PY) hack/bench/startup.py
 
 clean:
 	-@hack/cluster down

@@ -33,7 +33,9 @@ def _describe(s: stack.Stack) -> None:
     print(f"kube-apiserver: {s.controlplane.server}")
     print(f"kubeconfig:     {s.controlplane.kubeconfig}")
     print(f"prometheus:     {s.prometheus.url}")
-    print(f"logs:           {s.controlplane.state_dir / 'logs'}, {s.prometheus.config.state_dir / 'logs'}")
+    print(
+        f"logs:           {s.controlplane.state_dir / 'logs'}, {s.prometheus.config.state_dir / 'logs'}"
+    )
     print(f"\nexport KUBECONFIG={s.controlplane.kubeconfig}")
 
 
@@ -53,8 +55,10 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         stack.down(args.dir)  # clears a half-dead stack, if any
         s = stack.up(args.dir)
-        print(f"control plane ready in {s.controlplane.timings['ready_s']:.1f}s "
-              f"with {len(s.controlplane.config.nodes)} GPU nodes")
+        print(
+            f"control plane ready in {s.controlplane.timings['ready_s']:.1f}s "
+            f"with {len(s.controlplane.config.nodes)} GPU nodes"
+        )
         _describe(s)
         return 0
     if args.command == "down":

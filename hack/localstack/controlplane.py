@@ -88,17 +88,27 @@ class Binaries:
             [str(REPO / "hack" / "tools.sh"), "kube"], capture_output=True, text=True, check=False
         )
         if proc.returncode != 0:
-            raise StackError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "hack/tools.sh failed")
+            raise StackError(
+                proc.stderr.strip().splitlines()[-1]
+                if proc.stderr.strip()
+                else "hack/tools.sh failed"
+            )
         kube = _keyvals(proc.stdout)["KUBE_BIN_DIR"]
         proc = subprocess.run(
             [str(REPO / "hack" / "tools.sh"), "kwok"], capture_output=True, text=True, check=False
         )
         if proc.returncode != 0:
-            raise StackError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "hack/tools.sh failed")
+            raise StackError(
+                proc.stderr.strip().splitlines()[-1]
+                if proc.stderr.strip()
+                else "hack/tools.sh failed"
+            )
         kwok = _keyvals(proc.stdout)["KWOK"]
         etcd = shutil.which("etcd") or "/usr/bin/etcd"
         if not Path(etcd).exists():
-            raise StackError("etcd not found: install Debian's etcd-server (hack/install-deps.sh does)")
+            raise StackError(
+                "etcd not found: install Debian's etcd-server (hack/install-deps.sh does)"
+            )
         return cls(Path(kube), Path(kwok), Path(etcd))
 
 
@@ -120,7 +130,11 @@ class ControlPlaneConfig:
 
     @property
     def ports(self) -> dict[str, int]:
-        return {"kube-apiserver": self.api_port, "etcd": self.etcd_port, "etcd peer": self.etcd_peer_port}
+        return {
+            "kube-apiserver": self.api_port,
+            "etcd": self.etcd_port,
+            "etcd peer": self.etcd_peer_port,
+        }
 
 
 @dataclass
@@ -146,7 +160,14 @@ class ControlPlane:
         return self.state_dir / "pki"
 
     def api_ready(self) -> bool:
-        return _get(self.server + "/readyz", self.pki / "ca.crt", CertPair(self.pki / "admin.crt", self.pki / "admin.key")) == 200
+        return (
+            _get(
+                self.server + "/readyz",
+                self.pki / "ca.crt",
+                CertPair(self.pki / "admin.crt", self.pki / "admin.key"),
+            )
+            == 200
+        )
 
     def down(self) -> None:
         self.supervisor.stop_all()
@@ -222,8 +243,11 @@ def write_kubeconfig(
 
 def request_token(cp: ControlPlane, namespace: str, name: str, expiration_seconds: int) -> str:
     body = json.dumps(
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-         "spec": {"expirationSeconds": expiration_seconds}}
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": expiration_seconds},
+        }
     ).encode()
     status, data = _admin_request(
         cp, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", body
@@ -256,7 +280,9 @@ def up(config: ControlPlaneConfig, binaries: Binaries | None = None) -> ControlP
     sup = Supervisor(config.state_dir)
     cp = ControlPlane(config, sup)
     if sup.pids():
-        raise StackError(f"a control plane is already recorded in {config.state_dir} (run down first)")
+        raise StackError(
+            f"a control plane is already recorded in {config.state_dir} (run down first)"
+        )
     require_free_ports(config.ports)
     bins = binaries or Binaries.ensure()
     t0 = time.monotonic()
@@ -266,9 +292,15 @@ def up(config: ControlPlaneConfig, binaries: Binaries | None = None) -> ControlP
         cp.down()
         raise
     cp.timings["ready_s"] = time.monotonic() - t0
-    (config.state_dir / "config.json").write_text(json.dumps(
-        {"api_port": config.api_port, "etcd_port": config.etcd_port, "etcd_peer_port": config.etcd_peer_port}
-    ))
+    (config.state_dir / "config.json").write_text(
+        json.dumps(
+            {
+                "api_port": config.api_port,
+                "etcd_port": config.etcd_port,
+                "etcd_peer_port": config.etcd_peer_port,
+            }
+        )
+    )
     return cp
 
 
@@ -278,7 +310,9 @@ def _start(cp: ControlPlane, bins: Binaries) -> None:
         stale.unlink()
     pki = LocalPKI(cp.pki)
     serving = pki.issue(
-        "apiserver", "kube-apiserver", server=True,
+        "apiserver",
+        "kube-apiserver",
+        server=True,
         dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
         ips=("127.0.0.1", "10.96.0.1"),
     )
@@ -287,73 +321,122 @@ def _start(cp: ControlPlane, bins: Binaries) -> None:
     write_kubeconfig(cp.kubeconfig, cp.server, pki.ca.cert, "admin", client=admin)
     for component in ("kube-controller-manager", "kube-scheduler"):
         pair = pki.issue(component, f"system:{component}")
-        write_kubeconfig(d / f"{component}.kubeconfig", cp.server, pki.ca.cert, component, client=pair)
+        write_kubeconfig(
+            d / f"{component}.kubeconfig", cp.server, pki.ca.cert, component, client=pair
+        )
 
     etcd_data = etcd_data_dir(d)
     shutil.rmtree(etcd_data, ignore_errors=True)
     etcd_url = f"http://127.0.0.1:{cfg.etcd_port}"
     peer_url = f"http://127.0.0.1:{cfg.etcd_peer_port}"
-    sup.start("etcd", [
-        str(bins.etcd), "--name=local", f"--data-dir={etcd_data}",
-        f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-        f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-        f"--initial-cluster=local={peer_url}", "--initial-cluster-state=new",
-        "--quota-backend-bytes=4294967296", "--log-level=warn",
-    ])
+    sup.start(
+        "etcd",
+        [
+            str(bins.etcd),
+            "--name=local",
+            f"--data-dir={etcd_data}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=local={peer_url}",
+            "--initial-cluster-state=new",
+            "--quota-backend-bytes=4294967296",
+            "--log-level=warn",
+        ],
+    )
     sup.wait_until("etcd", lambda: _http_ok(etcd_url + "/health"), 30, "healthy")
 
-    sup.start("kube-apiserver", [
-        str(bins.kube_bin_dir / "kube-apiserver"),
-        f"--etcd-servers={etcd_url}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={cfg.api_port}",
-        f"--cert-dir={cp.pki}", f"--tls-cert-file={serving.cert}", f"--tls-private-key-file={serving.key}",
-        f"--client-ca-file={pki.ca.cert}",
-        "--authorization-mode=RBAC", "--anonymous-auth=false",
-        f"--service-cluster-ip-range={cfg.service_cidr}",
-        f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-        f"--service-account-key-file={sa.cert}", f"--service-account-signing-key-file={sa.key}",
-        "--allow-privileged=true", "--profiling=false",
-        # No kubelets, so no node addresses to reconcile the `kubernetes` Service endpoints to.
-        "--endpoint-reconciler-type=none",
-        "--v=1", *cfg.extra_apiserver_args,
-    ])
+    sup.start(
+        "kube-apiserver",
+        [
+            str(bins.kube_bin_dir / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={cfg.api_port}",
+            f"--cert-dir={cp.pki}",
+            f"--tls-cert-file={serving.cert}",
+            f"--tls-private-key-file={serving.key}",
+            f"--client-ca-file={pki.ca.cert}",
+            "--authorization-mode=RBAC",
+            "--anonymous-auth=false",
+            f"--service-cluster-ip-range={cfg.service_cidr}",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={sa.cert}",
+            f"--service-account-signing-key-file={sa.key}",
+            "--allow-privileged=true",
+            "--profiling=false",
+            # No kubelets, so no node addresses to reconcile the `kubernetes` Service endpoints to.
+            "--endpoint-reconciler-type=none",
+            "--v=1",
+            *cfg.extra_apiserver_args,
+        ],
+    )
     sup.wait_until("kube-apiserver", cp.api_ready, cfg.start_timeout, "ready")
 
-    sup.start("kube-controller-manager", [
-        str(bins.kube_bin_dir / "kube-controller-manager"),
-        f"--kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
-        f"--authentication-kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
-        f"--authorization-kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
-        "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
-        "--use-service-account-credentials=true",
-        f"--service-account-private-key-file={sa.key}", f"--root-ca-file={pki.ca.cert}",
-        f"--cluster-signing-cert-file={pki.ca.cert}", f"--cluster-signing-key-file={pki.ca.key}",
-        "--v=1",
-    ])
-    sup.start("kube-scheduler", [
-        str(bins.kube_bin_dir / "kube-scheduler"),
-        f"--kubeconfig={d / 'kube-scheduler.kubeconfig'}",
-        f"--authentication-kubeconfig={d / 'kube-scheduler.kubeconfig'}",
-        f"--authorization-kubeconfig={d / 'kube-scheduler.kubeconfig'}",
-        "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false", "--v=1",
-    ])
-    sup.start("kwok", [
-        str(bins.kwok), f"--kubeconfig={cp.kubeconfig}",
-        f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
-        f"--cidr={cfg.pod_cidr}", "--node-ip=10.250.0.1", "--node-lease-duration-seconds=40",
-    ])
+    sup.start(
+        "kube-controller-manager",
+        [
+            str(bins.kube_bin_dir / "kube-controller-manager"),
+            f"--kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={sa.key}",
+            f"--root-ca-file={pki.ca.cert}",
+            f"--cluster-signing-cert-file={pki.ca.cert}",
+            f"--cluster-signing-key-file={pki.ca.key}",
+            "--v=1",
+        ],
+    )
+    sup.start(
+        "kube-scheduler",
+        [
+            str(bins.kube_bin_dir / "kube-scheduler"),
+            f"--kubeconfig={d / 'kube-scheduler.kubeconfig'}",
+            f"--authentication-kubeconfig={d / 'kube-scheduler.kubeconfig'}",
+            f"--authorization-kubeconfig={d / 'kube-scheduler.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--leader-elect=false",
+            "--v=1",
+        ],
+    )
+    sup.start(
+        "kwok",
+        [
+            str(bins.kwok),
+            f"--kubeconfig={cp.kubeconfig}",
+            f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
+            f"--cidr={cfg.pod_cidr}",
+            "--node-ip=10.250.0.1",
+            "--node-lease-duration-seconds=40",
+        ],
+    )
 
     for node in cfg.nodes:
-        status, data = _admin_request(cp, "POST", "/api/v1/nodes", json.dumps(node.manifest()).encode())
+        status, data = _admin_request(
+            cp, "POST", "/api/v1/nodes", json.dumps(node.manifest()).encode()
+        )
         if status not in (201, 409):
             raise StackError(f"creating node {node.name} failed: HTTP {status} {data!r:.200}")
     names = {n.name for n in cfg.nodes}
-    sup.wait_until("kwok", lambda: names <= _ready_nodes(cp), cfg.start_timeout, "making nodes Ready")
+    sup.wait_until(
+        "kwok", lambda: names <= _ready_nodes(cp), cfg.start_timeout, "making nodes Ready"
+    )
     # The default ServiceAccount is how we know the controller-manager is working.
     sup.wait_until(
         "kube-controller-manager",
-        lambda: _admin_request(cp, "GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
-        cfg.start_timeout, "creating ServiceAccounts",
+        lambda: (
+            _admin_request(cp, "GET", "/api/v1/namespaces/default/serviceaccounts/default")[0]
+            == 200
+        ),
+        cfg.start_timeout,
+        "creating ServiceAccounts",
     )
     if not sup.alive("kube-scheduler"):
         raise StackError("kube-scheduler exited while starting (see its log)")
@@ -384,8 +467,9 @@ def attach(state_dir: Path) -> ControlPlane | None:
         return None
     raw = json.loads(saved.read_text())
     cfg = ControlPlaneConfig(
-        state_dir=state_dir, api_port=raw["api_port"], etcd_port=raw["etcd_port"],
+        state_dir=state_dir,
+        api_port=raw["api_port"],
+        etcd_port=raw["etcd_port"],
         etcd_peer_port=raw["etcd_peer_port"],
     )
     return ControlPlane(cfg, sup)
-

@@ -41,7 +41,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 def require_free_ports(ports: dict[str, int]) -> None:
     busy = [f"{name} port {port}" for name, port in ports.items() if port_in_use(port)]
     if busy:
-        raise StackError(f"{', '.join(busy)} already in use on 127.0.0.1 (set another port or stop what holds it)")
+        raise StackError(
+            f"{', '.join(busy)} already in use on 127.0.0.1 (set another port or stop what holds it)"
+        )
 
 
 def last_line(path: Path) -> str:
@@ -94,14 +96,14 @@ class Supervisor:
         pid = self.pids().get(name)
         return pid is not None and pid_alive(pid)
 
-    def wait_until(
-        self, name: str, ready: Callable[[], bool], timeout: float, what: str
-    ) -> None:
+    def wait_until(self, name: str, ready: Callable[[], bool], timeout: float, what: str) -> None:
         """Polls `ready` until it is true; fails fast with the log's last line if `name` died."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive(name):
-                raise StackError(f"{name} exited while starting: {last_line(self.log_dir / f'{name}.log')}")
+                raise StackError(
+                    f"{name} exited while starting: {last_line(self.log_dir / f'{name}.log')}"
+                )
             with contextlib.suppress(Exception):
                 if ready():
                     return

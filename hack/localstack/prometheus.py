@@ -46,7 +46,9 @@ class Prometheus:
         with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as resp:
             return int(resp.status) == 200
 
-    def add_targets(self, name: str, targets: list[str], labels: dict[str, str] | None = None) -> None:
+    def add_targets(
+        self, name: str, targets: list[str], labels: dict[str, str] | None = None
+    ) -> None:
         """Adds (or replaces) one group of scrape targets, e.g. `["127.0.0.1:8000"]`.
 
         `labels` are attached to every series scraped from them (`job` may be set here)."""
@@ -60,7 +62,10 @@ class Prometheus:
     def write_config(self) -> None:
         cfg = self.config
         doc: dict[str, Any] = {
-            "global": {"scrape_interval": cfg.scrape_interval, "evaluation_interval": cfg.scrape_interval},
+            "global": {
+                "scrape_interval": cfg.scrape_interval,
+                "evaluation_interval": cfg.scrape_interval,
+            },
             "rule_files": cfg.rule_files,
             "scrape_configs": [
                 {
@@ -101,7 +106,9 @@ class Prometheus:
 def up(config: PrometheusConfig) -> Prometheus:
     binary = shutil.which("prometheus")
     if not binary:
-        raise StackError("prometheus not found: install Debian's prometheus (hack/install-deps.sh does)")
+        raise StackError(
+            "prometheus not found: install Debian's prometheus (hack/install-deps.sh does)"
+        )
     config.state_dir.mkdir(parents=True, exist_ok=True)
     sup = Supervisor(config.state_dir)
     if sup.pids():
@@ -112,15 +119,18 @@ def up(config: PrometheusConfig) -> Prometheus:
     data = config.state_dir / "data"
     shutil.rmtree(data, ignore_errors=True)
     prom.write_config()
-    sup.start("prometheus", [
-        binary,
-        f"--config.file={config.state_dir / 'prometheus.yml'}",
-        f"--storage.tsdb.path={data}",
-        f"--web.listen-address=127.0.0.1:{config.port}",
-        "--web.enable-lifecycle",
-        "--storage.tsdb.retention.time=1d",
-        "--log.level=warn",
-    ])
+    sup.start(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={config.state_dir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={data}",
+            f"--web.listen-address=127.0.0.1:{config.port}",
+            "--web.enable-lifecycle",
+            "--storage.tsdb.retention.time=1d",
+            "--log.level=warn",
+        ],
+    )
     try:
         sup.wait_until("prometheus", prom.ready, config.start_timeout, "ready")
     except BaseException:

@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 
-@kopf.on.startup()  # type: ignore[arg-type]
+@kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Kopf's own bookkeeping goes into `status`, never into annotations: the object in Git and
     # the object in the cluster then differ only in `status`, so Argo CD sees no drift.

@@ -24,13 +24,23 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the operator (kopf run semantics)")
     scope = run.add_mutually_exclusive_group()
     scope.add_argument(
-        "-n", "--namespace", action="append", default=[], metavar="NS",
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
         help="watch this namespace (repeatable; globs allowed)",
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
-    run.add_argument("--standalone", action="store_true", help="do not pause for other operators (no peering)")
-    run.add_argument("--liveness", metavar="URL", default=None,
-                     help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument(
+        "--standalone", action="store_true", help="do not pause for other operators (no peering)"
+    )
+    run.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=None,
+        help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     return parser
 
@@ -48,10 +58,11 @@ def _run(args: argparse.Namespace) -> int:
     from quantrollout import handlers  # noqa: F401  (registers the handlers)
 
     kopf.configure(verbose=args.verbose)
+    namespaces: list[str] = args.namespace
     kopf.run(
         standalone=args.standalone,
         clusterwide=args.all_namespaces,
-        namespaces=args.namespace or None,
+        namespaces=namespaces,
         liveness_endpoint=args.liveness,
     )
     return 0

@@ -1,0 +1,98 @@
+"""Shared fixtures. Tests under tests/integration/ are marked `integration` automatically and get
+one local stack (real control plane + real Prometheus) per session; `pytest -m "not integration"`
+runs the pure tests alone, without starting anything."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from localstack.stack import Stack
+
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """The local stack. Set QR_STACK_DIR to reuse one started by `hack/cluster up` (left running)."""
+    from localstack import stack as localstack
+    from localstack.procs import free_port
+
+    reuse = os.environ.get("QR_STACK_DIR")
+    if reuse:
+        attached = localstack.attach(Path(reuse))
+        if attached is None:
+            pytest.fail(f"QR_STACK_DIR={reuse} holds no running stack (hack/cluster up)")
+        yield attached
+        return
+    state = tmp_path_factory.mktemp("stack")
+    started = localstack.up(
+        state,
+        api_port=free_port(),
+        etcd_port=free_port(),
+        etcd_peer_port=free_port(),
+        prometheus_port=free_port(),
+    )
+    request.config.stash[_STACK_DIR] = state
+    try:
+        yield started
+    finally:
+        started.down()
+
+
+_STACK_DIR = pytest.StashKey[Path]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
+    """On failure, say where the stack's logs are and show their last lines (CI keeps only stdout)."""
+    state = terminalreporter.config.stash.get(_STACK_DIR, None)
+    if state is None or exitstatus == 0:
+        return
+    terminalreporter.section("local stack logs (kept)")
+    for log in sorted(state.glob("*/logs/*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-15:]
+        terminalreporter.write_line(f"--- {log}")
+        for line in lines:
+            terminalreporter.write_line("    " + line[:300])
+
+
+@pytest.fixture(scope="session")
+def kube(stack: Stack) -> Iterator[ApiClient]:
+    """An admin API client for the local control plane."""
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(stack.controlplane.kubeconfig))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def namespace(kube: ApiClient) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting for it to go)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
