@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/hack
 
-.PHONY: test lint typecheck unit integration deps venv tools cluster-up cluster-down cluster-status bench clean
+.PHONY: test lint generate typecheck unit integration deps venv tools cluster-up cluster-down cluster-status bench clean
 
 test: deps venv tools lint typecheck
 	$(PY) -m pytest
@@ -19,6 +19,10 @@ integration: deps venv tools
 lint: venv
 	$(PY) -m ruff check operator hack tests
 	$(PY) -m ruff format --check operator hack tests
+	$(PY) hack/gen-crd.py --check
+
+generate: venv
+	$(PY) hack/gen-crd.py
 
 typecheck: venv
 	$(PY) -m mypy

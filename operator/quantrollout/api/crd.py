@@ -1,0 +1,154 @@
+"""The QuantizedModel CustomResourceDefinition, built from the pydantic models.
+
+Pydantic emits JSON Schema (2020-12); Kubernetes wants a *structural* OpenAPI v3.0 schema: no
+`$ref`, no `anyOf` except for int-or-string, `exclusiveMinimum` as a boolean, no
+`additionalProperties: false`. `structural()` does that translation; `build_crd()` wraps it with
+names, printer columns and the status subresource. `hack/gen-crd.py` writes the result to `crds/`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .base import cel
+from .spec import QuantizedModelSpec
+from .status import QuantizedModelStatus
+
+GROUP = "quantrollout.io"
+VERSION = "v1alpha1"
+KIND = "QuantizedModel"
+PLURAL = "quantizedmodels"
+SINGULAR = "quantizedmodel"
+SHORT_NAMES = ["qm"]
+
+_KEEP = {
+    "type", "description", "properties", "required", "items", "enum", "default", "pattern",
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
+    "minItems", "maxItems", "format", "nullable",
+}  # fmt: skip
+
+
+def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Translates one pydantic JSON Schema node (and its children) into a structural schema."""
+    defs = schema.get("$defs", {}) if defs is None else defs
+    node = copy.deepcopy(schema)
+    if "$ref" in node:
+        target = defs[node.pop("$ref").split("/")[-1]]
+        node = {**copy.deepcopy(target), **node}  # the field's own description/default win
+    if node.get("x-kubernetes-int-or-string"):
+        node.pop("anyOf", None)
+    elif "anyOf" in node:
+        options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"not structural: anyOf {options}")
+        inner = structural(options[0], defs)
+        rules = inner.get("x-kubernetes-validations", []) + node.get("x-kubernetes-validations", [])
+        merged = {**inner, **node}  # the field's own keys (description, list type) win
+        if rules:
+            merged["x-kubernetes-validations"] = rules
+        return _finish(merged, defs)
+    return _finish(node, defs)
+
+
+def _finish(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key.startswith("x-kubernetes-"):
+            out[key] = value
+        elif key == "properties":
+            out[key] = {name: structural(sub, defs) for name, sub in value.items()}
+        elif key == "items":
+            out[key] = structural(value, defs)
+        elif key == "exclusiveMinimum" and not isinstance(value, bool):
+            out["minimum"], out["exclusiveMinimum"] = value, True
+        elif key == "exclusiveMaximum" and not isinstance(value, bool):
+            out["maximum"], out["exclusiveMaximum"] = value, True
+        elif key == "default":
+            if value is not None and not isinstance(value, dict | list):
+                out[key] = value  # only scalar leaves are defaulted by the API server
+        elif key == "const":
+            out["enum"] = [value]
+        elif key in _KEEP:
+            out[key] = value
+    if "properties" in out:
+        out.setdefault("type", "object")
+    return out
+
+
+def _model_schema(model: type[Any]) -> dict[str, Any]:
+    return structural(model.model_json_schema(by_alias=True, mode="validation"))
+
+
+def openapi_schema() -> dict[str, Any]:
+    status = _model_schema(QuantizedModelStatus)
+    status["properties"]["kopf"] = {
+        "type": "object",
+        "description": "Kopf's bookkeeping (kept in status so the object in Git never drifts).",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    return {
+        "type": "object",
+        "description": "A model rolled out from its FP16/BF16 baseline to a quantized tier, judged by Prometheus rules.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": _model_schema(QuantizedModelSpec),
+            "status": status,
+        },
+        "x-kubernetes-validations": [
+            cel(
+                "size(self.metadata.name) + 1 + size(self.spec.target.name) <= 63"
+                " && !['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'].exists(d, self.metadata.name.startsWith(d))",
+                "metadata.name must be a DNS label starting with a letter, and metadata.name-spec.target.name "
+                "(the target tier's Deployment and Service) at most 63 characters",
+            ),
+        ],
+    }
+
+
+PRINTER_COLUMNS = [
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+    {"name": "Target", "type": "string", "jsonPath": ".spec.target.name"},
+    {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
+    {
+        "name": "Weight",
+        "type": "integer",
+        "jsonPath": ".status.targetWeight",
+        "description": "% of live traffic on the target",
+    },
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def build_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": SHORT_NAMES,
+                "categories": ["quantrollout"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                }
+            ],
+        },
+    }

@@ -1,0 +1,105 @@
+"""From a parsed spec to the fully resolved values the rest of the operator works with: every
+default filled in, each tier's serving settings merged (tier over spec.serving over built-ins).
+
+Pure: values in, values out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .durations import parse_duration
+from .spec import (
+    DEFAULT_VLLM_IMAGE,
+    GPU,
+    Autoscaling,
+    QuantizedModelSpec,
+    ServingOverrides,
+)
+
+TierRole = Literal["baseline", "target"]
+
+
+class ResolvedServing(BaseModel):
+    """A tier's serving settings with every default applied."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image: str
+    gpu: GPU
+    max_model_len: int
+    gpu_memory_utilization: float
+    tensor_parallel_size: int
+    replicas: int
+    autoscaling: Autoscaling | None = None
+    readiness_deadline: str
+    extra_args: tuple[str, ...]
+
+    @property
+    def readiness_deadline_s(self) -> float:
+        return parse_duration(self.readiness_deadline)
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One precision tier: the baseline or the target, with everything needed to deploy it."""
+
+    name: str
+    role: TierRole
+    artifact: str
+    precision: str
+    format: str | None  # quantization format; None for the baseline
+    serving: ResolvedServing
+
+
+BUILTIN_SERVING = ServingOverrides(
+    image=DEFAULT_VLLM_IMAGE,
+    gpu=GPU(),
+    max_model_len=4096,
+    gpu_memory_utilization=0.90,
+    tensor_parallel_size=1,
+    replicas=1,
+    readiness_deadline="15m",
+    extra_args=[],
+)
+
+
+def _merge(*layers: ServingOverrides | None) -> ResolvedServing:
+    """Later layers win, field by field (gpu too: a tier may set only gpu.count)."""
+    values: dict[str, object] = {}
+    gpu: dict[str, object] = {}
+    for layer in layers:
+        if layer is None:
+            continue
+        for name, value in layer:
+            if value is None:
+                continue
+            if name == "gpu":
+                gpu.update(value.model_dump(exclude_unset=True))
+            else:
+                values[name] = value
+    return ResolvedServing.model_validate({**values, "gpu": GPU.model_validate(gpu)})
+
+
+def tiers(spec: QuantizedModelSpec) -> tuple[Tier, Tier]:
+    """The baseline tier and the target tier, in that order."""
+    baseline = Tier(
+        name=spec.baseline.precision,
+        role="baseline",
+        artifact=spec.baseline.artifact,
+        precision=spec.baseline.precision,
+        format=None,
+        serving=_merge(BUILTIN_SERVING, spec.serving, spec.baseline.serving),
+    )
+    target = Tier(
+        name=spec.target.name,
+        role="target",
+        artifact=spec.target.artifact,
+        precision=spec.target.precision,
+        format=spec.target.format,
+        serving=_merge(BUILTIN_SERVING, spec.serving, spec.target.serving),
+    )
+    return baseline, target

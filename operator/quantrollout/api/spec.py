@@ -1,0 +1,447 @@
+"""`QuantizedModel.spec`: what a user (or Argo CD) declares.
+
+Each model here is both the operator's parsed view of the spec and the source of the CRD schema
+(`hack/gen-crd.py`). Rules the API server can check are attached as CEL (`x-kubernetes-validations`)
+with a message naming the field; the few it cannot check live in `quantrollout.api.checks`.
+Defaults that Kubernetes writes into the stored object are limited to scalar leaves, so the
+object in Git and the object in the cluster differ as little as possible.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, WithJsonSchema
+
+from .base import ApiModel, cel, validations
+from .durations import DURATION_PATTERN
+from .thresholds import THRESHOLD_PATTERN
+
+# The vLLM image every tier runs unless told otherwise: the version the operator is tested with.
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+
+BaselinePrecision = Literal["fp16", "bf16"]
+Precision = Literal["fp16", "bf16", "fp8", "int8", "int4"]
+QuantFormat = Literal["awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes", "gguf"]
+StageName = Literal["shadow", "ab", "gradual", "full"]
+STAGE_ORDER: tuple[StageName, ...] = ("shadow", "ab", "gradual", "full")
+PRECISION_BITS: dict[str, int] = {"fp16": 16, "bf16": 16, "fp8": 8, "int8": 8, "int4": 4}
+_BITS_CEL = "{'fp16': 16, 'bf16': 16, 'fp8': 8, 'int8': 8, 'int4': 4}"
+
+
+def _duration(description: str, default: str | None = None) -> object:
+    return Field(
+        default=default,
+        max_length=32,
+        description=f"{description} A duration like 30s, 5m, 1h30m, 250ms or 2d.",
+        json_schema_extra=validations(
+            cel(
+                f"self.matches('{DURATION_PATTERN}')",
+                "must be a duration like 30s, 5m, 1h30m, 250ms or 2d",
+            )
+        ),
+    )
+
+
+Threshold = Annotated[
+    float | str,
+    WithJsonSchema(
+        {
+            "description": "An integer (3), a percentage (1%, 60%), a latency (250ms, 1.5s) or a quoted decimal ('0.6').",
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": THRESHOLD_PATTERN,  # applies to the string form only
+            "maxLength": 16,
+        }
+    ),
+]
+
+
+def _stage_sequences() -> list[list[StageName]]:
+    """Every allowed sequence of stage names: a subsequence of STAGE_ORDER that ends with full."""
+    optional = STAGE_ORDER[:-1]
+    sequences: list[list[StageName]] = []
+    for mask in range(2 ** len(optional)):
+        chosen: list[StageName] = [name for i, name in enumerate(optional) if mask >> i & 1]
+        sequences.append([*chosen, "full"])
+    return sequences
+
+
+ARTIFACT_PATTERN = r"^(s3|gs|hf|pvc|oci)://[^\s]+$"
+
+
+class SecretKeyRef(ApiModel):
+    name: str = Field(
+        min_length=1, max_length=253, description="Name of a Secret in the model's namespace."
+    )
+    key: str = Field(min_length=1, max_length=253, description="Key in that Secret.")
+
+
+class GPU(ApiModel):
+    count: int = Field(1, ge=1, le=64, description="GPUs per replica (nvidia.com/gpu).")
+    product: str | None = Field(
+        None,
+        max_length=128,
+        description="Value of the nvidia.com/gpu.product node label to schedule on, e.g. NVIDIA-H100-80GB-HBM3.",
+    )
+    memory_gi_b: int = Field(
+        80,
+        alias="memoryGiB",
+        ge=1,
+        le=1024,
+        description="Memory of one GPU in GiB, for the pre-flight check.",
+    )
+
+
+class Autoscaling(ApiModel):
+    min_replicas: int = Field(1, ge=1, le=1000)
+    max_replicas: int = Field(ge=1, le=1000)
+
+
+class ServingOverrides(ApiModel):
+    """vLLM serving settings; every field is optional, and a tier's own settings win over spec.serving."""
+
+    image: str | None = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        description=f"vLLM image (default {DEFAULT_VLLM_IMAGE}).",
+    )
+    gpu: GPU | None = None
+    max_model_len: int | None = Field(
+        None, ge=128, le=1048576, description="--max-model-len (default 4096)."
+    )
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="--gpu-memory-utilization, within (0, 1] (default 0.90)."
+    )
+    tensor_parallel_size: int | None = Field(
+        None, ge=1, le=64, description="--tensor-parallel-size (default 1)."
+    )
+    replicas: int | None = Field(
+        None, ge=0, le=1000, description="Replicas of the tier (default 1)."
+    )
+    autoscaling: Autoscaling | None = Field(
+        None, description="If set, the operator does not own replicas: an HPA may scale the tier."
+    )
+    readiness_deadline: str | None = _duration(  # type: ignore[assignment]
+        "How long a tier may take to become ready before it is reported Degraded (default 15m)."
+    )
+    extra_args: list[Annotated[str, Field(max_length=256)]] | None = Field(
+        None, max_length=32, description="Extra vLLM command-line arguments, appended as they are."
+    )
+
+
+_SERVING_RULES = validations(
+    cel(
+        "!has(self.gpu) || !has(self.tensorParallelSize) || self.gpu.count >= self.tensorParallelSize",
+        "gpu.count must be at least tensorParallelSize",
+        field_path=".gpu.count",
+    ),
+    cel(
+        "!has(self.autoscaling) || self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        field_path=".autoscaling",
+    ),
+)
+
+
+class Serving(ServingOverrides):
+    model_config = {"json_schema_extra": _SERVING_RULES}
+
+
+class TierServing(ServingOverrides):
+    model_config = {"json_schema_extra": _SERVING_RULES}
+
+
+class Baseline(ApiModel):
+    artifact: str = Field(
+        pattern=ARTIFACT_PATTERN,
+        max_length=1024,
+        description="s3://, gs://, hf://, pvc:// or oci:// location of the weights.",
+    )
+    precision: BaselinePrecision = Field(
+        "fp16", description="The baseline's precision, and the name of its tier."
+    )
+    serving: TierServing | None = None
+
+
+class Target(ApiModel):
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "self.format != 'gguf'",
+                "spec.target.format: gguf is served by llama.cpp, not vLLM; use awq, gptq, fp8, compressed-tensors or bitsandbytes",
+                field_path=".format",
+            ),
+            cel(
+                "self.format != 'awq' || self.precision == 'int4'",
+                "spec.target.format awq requires precision int4",
+                field_path=".precision",
+            ),
+            cel(
+                "self.format != 'gptq' || self.precision in ['int4', 'int8']",
+                "spec.target.format gptq requires precision int4 or int8",
+                field_path=".precision",
+            ),
+            cel(
+                "self.format != 'fp8' || self.precision == 'fp8'",
+                "spec.target.format fp8 requires precision fp8",
+                field_path=".precision",
+            ),
+            cel(
+                "self.format != 'bitsandbytes' || self.precision in ['int4', 'int8']",
+                "spec.target.format bitsandbytes requires precision int4 or int8",
+                field_path=".precision",
+            ),
+        )
+    }
+
+    name: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=30,
+        description="Name of the target tier, e.g. int4-awq (a DNS label).",
+    )
+    artifact: str = Field(
+        pattern=ARTIFACT_PATTERN, max_length=1024, description="Location of the quantized weights."
+    )
+    precision: Precision = Field(description="fp8, int8 or int4: lower than the baseline's.")
+    format: QuantFormat = Field(
+        description="Quantization format, which sets vLLM's --quantization."
+    )
+    serving: TierServing | None = None
+
+
+class Stage(ApiModel):
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "self.name == 'shadow' || !has(self.mirrorPercent)",
+                "mirrorPercent is only for the shadow stage",
+                field_path=".mirrorPercent",
+            ),
+            cel(
+                "self.name == 'ab' || !has(self.weight)",
+                "weight is only for the ab stage (gradual takes weights)",
+                field_path=".weight",
+            ),
+            cel(
+                "self.name == 'ab' || !has(self.stickyBy)",
+                "stickyBy is only for the ab stage",
+                field_path=".stickyBy",
+            ),
+            cel(
+                "self.name == 'gradual' || !has(self.weights)",
+                "weights is only for the gradual stage",
+                field_path=".weights",
+            ),
+            cel(
+                "self.name == 'gradual' || !has(self.stepDuration)",
+                "stepDuration is only for the gradual stage",
+                field_path=".stepDuration",
+            ),
+            cel(
+                "self.name in ['shadow', 'ab'] || !has(self.duration)",
+                "duration is only for the shadow and ab stages (gradual takes stepDuration)",
+                field_path=".duration",
+            ),
+            cel(
+                "!has(self.weights) || (self.weights.isSorted() && self.weights.all(w, self.weights.indexOf(w) == self.weights.lastIndexOf(w)))",
+                "weights must be strictly increasing, each within (0, 100)",
+                field_path=".weights",
+            ),
+        )
+    }
+
+    name: StageName = Field(
+        description="shadow, ab, gradual or full; in that order, each at most once, ending with full.",
+        json_schema_extra={"maxLength": 8},
+    )
+    mirror_percent: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="shadow: % of requests mirrored to the target (default 100).",
+    )
+    weight: int | None = Field(
+        None, ge=1, le=99, description="ab: % of live traffic on the target (default 10)."
+    )
+    sticky_by: str | None = Field(
+        None,
+        pattern=r"^header:[A-Za-z0-9-]{1,64}$",
+        description="ab: keep each user on one tier, keyed by this request header (default header:x-user-id).",
+    )
+    weights: list[Annotated[int, Field(ge=1, le=99)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=20,
+        description="gradual: the weights, strictly increasing within (0, 100) (default [25, 50, 75]).",
+    )
+    step_duration: str | None = _duration("gradual: time at each weight (default 1h).")  # type: ignore[assignment]
+    duration: str | None = _duration("shadow/ab: time in the stage (defaults 30m and 24h).")  # type: ignore[assignment]
+
+
+BuiltinRule = Literal[
+    "latency-p99",
+    "latency-p95",
+    "ttft-p99",
+    "latency-p99-ratio",
+    "error-rate",
+    "repetition-rate",
+    "refusal-rate-increase",
+    "output-length-ratio",
+    "shadow-agreement",
+    "custom",
+]
+
+
+class Rule(ApiModel):
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "self.name != 'custom' || has(self.query)",
+                "a custom rule needs query (PromQL)",
+                field_path=".query",
+            ),
+            cel(
+                "self.name == 'custom' || !has(self.query)",
+                "query is only for custom rules",
+                field_path=".query",
+            ),
+            cel("has(self.max) || has(self.min)", "a rule needs max or min", field_path=".max"),
+        )
+    }
+
+    name: BuiltinRule = Field(
+        description="A built-in rule, or custom with a PromQL query.",
+        json_schema_extra={"maxLength": 32},
+    )
+    max: Threshold | None = Field(None, description="Fail when the value is above this.")
+    min: Threshold | None = Field(None, description="Fail when the value is below this.")
+    query: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="custom: a PromQL query returning one value.",
+    )
+    window: str | None = _duration("Range the rule looks back over (default 5m).")  # type: ignore[assignment]
+
+
+class Analysis(ApiModel):
+    interval: str = _duration("Time between evaluations.", "30s")  # type: ignore[assignment]
+    failure_limit: int = Field(
+        2, ge=1, le=100, description="Consecutive failed evaluations before rollback."
+    )
+    min_samples: int = Field(
+        50,
+        ge=0,
+        le=10_000_000,
+        description="Fewer requests than this in a window is inconclusive, never a pass.",
+    )
+    on_metrics_unavailable: Literal["pause", "rollback"] = Field(
+        "pause",
+        description="What to do when metrics are missing: hold (pause) or roll back. Never promote.",
+    )
+    metrics_unavailable_grace: str = _duration(
+        "How long metrics may be missing before onMetricsUnavailable applies.", "5m"
+    )  # type: ignore[assignment]
+    rules: list[Rule] | None = Field(
+        None,
+        max_length=32,
+        description="Rules judging every step (default: latency, errors, quality).",
+    )
+
+
+class Rollout(ApiModel):
+    stages: list[Stage] | None = Field(
+        None,
+        min_length=1,
+        max_length=4,
+        description="Stages in order (default shadow 30m, ab 10% 24h, gradual 25/50/75 1h each, full).",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+            **validations(
+                cel(
+                    f"self.map(s, s.name) in {_stage_sequences()}",
+                    "stages must be taken from shadow, ab, gradual, full, in that order, and end with full",
+                )
+            ),
+        },
+    )
+    analysis: Analysis | None = None
+    paused: bool = Field(False, description="Hold the rollout where it is (GitOps-friendly pause).")
+
+
+class HTTPRouteRef(ApiModel):
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = Field(
+        None, max_length=63, description="Defaults to the model's namespace."
+    )
+
+
+class Traffic(ApiModel):
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "self.router != 'gateway-api' || has(self.httpRoute)",
+                "spec.traffic.httpRoute is required when router is gateway-api",
+                field_path=".httpRoute",
+            ),
+        )
+    }
+
+    router: Literal["builtin", "gateway-api"] = Field(
+        "builtin", description="builtin (the quantrollout router) or gateway-api (an HTTPRoute)."
+    )
+    http_route: HTTPRouteRef | None = Field(None, alias="httpRoute")
+
+
+class PrometheusRef(ApiModel):
+    url: str = Field(
+        pattern=r"^https?://[^\s]+$",
+        max_length=1024,
+        description="Base URL of the Prometheus HTTP API.",
+    )
+    token_secret_ref: SecretKeyRef | None = Field(None, description="Bearer token for Prometheus.")
+    insecure_skip_verify: bool = Field(
+        False, description="Skip TLS verification (not recommended)."
+    )
+
+
+class ModelShape(ApiModel):
+    """The model's shape, for the GPU memory pre-flight (presets cover common open models)."""
+
+    parameters_b: float = Field(
+        alias="parametersB", gt=0, le=10000, description="Parameters, in billions."
+    )
+    layers: int = Field(ge=1, le=1000)
+    kv_heads: int = Field(ge=1, le=1024, description="Key/value heads (grouped-query attention).")
+    head_dim: int = Field(ge=1, le=4096)
+
+
+class QuantizedModelSpec(ApiModel):
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                f"{_BITS_CEL}[self.target.precision] < {_BITS_CEL}[self.baseline.precision]",
+                "spec.target.precision must be lower than spec.baseline.precision",
+                field_path=".target.precision",
+            ),
+            cel(
+                "self.target.name != self.baseline.precision",
+                "spec.target.name must differ from the baseline's tier name (spec.baseline.precision)",
+                field_path=".target.name",
+            ),
+        )
+    }
+
+    model: str = Field(
+        min_length=1, max_length=256, description="Served model name clients ask for."
+    )
+    baseline: Baseline
+    target: Target
+    serving: Serving | None = None
+    model_shape: ModelShape | None = None
+    rollout: Rollout | None = None
+    traffic: Traffic | None = None
+    prometheus: PrometheusRef | None = None

@@ -1,0 +1,82 @@
+"""`QuantizedModel.status`: what the operator observed and decided, for on-call humans, kubectl,
+Argo CD (kstatus conditions) and the operator itself after a restart."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import ApiModel
+
+Phase = Literal["Pending", "Progressing", "Paused", "Succeeded", "RolledBack", "Failed"]
+Verdict = Literal["Pass", "Fail", "Inconclusive"]
+
+
+class Condition(ApiModel):
+    """A kstatus-compatible condition (the shape of metav1.Condition)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    message: str = Field("", max_length=32768)
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class TierStatus(ApiModel):
+    name: str
+    role: Literal["baseline", "target"]
+    deployment: str | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+    gpus: int = Field(0, description="GPUs the tier uses in all (replicas x GPUs per replica).")
+    gpus_per_replica: int = 0
+    estimated_weight_memory_gi_b: float | None = Field(None, alias="estimatedWeightMemoryGiB")
+    estimated_memory_per_gpu_gi_b: float | None = Field(None, alias="estimatedMemoryPerGPUGiB")
+    ready: bool = False
+    message: str | None = None
+
+
+class GPUSaving(ApiModel):
+    """What the target saves over the baseline, estimated from the model's shape."""
+
+    weight_memory_gi_b: float = Field(alias="weightMemoryGiB")
+    weight_memory_percent: float
+    gpus_per_replica: int = Field(
+        description="GPUs per replica the target needs fewer than the baseline."
+    )
+
+
+class RuleResult(ApiModel):
+    rule: str
+    value: float | None = None
+    threshold: float | None = None
+    verdict: Verdict
+    reason: str | None = None
+
+
+class AnalysisStatus(ApiModel):
+    at: str
+    verdict: Verdict
+    results: list[RuleResult] = Field(default_factory=list)
+
+
+class RollbackStatus(ApiModel):
+    at: str
+    reasons: list[str]
+
+
+class QuantizedModelStatus(ApiModel):
+    observed_generation: int | None = None
+    phase: Phase | None = None
+    stage: str | None = None
+    step: int | None = None
+    target_weight: int | None = None
+    mirror_percent: int | None = None
+    stage_started_at: str | None = None
+    last_analysis: AnalysisStatus | None = None
+    rollback: RollbackStatus | None = None
+    tiers: list[TierStatus] | None = None
+    gpu_saving: GPUSaving | None = Field(None, alias="gpuSaving")
+    conditions: list[Condition] | None = None
