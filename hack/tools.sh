@@ -20,6 +20,10 @@ mkdir -p "$cache/bin"
 
 die() { echo "hack/tools.sh: $*" >&2; exit 1; }
 
+# The official Go tarball's default location, for shells whose PATH lacks it.
+go_fallback=${QR_GO_FALLBACK_DIR-/usr/local/go/bin}
+if ! command -v go >/dev/null 2>&1 && [ -x "$go_fallback/go" ]; then PATH="$PATH:$go_fallback"; fi
+
 need_go() {
   command -v go >/dev/null 2>&1 || die "no Go toolchain on PATH (needed once to build the local control plane; install Go >= 1.24)"
 }

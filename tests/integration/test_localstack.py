@@ -102,7 +102,12 @@ def test_missing_go_toolchain_is_named(tmp_path: Path) -> None:
         text=True,
         check=False,
         timeout=30,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "QR_CACHE": str(tmp_path / "cache")},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "QR_CACHE": str(tmp_path / "cache"),
+            "QR_GO_FALLBACK_DIR": str(tmp_path / "no-go"),
+        },
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
