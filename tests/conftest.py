@@ -5,6 +5,9 @@ runs the pure tests alone, without starting anything."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,7 +68,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     if state is None or exitstatus == 0:
         return
     terminalreporter.section("local stack logs (kept)")
-    for log in sorted(state.glob("*/logs/*.log")):
+    logs = sorted(state.glob("*/logs/*.log"))
+    operator_log = terminalreporter.config.stash.get(_OPERATOR_LOG, None)
+    if operator_log is not None:
+        logs.append(operator_log)
+    for log in logs:
         lines = log.read_text(errors="replace").splitlines()[-15:]
         terminalreporter.write_line(f"--- {log}")
         for line in lines:
@@ -123,3 +130,51 @@ def crd(kube: ApiClient) -> str:
             return str(body["metadata"]["name"])
         time.sleep(0.1)
     pytest.fail("the QuantizedModel CRD never became Established")
+
+
+class OperatorProcess:
+    """`quantrollout run` as a real process against the local stack, restartable by tests."""
+
+    def __init__(self, kubeconfig: Path, log: Path) -> None:
+        self.kubeconfig, self.log = kubeconfig, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        exe = Path(sys.executable).parent / "quantrollout"
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(exe), "run", "--all-namespaces", "--standalone"],
+                stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            )  # fmt: skip
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        self.stop(sig)
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    stack: Stack, crd: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[OperatorProcess]:
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    request.config.stash[_OPERATOR_LOG] = log
+    proc = OperatorProcess(stack.controlplane.kubeconfig, log)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+_OPERATOR_LOG = pytest.StashKey[Path]()

@@ -1,20 +1,148 @@
 """Kopf handlers: thin glue between Kubernetes events and the pure decision code.
 
-Only settings live here so far; the reconcile handlers arrive with the API (see DESIGN.md).
+Every trigger (resume, create, spec update, a change to one of our Deployments, an unschedulable
+pod) calls the same level-based `reconcile`, which re-reads the world, applies only what drifted
+and writes status only when it changed: a steady model costs no API writes at all.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import datetime
+from collections import defaultdict
+from typing import Any, cast
 
 import kopf
 
+from quantrollout import health
+from quantrollout.api.crd import GROUP, PLURAL, VERSION
+from quantrollout.kube import Kube, new_api_client, owner_reference
+from quantrollout.manifests.drift import drifted
+from quantrollout.manifests.plan import plan as make_plan
+from quantrollout.manifests.vllm import MODEL_LABEL, resource_name, selector_labels
+
+# One reconcile at a time per model: the model's own handler and its children's events race otherwise.
+_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Kopf's own bookkeeping goes into `status`, never into annotations: the object in Git and
     # the object in the cluster then differ only in `status`, so Argo CD sees no drift.
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
-    # Events are for on-call humans: warnings and our own transitions, not Kopf's chatter.
-    settings.posting.level = 30  # logging.WARNING
+    # Events are for on-call humans: our own transitions (posted explicitly), not Kopf's chatter.
+    settings.posting.level = 40  # logging.ERROR
+    memo.kube = Kube(new_api_client())
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def reconcile(kube: Kube, qm: dict[str, Any], logger: kopf.Logger) -> None:
+    meta = qm["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    async with _locks[(namespace, name)]:
+        # Re-read under the lock: the body that triggered us may be stale by now.
+        current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
+        if current is None or current["metadata"].get("deletionTimestamp"):
+            return
+        await _reconcile_locked(kube, current, logger)
+
+
+async def _reconcile_locked(kube: Kube, qm: dict[str, Any], logger: kopf.Logger) -> None:
+    meta = qm["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    plan = make_plan(name, namespace, qm.get("spec", {}))
+    observed: dict[str, health.ObservedTier] = {}
+    for tier_plan in plan.tiers:
+        tier = tier_plan.tier
+        rname = resource_name(name, tier)
+        if not tier_plan.deployable:
+            # A target that cannot run is removed; the baseline is never taken away by us.
+            if tier.role == "target":
+                for kind in ("Deployment", "Service"):
+                    if await asyncio.to_thread(kube.delete, kind, namespace, rname):
+                        logger.info(f"deleted {kind} {rname}: the tier cannot be deployed")
+            continue
+        deployment: dict[str, Any] | None = None
+        for desired in tier_plan.objects:
+            desired = {
+                **desired,
+                "metadata": {**desired["metadata"], "ownerReferences": [owner_reference(qm)]},
+            }
+            live = await asyncio.to_thread(kube.get, desired["kind"], namespace, rname)
+            if live is None or drifted(desired, live):
+                live = await asyncio.to_thread(kube.apply, desired)
+                logger.info(f"applied {desired['kind']} {rname}")
+            if desired["kind"] == "Deployment":
+                deployment = live
+        unschedulable = None
+        if deployment is not None and not health.observe_deployment(deployment, None).ready:
+            unschedulable = await asyncio.to_thread(
+                kube.unschedulable_message, namespace, selector_labels(name, tier)
+            )
+        observed[tier.name] = health.observe_deployment(deployment, unschedulable)
+
+    previous = qm.get("status") or {}
+    status, transitions = health.compute(
+        name=name,
+        generation=int(meta.get("generation", 0)),
+        plan=plan,
+        observed=observed,
+        previous=previous.get("conditions"),
+        now=_now(),
+    )
+    changed = {k: v for k, v in status.items() if previous.get(k) != v}
+    if changed:
+        await asyncio.to_thread(kube.patch_status, namespace, name, changed)
+    for t in transitions:
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, qm)),
+            type=t.event_type,
+            reason=f"{t.type}{t.status}",
+            message=f"{t.reason}: {t.message}",
+        )
+        logger.info(f"condition {t.type}={t.status} reason={t.reason}: {t.message}")
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def quantizedmodel_reconcile(
+    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    await reconcile(memo.kube, dict(body), logger)
+
+
+async def _reconcile_owner(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger
+) -> None:
+    owner = labels.get(MODEL_LABEL)
+    if not namespace or not owner:
+        return
+    await reconcile(memo.kube, {"metadata": {"namespace": namespace, "name": owner}}, logger)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={MODEL_LABEL: kopf.PRESENT})
+async def deployment_event(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """Our Deployment changed (rolled out, became ready, was edited or deleted): re-reconcile its model."""
+    await _reconcile_owner(namespace, labels, memo, logger)
+
+
+def _unschedulable(status: kopf.Status, **_: Any) -> bool:
+    return any(
+        c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
+        for c in status.get("conditions") or []
+    )
+
+
+@kopf.on.event("", "v1", "pods", labels={MODEL_LABEL: kopf.PRESENT}, when=_unschedulable)
+async def pod_unschedulable(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """The scheduler cannot place a tier's pod: say so in the model's status."""
+    await _reconcile_owner(namespace, labels, memo, logger)

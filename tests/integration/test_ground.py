@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,15 +18,7 @@ from prometheus_api_client import PrometheusConnect
 from localstack.controlplane import GPU_PRODUCT_LABEL
 from localstack.stack import Stack
 
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+from .support import wait_for
 
 
 def gpu_deployment(name: str, gpus: int, product: str | None = None) -> client.V1Deployment:

@@ -67,7 +67,7 @@ def _stage_sequences() -> list[list[StageName]]:
     return sequences
 
 
-ARTIFACT_PATTERN = r"^(s3|gs|hf|pvc|oci)://[^\s]+$"
+ARTIFACT_PATTERN = r"^(s3|gs|hf|pvc)://[^\s]+$"
 
 
 class SecretKeyRef(ApiModel):
@@ -157,7 +157,7 @@ class Baseline(ApiModel):
     artifact: str = Field(
         pattern=ARTIFACT_PATTERN,
         max_length=1024,
-        description="s3://, gs://, hf://, pvc:// or oci:// location of the weights.",
+        description="s3://, gs:// (streamed), hf://org/name or pvc://claim/path location of the weights.",
     )
     precision: BaselinePrecision = Field(
         "fp16", description="The baseline's precision, and the name of its tier."

@@ -1,0 +1,194 @@
+"""From what the operator planned and what it observed to the status on-call reads: per-tier
+readiness and kstatus-style conditions (Ready, Progressing, Degraded). Pure: the handlers pass in
+what they read from the API and the time, and get back the status and the condition changes
+(each of which becomes an Event).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from quantrollout.api.status import Condition, TierStatus
+from quantrollout.manifests.plan import Plan, Problem
+from quantrollout.manifests.vllm import resource_name
+
+
+@dataclass(frozen=True)
+class ObservedTier:
+    """The facts about one tier's Deployment (and its pods) that decide its health."""
+
+    exists: bool = False
+    replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    available: bool = False
+    generation_observed: bool = False
+    progress_deadline_exceeded: bool = False
+    unschedulable: str | None = None  # the scheduler's message for a pod it cannot place
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.exists
+            and self.generation_observed
+            and self.available
+            and self.updated_replicas >= self.replicas
+            and self.ready_replicas >= self.replicas
+        )
+
+
+def observe_deployment(obj: dict[str, Any] | None, unschedulable: str | None) -> ObservedTier:
+    """Extracts an ObservedTier from a Deployment as the API returns it (camelCase dict)."""
+    if not obj:
+        return ObservedTier(unschedulable=unschedulable)
+    status = obj.get("status") or {}
+    conditions = {c["type"]: c for c in status.get("conditions") or []}
+    progressing = conditions.get("Progressing", {})
+    return ObservedTier(
+        exists=True,
+        replicas=int(obj.get("spec", {}).get("replicas", 1)),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        available=conditions.get("Available", {}).get("status") == "True",
+        generation_observed=int(status.get("observedGeneration") or 0)
+        >= int(obj["metadata"].get("generation", 0)),
+        progress_deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+        unschedulable=unschedulable,
+    )
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A condition that changed, for an Event."""
+
+    type: str
+    status: str
+    reason: str
+    message: str
+
+    @property
+    def event_type(self) -> Literal["Normal", "Warning"]:
+        bad = (self.type == "Degraded" and self.status == "True") or (
+            self.type == "Ready" and self.status == "False" and self.reason != "TiersNotReady"
+        )
+        return "Warning" if bad else "Normal"
+
+
+def _condition(
+    ctype: str,
+    status: bool,
+    reason: str,
+    message: str,
+    previous: dict[str, Condition],
+    now: str,
+    generation: int,
+) -> Condition:
+    value: Literal["True", "False"] = "True" if status else "False"
+    before = previous.get(ctype)
+    since = before.last_transition_time if before and before.status == value else now
+    return Condition(
+        type=ctype, status=value, reason=reason, message=message,
+        last_transition_time=since, observed_generation=generation,
+    )  # fmt: skip
+
+
+def tier_problems(plan: Plan, observed: dict[str, ObservedTier]) -> list[Problem]:
+    problems = []
+    for tp in plan.tiers:
+        seen = observed.get(tp.tier.name, ObservedTier())
+        if tp.problem:
+            problems.append(tp.problem)
+        elif seen.unschedulable and not seen.ready:
+            problems.append(
+                Problem(
+                    "Unschedulable",
+                    f"tier {tp.tier.name} cannot be scheduled: {seen.unschedulable}",
+                )
+            )
+        elif seen.progress_deadline_exceeded and not seen.ready:
+            deadline = tp.tier.serving.readiness_deadline
+            problems.append(
+                Problem(
+                    "ReadinessDeadlineExceeded",
+                    f"tier {tp.tier.name} was not ready within its readiness deadline ({deadline})",
+                )
+            )
+    return problems
+
+
+def compute(
+    *,
+    name: str,
+    generation: int,
+    plan: Plan,
+    observed: dict[str, ObservedTier],
+    previous: list[dict[str, Any]] | None,
+    now: str,
+) -> tuple[dict[str, Any], list[Transition]]:
+    """The status fields this module owns, and the conditions that changed since `previous`."""
+    before = {c["type"]: Condition.model_validate(c) for c in previous or []}
+
+    def cond(ctype: str, status: bool, reason: str, message: str) -> Condition:
+        return _condition(ctype, status, reason, message, before, now, generation)
+
+    tiers: list[TierStatus] = []
+    if plan.invalid:
+        p = plan.invalid
+        conditions = [cond("Ready", False, p.reason, p.message), cond("Progressing", False, p.reason, p.message),
+                      cond("Degraded", True, p.reason, p.message)]  # fmt: skip
+        phase = "Failed"
+    else:
+        for tp in plan.tiers:
+            seen = observed.get(tp.tier.name, ObservedTier())
+            s = tp.tier.serving
+            tiers.append(
+                TierStatus(
+                    name=tp.tier.name,
+                    role=tp.tier.role,
+                    deployment=resource_name(name, tp.tier) if tp.deployable else None,
+                    replicas=seen.replicas,
+                    ready_replicas=seen.ready_replicas,
+                    gpus=seen.replicas * s.gpu.count,
+                    gpus_per_replica=s.gpu.count,
+                    estimated_weight_memory_gi_b=round(tp.estimate.weights_gib, 2)
+                    if tp.estimate
+                    else None,
+                    estimated_memory_per_gpu_gi_b=round(tp.estimate.needed_per_gpu_gib, 2)
+                    if tp.estimate
+                    else None,
+                    ready=seen.ready,
+                    message=tp.problem.message if tp.problem else None,
+                )
+            )
+        problems = tier_problems(plan, observed)
+        all_ready = all(t.ready for t in tiers)
+        summary = ", ".join(f"{t.name} {t.ready_replicas}/{t.replicas} ready" for t in tiers)
+        if problems:
+            message = "; ".join(p.message for p in problems)
+            conditions = [cond("Ready", False, problems[0].reason, message),
+                          cond("Progressing", False, problems[0].reason, message),
+                          cond("Degraded", True, problems[0].reason, message)]  # fmt: skip
+        elif all_ready:
+            summary = "; ".join([summary, *plan.notes])
+            conditions = [cond("Ready", True, "TiersReady", summary), cond("Progressing", False, "TiersReady", summary),
+                          cond("Degraded", False, "TiersHealthy", summary)]  # fmt: skip
+        else:
+            conditions = [cond("Ready", False, "TiersNotReady", summary), cond("Progressing", True, "TiersRollingOut", summary),
+                          cond("Degraded", False, "TiersHealthy", summary)]  # fmt: skip
+        phase = "Pending"
+
+    # An Event for every change of a condition's status or reason (not for every new replica count).
+    transitions = [
+        Transition(c.type, c.status, c.reason, c.message)
+        for c in conditions
+        if (old := before.get(c.type)) is None or (old.status, old.reason) != (c.status, c.reason)
+    ]
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "phase": phase,
+        "tiers": [t.to_wire() for t in tiers] or None,
+        "gpuSaving": plan.gpu_saving.to_wire() if plan.gpu_saving else None,
+        "conditions": [c.to_wire() for c in conditions],
+    }
+    return status, transitions

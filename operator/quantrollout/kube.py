@@ -1,0 +1,120 @@
+"""The operator's Kubernetes I/O: reads return plain camelCase dicts (as the API sends them),
+writes are server-side apply with one field manager. Synchronous (the official client); the
+handlers call it through `asyncio.to_thread` so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from quantrollout.api.crd import GROUP, KIND, PLURAL, VERSION
+
+FIELD_MANAGER = "quantrollout"
+APPLY = "application/apply-patch+yaml"
+
+
+def new_api_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube)."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+def owner_reference(qm: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": qm["metadata"]["name"],
+        "uid": qm["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    def get_quantizedmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return _json(
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
+                )
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        read = {
+            "Deployment": self.apps.read_namespaced_deployment,
+            "Service": self.core.read_namespaced_service,
+        }[kind]
+        try:
+            return _json(read(name, namespace, _preload_content=False))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply, forcing ownership of the fields we set (we are their only manager)."""
+        patch = {
+            "Deployment": self.apps.patch_namespaced_deployment,
+            "Service": self.core.patch_namespaced_service,
+        }[obj["kind"]]
+        meta = obj["metadata"]
+        return _json(
+            patch(
+                meta["name"], meta["namespace"], obj,
+                field_manager=FIELD_MANAGER, force=True, _content_type=APPLY, _preload_content=False,
+            )
+        )  # fmt: skip
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        delete = {
+            "Deployment": self.apps.delete_namespaced_deployment,
+            "Service": self.core.delete_namespaced_service,
+        }[kind]
+        try:
+            delete(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    def unschedulable_message(self, namespace: str, selector: dict[str, str]) -> str | None:
+        """The scheduler's message for the first pod of `selector` it could not place, if any."""
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        pods = _json(
+            self.core.list_namespaced_pod(
+                namespace, label_selector=label_selector, field_selector="status.phase=Pending",
+                _preload_content=False,
+            )
+        )  # fmt: skip
+        for pod in pods.get("items", []):
+            for cond in pod.get("status", {}).get("conditions") or []:
+                if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+                    return str(cond.get("message", "unschedulable"))
+        return None
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+        )

@@ -1,0 +1,119 @@
+"""What a QuantizedModel should have running: for each tier, whether it may be deployed (spec
+checks CEL cannot do, the GPU memory pre-flight) and the objects to apply. Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from quantrollout.api.resolve import Tier, tiers
+from quantrollout.api.spec import QuantizedModelSpec
+from quantrollout.api.status import GPUSaving
+
+from .gpu_memory import MemoryEstimate, estimate, preset_for
+from .vllm import build_deployment, build_service
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why something cannot go ahead: a condition reason and a message naming the field."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class TierPlan:
+    tier: Tier
+    estimate: MemoryEstimate | None
+    problem: Problem | None
+    objects: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def deployable(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True)
+class Plan:
+    invalid: Problem | None = None
+    tiers: tuple[TierPlan, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+    gpu_saving: GPUSaving | None = None
+
+
+def parse_spec(raw: dict[str, Any]) -> QuantizedModelSpec | Problem:
+    try:
+        return QuantizedModelSpec.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = "spec." + ".".join(str(p) for p in first["loc"])
+        more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        return Problem("InvalidSpec", f"{where}: {first['msg']}{more}")
+
+
+def _tier_checks(tier: Tier, path: str) -> Problem | None:
+    """Checks on the merged settings of a tier, which per-field CEL rules cannot see."""
+    s = tier.serving
+    if s.gpu.count < s.tensor_parallel_size:
+        return Problem(
+            "InvalidSpec",
+            f"{path}: gpu.count {s.gpu.count} (after merging spec.serving) is less than "
+            f"tensorParallelSize {s.tensor_parallel_size}",
+        )
+    if s.autoscaling and s.autoscaling.min_replicas > s.autoscaling.max_replicas:
+        return Problem(
+            "InvalidSpec",
+            f"{path}: autoscaling.minReplicas exceeds maxReplicas after merging spec.serving",
+        )
+    return None
+
+
+def plan(name: str, namespace: str, raw_spec: dict[str, Any]) -> Plan:
+    parsed = parse_spec(raw_spec)
+    if isinstance(parsed, Problem):
+        return Plan(invalid=parsed)
+    spec = parsed
+    resolved = tiers(spec)
+    for tier, path in zip(resolved, ("spec.baseline.serving", "spec.target.serving"), strict=True):
+        problem = _tier_checks(tier, path)
+        if problem:
+            return Plan(invalid=problem)
+
+    shape = spec.model_shape or preset_for(spec.model)
+    notes: list[str] = []
+    if shape is None:
+        notes.append(
+            f"GPU memory pre-flight skipped: no preset matches model {spec.model!r}; set spec.modelShape"
+        )
+    baseline_precision = spec.baseline.precision
+    plans = []
+    for tier in resolved:
+        est = estimate(tier, shape) if shape else None
+        problem = None
+        if est is not None and not est.fits:
+            problem = Problem("InsufficientGPUMemory", est.explain())
+        objects: tuple[dict[str, Any], ...] = ()
+        if problem is None:
+            objects = (
+                build_deployment(
+                    name=name, namespace=namespace, served_model=spec.model, tier=tier,
+                    baseline_precision=baseline_precision,
+                ),
+                build_service(name=name, namespace=namespace, tier=tier),
+            )  # fmt: skip
+        plans.append(TierPlan(tier=tier, estimate=est, problem=problem, objects=objects))
+
+    saving = None
+    base_plan, target_plan = plans
+    if base_plan.estimate and target_plan.estimate:
+        base_w, target_w = base_plan.estimate.weights_gib, target_plan.estimate.weights_gib
+        saving = GPUSaving(
+            weight_memory_gi_b=round(base_w - target_w, 2),
+            weight_memory_percent=round(100 * (base_w - target_w) / base_w, 1),
+            gpus_per_replica=base_plan.tier.serving.gpu.count - target_plan.tier.serving.gpu.count,
+        )
+    return Plan(tiers=tuple(plans), notes=tuple(notes), gpu_saving=saving)

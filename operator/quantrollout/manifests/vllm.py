@@ -1,0 +1,200 @@
+"""The vLLM Deployment and Service of one tier, as plain dicts ready for server-side apply.
+
+Names are `<model>-<tier>`; labels are the `app.kubernetes.io/*` set plus `quantrollout.io/model`,
+`quantrollout.io/tier` and `quantrollout.io/role`. Nothing is copied from the QuantizedModel's own
+labels: that would copy Argo CD's tracking label, and Argo CD would then prune the children.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from quantrollout.api.resolve import Tier
+
+MODEL_LABEL = "quantrollout.io/model"
+TIER_LABEL = "quantrollout.io/tier"
+ROLE_LABEL = "quantrollout.io/role"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+VLLM_PORT = 8000
+MODELS_DIR = "/models"
+
+# vLLM's --quantization value per format.
+QUANTIZATION_ARG = {
+    "awq": "awq",
+    "gptq": "gptq",
+    "fp8": "fp8",
+    "compressed-tensors": "compressed-tensors",
+    "bitsandbytes": "bitsandbytes",
+}
+
+
+def resource_name(model_name: str, tier: Tier) -> str:
+    return f"{model_name}-{tier.name}"
+
+
+def selector_labels(model_name: str, tier: Tier) -> dict[str, str]:
+    return {MODEL_LABEL: model_name, TIER_LABEL: tier.name}
+
+
+def labels(model_name: str, tier: Tier) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "vllm",
+        "app.kubernetes.io/instance": resource_name(model_name, tier),
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/part-of": "quantrollout",
+        "app.kubernetes.io/managed-by": "quantrollout",
+        **selector_labels(model_name, tier),
+        ROLE_LABEL: tier.role,
+    }
+
+
+def dtype(tier: Tier, baseline_precision: str) -> str:
+    """vLLM's --dtype: AWQ and GPTQ kernels want float16; everything else runs in the baseline's dtype."""
+    if tier.format in ("awq", "gptq"):
+        return "float16"
+    return {"fp16": "float16", "bf16": "bfloat16"}[baseline_precision]
+
+
+def model_source(artifact: str) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """vLLM args, volumes and mounts that load the weights at `artifact`.
+
+    s3:// and gs:// stream through vLLM's Run:ai model streamer; hf://org/name is a Hugging Face
+    repository id; pvc://claim/path mounts the claim read-only under /models/claim."""
+    scheme, _, rest = artifact.partition("://")
+    if scheme in ("s3", "gs"):
+        return ["--model", artifact, "--load-format", "runai_streamer"], [], []
+    if scheme == "hf":
+        return ["--model", rest], [], []
+    if scheme == "pvc":
+        claim, _, path = rest.partition("/")
+        volume = {
+            "name": "weights",
+            "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+        }
+        mount = {"name": "weights", "mountPath": f"{MODELS_DIR}/{claim}", "readOnly": True}
+        return ["--model", f"{MODELS_DIR}/{claim}/{path}".rstrip("/")], [volume], [mount]
+    raise ValueError(f"unsupported artifact scheme in {artifact!r}")
+
+
+def vllm_args(served_model: str, tier: Tier, baseline_precision: str) -> list[str]:
+    s = tier.serving
+    load, _, _ = model_source(tier.artifact)
+    args = [
+        *load,
+        "--served-model-name",
+        served_model,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(VLLM_PORT),
+    ]
+    if tier.format is not None:
+        args += ["--quantization", QUANTIZATION_ARG[tier.format]]
+    args += [
+        "--dtype", dtype(tier, baseline_precision),
+        "--max-model-len", str(s.max_model_len),
+        "--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}",
+        "--tensor-parallel-size", str(s.tensor_parallel_size),
+    ]  # fmt: skip
+    return [*args, *s.extra_args]
+
+
+def build_deployment(
+    *, name: str, namespace: str, served_model: str, tier: Tier, baseline_precision: str
+) -> dict[str, Any]:
+    """The tier's Deployment. `replicas` is left out when autoscaling owns it."""
+    s = tier.serving
+    _, volumes, mounts = model_source(tier.artifact)
+    gpus = str(s.gpu.count)
+    probe = {"httpGet": {"path": "/health", "port": "http"}}
+    startup_period = 10
+    container: dict[str, Any] = {
+        "name": "vllm",
+        "image": s.image,
+        "args": vllm_args(served_model, tier, baseline_precision),
+        "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"},
+            {"name": "HOME", "value": "/home/vllm"},
+            {"name": "HF_HOME", "value": "/home/vllm/.cache/huggingface"},
+        ],
+        "resources": {"requests": {GPU_RESOURCE: gpus}, "limits": {GPU_RESOURCE: gpus}},
+        # Loading weights takes minutes: the startup probe allows the whole readiness deadline.
+        "startupProbe": {
+            **probe,
+            "periodSeconds": startup_period,
+            "failureThreshold": max(1, math.ceil(s.readiness_deadline_s / startup_period)),
+        },
+        "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 6},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "home", "mountPath": "/home/vllm"},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            *mounts,
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "home", "emptyDir": {}},
+            # Tensor parallelism shares tensors between workers through /dev/shm.
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},
+            *volumes,
+        ],
+        "terminationGracePeriodSeconds": 60,
+    }
+    if s.gpu.product:
+        pod_spec["nodeSelector"] = {GPU_PRODUCT_LABEL: s.gpu.product}
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(name, tier)},
+        # GPUs are scarce: replace one pod at a time and never go below the serving count.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
+        "progressDeadlineSeconds": max(60, math.ceil(s.readiness_deadline_s)),
+        "template": {"metadata": {"labels": labels(name, tier)}, "spec": pod_spec},
+    }
+    if s.autoscaling is None:
+        spec = {"replicas": s.replicas, **spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": resource_name(name, tier),
+            "namespace": namespace,
+            "labels": labels(name, tier),
+        },
+        "spec": spec,
+    }
+
+
+def build_service(*, name: str, namespace: str, tier: Tier) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": resource_name(name, tier),
+            "namespace": namespace,
+            "labels": labels(name, tier),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(name, tier),
+            "ports": [{"name": "http", "port": VLLM_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
