@@ -26,6 +26,7 @@ generate: venv
 
 typecheck: venv
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 deps:
 	@hack/install-deps.sh

@@ -1,0 +1,203 @@
+"""Builders and the plan: golden files for the example's objects, vLLM args per format, the GPU
+memory pre-flight, and drift detection. Set UPDATE_GOLDEN=1 to rewrite the golden files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from quantrollout.api.resolve import tiers
+from quantrollout.api.spec import QuantizedModelSpec
+from quantrollout.manifests.drift import drifted
+from quantrollout.manifests.gpu_memory import estimate, preset_for
+from quantrollout.manifests.plan import plan
+from quantrollout.manifests.vllm import build_deployment, vllm_args
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+EXAMPLE = yaml.safe_load((REPO / "examples" / "llama3-8b-awq.yaml").read_text())
+
+
+def spec_with(**changes: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = yaml.safe_load(yaml.safe_dump(EXAMPLE["spec"]))
+    for path, value in changes.items():
+        node = raw
+        *parents, last = path.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return raw
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_example_objects_match_golden_files(index: int) -> None:
+    p = plan("llama3-8b", "llm", EXAMPLE["spec"])
+    assert p.invalid is None
+    tier_plan = p.tiers[index]
+    for obj in tier_plan.objects:
+        path = GOLDEN / f"{obj['metadata']['name']}.{obj['kind'].lower()}.yaml"
+        text = yaml.safe_dump(obj, sort_keys=False)
+        if os.environ.get("UPDATE_GOLDEN"):
+            path.write_text(text)
+        assert text == path.read_text(), f"{path.name} differs (UPDATE_GOLDEN=1 to accept)"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "precision", "quantization", "dtype"),
+    [
+        ("awq", "int4", "awq", "float16"),
+        ("gptq", "int8", "gptq", "float16"),
+        ("fp8", "fp8", "fp8", "float16"),
+        ("compressed-tensors", "int8", "compressed-tensors", "float16"),
+        ("bitsandbytes", "int4", "bitsandbytes", "float16"),
+    ],
+)
+def test_vllm_args_per_format(fmt: str, precision: str, quantization: str, dtype: str) -> None:
+    spec = QuantizedModelSpec.model_validate(
+        spec_with(target__format=fmt, target__precision=precision)
+    )
+    _, target = tiers(spec)
+    args = vllm_args(spec.model, target, spec.baseline.precision)
+    assert args[args.index("--quantization") + 1] == quantization
+    assert args[args.index("--dtype") + 1] == dtype
+
+
+def test_bf16_baseline_runs_in_bfloat16_and_has_no_quantization() -> None:
+    spec = QuantizedModelSpec.model_validate(
+        spec_with(baseline__precision="bf16", target__format="fp8", target__precision="fp8")
+    )
+    baseline, target = tiers(spec)
+    base_args = vllm_args(spec.model, baseline, "bf16")
+    assert "--quantization" not in base_args
+    assert base_args[base_args.index("--dtype") + 1] == "bfloat16"
+    target_args = vllm_args(spec.model, target, "bf16")
+    assert target_args[target_args.index("--dtype") + 1] == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    ("artifact", "model_arg", "volumes"),
+    [
+        ("s3://bucket/llama", "s3://bucket/llama", 0),
+        ("gs://bucket/llama", "gs://bucket/llama", 0),
+        ("hf://meta-llama/Meta-Llama-3-8B-Instruct", "meta-llama/Meta-Llama-3-8B-Instruct", 0),
+        ("pvc://weights/llama3/awq", "/models/weights/llama3/awq", 1),
+    ],
+)
+def test_artifact_sources(artifact: str, model_arg: str, volumes: int) -> None:
+    spec = QuantizedModelSpec.model_validate(spec_with(target__artifact=artifact))
+    _, target = tiers(spec)
+    dep = build_deployment(
+        name="m", namespace="n", served_model="x", tier=target, baseline_precision="fp16"
+    )
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--model") + 1] == model_arg
+    assert len(dep["spec"]["template"]["spec"]["volumes"]) == 2 + volumes
+
+
+def test_autoscaling_leaves_replicas_alone() -> None:
+    spec = QuantizedModelSpec.model_validate(
+        spec_with(serving__autoscaling={"minReplicas": 1, "maxReplicas": 4})
+    )
+    _, target = tiers(spec)
+    dep = build_deployment(
+        name="m", namespace="n", served_model="x", tier=target, baseline_precision="fp16"
+    )
+    assert "replicas" not in dep["spec"]
+
+
+def test_readiness_deadline_sets_the_startup_probe_and_progress_deadline() -> None:
+    spec = QuantizedModelSpec.model_validate(spec_with(serving__readinessDeadline="20m"))
+    _, target = tiers(spec)
+    dep = build_deployment(
+        name="m", namespace="n", served_model="x", tier=target, baseline_precision="fp16"
+    )
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert (
+        container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"]
+        == 1200
+    )
+    assert dep["spec"]["progressDeadlineSeconds"] == 1200
+
+
+def test_children_never_copy_the_models_labels() -> None:
+    p = plan("llama3-8b", "llm", EXAMPLE["spec"])
+    for tier_plan in p.tiers:
+        for obj in tier_plan.objects:
+            assert "argocd.argoproj.io/instance" not in obj["metadata"]["labels"]
+            assert all(
+                k.startswith(("app.kubernetes.io/", "quantrollout.io/"))
+                for k in obj["metadata"]["labels"]
+            )
+
+
+def test_presets_and_memory_estimates() -> None:
+    shape = preset_for("meta-llama/Meta-Llama-3-8B-Instruct")
+    assert shape is not None
+    assert shape.parameters_b == pytest.approx(8.03)
+    assert preset_for("meta-llama/Llama-3.1-70B-Instruct") == preset_for("llama-3-70b")
+    assert preset_for("acme/secret-model") is None
+    baseline, target = tiers(QuantizedModelSpec.model_validate(EXAMPLE["spec"]))
+    b, t = estimate(baseline, shape), estimate(target, shape)
+    assert b.weights_gib == pytest.approx(8.03e9 * 2 / 1024**3)
+    assert t.weights_gib < b.weights_gib / 3
+    assert b.fits
+    assert t.fits
+    assert b.budget_per_gpu_gib == pytest.approx(72.0)
+    # KV cache of one 4096-token sequence: 2 x 32 layers x 8 heads x 128 dims x 2 bytes x 4096
+    assert b.kv_cache_per_gpu_gib == pytest.approx(0.5)
+
+
+def test_tensor_parallelism_divides_the_per_gpu_need() -> None:
+    raw = spec_with(serving__gpu={"count": 4, "memoryGiB": 80}, serving__tensorParallelSize=4)
+    baseline, _ = tiers(QuantizedModelSpec.model_validate(raw))
+    shape = preset_for("llama-3-70b")
+    assert shape is not None
+    est = estimate(baseline, shape)
+    assert est.weights_per_gpu_gib == pytest.approx(est.weights_gib / 4)
+    assert est.fits
+
+
+def test_a_70b_fp16_baseline_on_one_gpu_does_not_fit() -> None:
+    p = plan("big", "llm", spec_with(model="meta-llama/Llama-3.1-70B-Instruct"))
+    baseline, target = p.tiers
+    assert baseline.problem is not None
+    assert baseline.problem.reason == "InsufficientGPUMemory"
+    assert baseline.objects == ()
+    assert target.problem is None
+    assert p.gpu_saving is not None
+    assert p.gpu_saving.weight_memory_percent > 70
+
+
+def test_unknown_model_skips_the_preflight_with_a_note() -> None:
+    p = plan("m", "llm", spec_with(model="acme/secret-model"))
+    assert all(t.estimate is None and t.deployable for t in p.tiers)
+    assert p.notes == (
+        "GPU memory pre-flight skipped: no preset matches model 'acme/secret-model'; set spec.modelShape",
+    )
+
+
+def test_merged_tier_settings_are_checked() -> None:
+    p = plan("m", "llm", spec_with(target__serving={"tensorParallelSize": 2}))
+    assert p.invalid is not None
+    assert p.invalid.reason == "InvalidSpec"
+    assert p.invalid.message.startswith("spec.target.serving: gpu.count 1")
+    assert p.tiers == ()
+
+
+def test_unparsable_spec_names_the_field() -> None:
+    p = plan("m", "llm", spec_with(serving__gpuMemoryUtilization=3))
+    assert p.invalid is not None
+    assert p.invalid.message.startswith("spec.serving.gpuMemoryUtilization: ")
+
+
+def test_drift() -> None:
+    desired = {"a": 1, "b": {"c": [1, {"d": "x"}]}}
+    assert not drifted(desired, {"a": 1, "b": {"c": [1, {"d": "x", "e": 2}], "f": 3}, "g": 0})
+    assert drifted(desired, {"a": 2, "b": {"c": [1, {"d": "x"}]}})
+    assert drifted(desired, {"a": 1, "b": {"c": [1]}})
+    assert drifted(desired, {"a": 1})
+    assert drifted(desired, {"a": 1, "b": {"c": [1, {"d": "y"}]}})
