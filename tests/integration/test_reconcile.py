@@ -245,6 +245,11 @@ def test_restart_changes_nothing_and_steady_state_writes_nothing(
     time.sleep(5)  # the restarted operator resumes every model
     assert versions(kube, namespace) == before, "the restart changed something"
 
+    # Nothing outside status: no annotations or finalizers for Argo CD to see as drift.
+    meta = (models.get("llama3-8b") or {})["metadata"]
+    assert not meta.get("annotations")
+    assert not meta.get("finalizers")
+
 
 def test_deleting_the_model_removes_its_tiers(
     kube: ApiClient, namespace: str, operator: Any

@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    run.add_argument(
+        "--log-format", choices=["plain", "full", "json"], default="full",
+        help="json: one structured object per line, for log pipelines",
+    )  # fmt: skip
     return parser
 
 
@@ -57,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from quantrollout import handlers  # noqa: F401  (registers the handlers)
 
-    kopf.configure(verbose=args.verbose)
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     namespaces: list[str] = args.namespace
     kopf.run(
         standalone=args.standalone,
