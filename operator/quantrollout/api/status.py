@@ -67,6 +67,34 @@ class RollbackStatus(ApiModel):
     reasons: list[str]
 
 
+class TrafficBackend(ApiModel):
+    tier: str
+    service: str = Field(description="The tier's Service, in the model's namespace.")
+    port: int = 8000
+
+
+class TrafficStatus(ApiModel):
+    """The traffic the router applies: written by the operator, watched by the router.
+
+    Kept in the model's status, so a rollback changes traffic and records it in one write."""
+
+    rollout_id: str = Field(description="Changes with every new rollout; salts the sticky hash.")
+    served_model: str = Field(description="The model name clients ask for (spec.model).")
+    target_weight: int = Field(
+        ge=0, le=100, description="% of live requests answered by the target."
+    )
+    mirror_percent: int = Field(
+        ge=0,
+        le=100,
+        description="% of requests also sent to the target, answers compared, never returned.",
+    )
+    sticky_header: str | None = Field(
+        None, description="Request header keeping each user on one tier, e.g. x-user-id."
+    )
+    baseline: TrafficBackend
+    target: TrafficBackend | None = None
+
+
 class QuantizedModelStatus(ApiModel):
     observed_generation: int | None = None
     phase: Phase | None = None
@@ -79,4 +107,5 @@ class QuantizedModelStatus(ApiModel):
     rollback: RollbackStatus | None = None
     tiers: list[TierStatus] | None = None
     gpu_saving: GPUSaving | None = Field(None, alias="gpuSaving")
+    traffic: TrafficStatus | None = None
     conditions: list[Condition] | None = None
