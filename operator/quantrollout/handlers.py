@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import kopf
 
-from quantrollout import health
+from quantrollout import driver, health
 from quantrollout.api.crd import GROUP, PLURAL, VERSION
 from quantrollout.kube import Kube, new_api_client, owner_reference
 from quantrollout.manifests.drift import drifted
@@ -23,6 +23,8 @@ from quantrollout.manifests.vllm import MODEL_LABEL, resource_name, selector_lab
 
 # One reconcile at a time per model: the model's own handler and its children's events race otherwise.
 _locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+# Wakes a model's rollout daemon when its spec or tiers changed, instead of polling.
+_wakeups: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
 
 
 @kopf.on.startup()
@@ -34,6 +36,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Events are for on-call humans: our own transitions (posted explicitly), not Kopf's chatter.
     settings.posting.level = 40  # logging.ERROR
     memo.kube = Kube(new_api_client())
+    memo.providers = driver.Providers()
 
 
 def _now() -> str:
@@ -49,6 +52,7 @@ async def reconcile(kube: Kube, qm: dict[str, Any], logger: kopf.Logger) -> None
         if current is None or current["metadata"].get("deletionTimestamp"):
             return
         await _reconcile_locked(kube, current, logger)
+    _wakeups[(namespace, name)].set()
 
 
 async def _reconcile_locked(kube: Kube, qm: dict[str, Any], logger: kopf.Logger) -> None:
@@ -93,6 +97,7 @@ async def _reconcile_locked(kube: Kube, qm: dict[str, Any], logger: kopf.Logger)
         observed=observed,
         previous=previous.get("conditions"),
         now=_now(),
+        rollout=previous,
     )
     changed = {k: v for k, v in status.items() if previous.get(k) != v}
     if changed:
@@ -146,3 +151,45 @@ async def pod_unschedulable(
 ) -> None:
     """The scheduler cannot place a tier's pod: say so in the model's status."""
     await _reconcile_owner(namespace, labels, memo, logger)
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
+async def quantizedmodel_rollout(
+    stopped: kopf.DaemonStopped,
+    name: str | None,
+    namespace: str | None,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Walks the model's rollout: one tick per analysis interval while it is active, and otherwise
+    only when its spec or tiers change (the reconcile wakes it). No timer runs for a finished rollout."""
+    if not name or not namespace:
+        return
+    key = (namespace, name)
+    wakeup = _wakeups[key]
+    while not stopped:
+        wakeup.clear()
+        async with _locks[key]:
+            result = await driver.tick(memo.kube, memo.providers, namespace, name, logger)
+            if result.state_changed:
+                current = await asyncio.to_thread(memo.kube.get_quantizedmodel, namespace, name)
+                if current is not None:
+                    await _reconcile_locked(
+                        memo.kube, current, logger
+                    )  # conditions follow the phase
+        timeout = result.wake_in_s if result.wake_in_s is not None else 3600.0
+        stop = asyncio.ensure_future(stopped.wait())
+        wake = asyncio.ensure_future(wakeup.wait())
+        _done, pending = await asyncio.wait(
+            {stop, wake}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for fut in pending:
+            fut.cancel()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, annotations={driver.ACTION_ANNOTATION: kopf.PRESENT})
+def quantizedmodel_action(name: str | None, namespace: str | None, **_: Any) -> None:
+    """A user asked for promote, abort or retry: wake the rollout now rather than at its next tick."""
+    if name and namespace:
+        _wakeups[(namespace, name)].set()

@@ -125,8 +125,12 @@ def compute(
     observed: dict[str, ObservedTier],
     previous: list[dict[str, Any]] | None,
     now: str,
+    rollout: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[Transition]]:
-    """The status fields this module owns, and the conditions that changed since `previous`."""
+    """The status fields this module owns, and the conditions that changed since `previous`.
+
+    `rollout` is the model's current status as the rollout wrote it (phase, stage, weights,
+    rollback): a rollout in progress is Progressing, a rolled-back one Degraded."""
     before = {c["type"]: Condition.model_validate(c) for c in previous or []}
 
     def cond(ctype: str, status: bool, reason: str, message: str) -> Condition:
@@ -169,14 +173,39 @@ def compute(
             conditions = [cond("Ready", False, problems[0].reason, message),
                           cond("Progressing", False, problems[0].reason, message),
                           cond("Degraded", True, problems[0].reason, message)]  # fmt: skip
-        elif all_ready:
-            summary = "; ".join([summary, *plan.notes])
-            conditions = [cond("Ready", True, "TiersReady", summary), cond("Progressing", False, "TiersReady", summary),
-                          cond("Degraded", False, "TiersHealthy", summary)]  # fmt: skip
         else:
-            conditions = [cond("Ready", False, "TiersNotReady", summary), cond("Progressing", True, "TiersRollingOut", summary),
-                          cond("Degraded", False, "TiersHealthy", summary)]  # fmt: skip
-        phase = "Pending"
+            progressing, p_reason, p_message = not all_ready, "TiersRollingOut", summary
+            degraded, d_reason, d_message = False, "TiersHealthy", summary
+            phase_now = (rollout or {}).get("phase")
+            if phase_now == "RolledBack":
+                reasons = "; ".join(((rollout or {}).get("rollback") or {}).get("reasons") or [])
+                degraded, d_reason, d_message = (
+                    True,
+                    "RolledBack",
+                    f"all traffic back on the baseline: {reasons}",
+                )
+                progressing, p_reason, p_message = False, "RolledBack", d_message
+            elif phase_now in ("Progressing", "Paused"):
+                r = rollout or {}
+                progressing, p_reason = (
+                    True,
+                    "RolloutPaused" if phase_now == "Paused" else "RolloutProgressing",
+                )
+                p_message = f"stage {r.get('stage')}: {r.get('targetWeight', 0)}% live, {r.get('mirrorPercent', 0)}% mirrored"
+            elif all_ready:
+                p_reason = "RolloutSucceeded" if phase_now == "Succeeded" else "TiersReady"
+            ready_message = "; ".join([summary, *plan.notes])
+            conditions = [
+                cond(
+                    "Ready",
+                    all_ready,
+                    "TiersReady" if all_ready else "TiersNotReady",
+                    ready_message,
+                ),
+                cond("Progressing", progressing, p_reason, p_message),
+                cond("Degraded", degraded, d_reason, d_message),
+            ]
+        phase = None
 
     # An Event for every change of a condition's status or reason (not for every new replica count).
     transitions = [
@@ -186,9 +215,10 @@ def compute(
     ]
     status: dict[str, Any] = {
         "observedGeneration": generation,
-        "phase": phase,
         "tiers": [t.to_wire() for t in tiers] or None,
         "gpuSaving": plan.gpu_saving.to_wire() if plan.gpu_saving else None,
         "conditions": [c.to_wire() for c in conditions],
     }
+    if phase:
+        status["phase"] = phase
     return status, transitions

@@ -5,6 +5,7 @@ handlers call it through `asyncio.to_thread` so the event loop never blocks.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -118,3 +119,25 @@ class Kube:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status}
         )
+
+    def remove_annotation(self, namespace: str, name: str, key: str) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"annotations": {key: None}}}
+        )
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        secret = _json(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
+        return base64.b64decode(secret.get("data", {}).get(key, "")).decode()
+
+    def apply_http_route(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        """Server-side apply of the rules we own in the user's HTTPRoute (it must exist)."""
+        body = {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+        self.custom.patch_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", name, body,
+            field_manager=FIELD_MANAGER, force=True, _content_type=APPLY,
+        )  # fmt: skip

@@ -95,6 +95,19 @@ class TrafficStatus(ApiModel):
     target: TrafficBackend | None = None
 
 
+class RolloutBookkeeping(ApiModel):
+    """What the rollout state machine remembers, so a restart resumes the same step with the same
+    counts (never counting one breach twice)."""
+
+    id: str
+    attempt: int = 0
+    failures: int = 0
+    inconclusive_since: str | None = None
+    last_evaluation_time: str | None = None
+    stages_hash: str | None = None
+    rolled_back_at: str | None = None
+
+
 class QuantizedModelStatus(ApiModel):
     observed_generation: int | None = None
     phase: Phase | None = None
@@ -108,4 +121,5 @@ class QuantizedModelStatus(ApiModel):
     tiers: list[TierStatus] | None = None
     gpu_saving: GPUSaving | None = Field(None, alias="gpuSaving")
     traffic: TrafficStatus | None = None
+    rollout: RolloutBookkeeping | None = None
     conditions: list[Condition] | None = None

@@ -1,0 +1,41 @@
+"""The metric provider seam and its Prometheus implementation (prometheus-api-client, bearer
+token, TLS verification on by default). Every failure becomes a Measurement with the reason:
+unreachable, timing out or answering with an error is 'unavailable', never a value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_api_client import PrometheusConnect
+
+from .judge import Measurement
+
+
+class MetricProvider(Protocol):
+    def measure(self, expr: str) -> Measurement: ...
+
+
+@dataclass
+class PrometheusProvider:
+    url: str
+    token: str | None = None
+    verify_tls: bool = True
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        self._client = PrometheusConnect(
+            url=self.url, headers=headers, disable_ssl=not self.verify_tls
+        )
+        self.queries = 0
+
+    def measure(self, expr: str) -> Measurement:
+        self.queries += 1
+        try:
+            result = self._client.custom_query(expr, timeout=self.timeout_s)
+        except Exception as err:  # every way a query can fail means "no data", never a value
+            return Measurement(
+                unavailable=f"prometheus at {self.url}: {type(err).__name__}: {str(err)[:200]}"
+            )
+        return Measurement.of([float(series["value"][1]) for series in result])

@@ -1,0 +1,136 @@
+"""Built-in rules and their PromQL, scoped to one model's tiers by the `namespace`, `model` and
+`tier` labels (see quantrollout.signals). Pure: spec in, queries out.
+
+Each rule is one PromQL expression returning one value. Comparative rules (`*-ratio`,
+`*-increase`) compare the target tier against the baseline tier over the same window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from quantrollout import signals as s
+from quantrollout.api.durations import format_duration, parse_duration
+from quantrollout.api.spec import Analysis, Rule
+from quantrollout.api.thresholds import parse_threshold
+
+Compare = Literal["max", "min"]
+
+# What runs when spec.rollout.analysis.rules is not given.
+DEFAULT_RULES = (
+    Rule(name="error-rate", max="1%"),
+    Rule(name="latency-p99-ratio", max="1.5"),
+    Rule(name="repetition-rate", max="15%"),
+    Rule(name="refusal-rate-increase", max="10%"),
+    Rule(name="output-length-ratio", min="60%"),
+    Rule(name="shadow-agreement", min="80%"),
+)
+SHADOW_ONLY = frozenset({"shadow-agreement"})
+
+
+@dataclass(frozen=True)
+class Scope:
+    namespace: str
+    model: str
+    baseline: str
+    target: str
+
+    def sel(self, tier: str, extra: str = "") -> str:
+        labels = f'{s.NAMESPACE}="{self.namespace}",{s.MODEL}="{self.model}",{s.TIER}="{tier}"'
+        return "{" + labels + (f",{extra}" if extra else "") + "}"
+
+
+@dataclass(frozen=True)
+class RuleQuery:
+    rule: str
+    expr: str
+    compare: Compare
+    threshold: float
+
+    def breached(self, value: float) -> bool:
+        return value > self.threshold if self.compare == "max" else value < self.threshold
+
+    def describe(self, value: float) -> str:
+        op = ">" if self.compare == "max" else "<"
+        return f"{self.rule} {value:.4g} {op} {self.threshold:.4g}"
+
+
+def default_window(analysis: Analysis) -> str:
+    """Four analysis intervals, and at least 20s (a few scrapes)."""
+    return format_duration(max(4 * parse_duration(analysis.interval), 20))
+
+
+def window_for(rule: Rule, analysis: Analysis) -> str:
+    return rule.window or default_window(analysis)
+
+
+def _ratio(numerator: str, denominator: str) -> str:
+    return f"({numerator}) / ({denominator})"
+
+
+def _quantile(q: float, histogram: str, sel: str, w: str) -> str:
+    return f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket{sel}[{w}])))"
+
+
+def _share(counter: str, scope: Scope, tier: str, w: str) -> str:
+    return _ratio(
+        f"sum(increase({counter}{scope.sel(tier)}[{w}]))",
+        f"sum(increase({s.ROUTER_RESPONSES}{scope.sel(tier)}[{w}]))",
+    )
+
+
+def expression(rule: Rule, scope: Scope, w: str) -> str:
+    t, b = scope.target, scope.baseline
+    match rule.name:
+        case "latency-p99":
+            return _quantile(0.99, s.ROUTER_LATENCY, scope.sel(t), w)
+        case "latency-p95":
+            return _quantile(0.95, s.ROUTER_LATENCY, scope.sel(t), w)
+        case "ttft-p99":
+            return _quantile(0.99, s.ROUTER_TTFT, scope.sel(t), w)
+        case "latency-p99-ratio":
+            return _ratio(
+                _quantile(0.99, s.ROUTER_LATENCY, scope.sel(t), w),
+                _quantile(0.99, s.ROUTER_LATENCY, scope.sel(b), w),
+            )
+        case "error-rate":
+            return _ratio(
+                f"sum(increase({s.ROUTER_ERRORS}{scope.sel(t)}[{w}]))",
+                f"sum(increase({s.ROUTER_REQUESTS}{scope.sel(t)}[{w}]))",
+            )
+        case "repetition-rate":
+            return _share(s.ROUTER_REPETITIONS, scope, t, w)
+        case "refusal-rate-increase":
+            return f"{_share(s.ROUTER_REFUSALS, scope, t, w)} - {_share(s.ROUTER_REFUSALS, scope, b, w)}"
+        case "output-length-ratio":
+            per_answer = [_share(s.ROUTER_OUTPUT_TOKENS, scope, tier, w) for tier in (t, b)]
+            return _ratio(*per_answer)
+        case "shadow-agreement":
+            agreement = s.ROUTER_SHADOW_AGREEMENT
+            return _ratio(
+                f"sum(rate({agreement}_sum{scope.sel(t)}[{w}]))",
+                f"sum(rate({agreement}_count{scope.sel(t)}[{w}]))",
+            )
+        case "custom":
+            return rule.query or ""
+    raise ValueError(f"unknown rule {rule.name}")
+
+
+def samples_expression(scope: Scope, w: str) -> str:
+    """Requests the target answered (live or mirrored) in the window: below minSamples, nothing is judged."""
+    return f"sum(increase({s.ROUTER_REQUESTS}{scope.sel(scope.target)}[{w}]))"
+
+
+def queries(analysis: Analysis, scope: Scope, stage: str) -> list[RuleQuery]:
+    """The rules that apply at `stage`, as queries. A rule with both min and max gives two."""
+    found = []
+    for rule in analysis.rules or DEFAULT_RULES:
+        if rule.name in SHADOW_ONLY and stage != "shadow":
+            continue
+        expr = expression(rule, scope, window_for(rule, analysis))
+        for compare in ("max", "min"):
+            bound = getattr(rule, compare)
+            if bound is not None:
+                found.append(RuleQuery(rule.name, expr, compare, parse_threshold(bound)))
+    return found

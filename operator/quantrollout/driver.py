@@ -1,0 +1,196 @@
+"""One rollout tick for one model: read the model, measure (when an evaluation is due), decide
+with the pure state machine, then act: traffic first, status second, Events last.
+
+With the built-in router the traffic *is* `status.traffic`, so a rollback changes traffic and
+records it in one write; with Gateway API the HTTPRoute is written before the status, so an
+operator dying in between leaves traffic already safe and the restart finishes the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+
+from quantrollout.analysis.judge import Measurement, judge
+from quantrollout.analysis.prometheus import MetricProvider, PrometheusProvider
+from quantrollout.analysis.rules import Scope, default_window, queries, samples_expression
+from quantrollout.api.durations import parse_duration
+from quantrollout.api.resolve import tiers
+from quantrollout.api.spec import Analysis, QuantizedModelSpec
+from quantrollout.kube import Kube
+from quantrollout.manifests.plan import Problem, parse_spec
+from quantrollout.rollout.codec import rfc3339, state_from_status, status_from_state
+from quantrollout.rollout.machine import (
+    Action,
+    AnalysisSettings,
+    Evaluation,
+    Inputs,
+    RolloutState,
+    decide,
+    evaluation_due,
+    next_evaluation_at,
+)
+from quantrollout.rollout.steps import rollout_id, stages_hash, steps_for
+from quantrollout.traffic.desired import builtin_config, http_route_rules
+
+ACTION_ANNOTATION = "quantrollout.io/action"
+DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
+
+
+def analysis_of(spec: QuantizedModelSpec) -> Analysis:
+    return spec.rollout.analysis if spec.rollout and spec.rollout.analysis else Analysis()
+
+
+def settings_of(analysis: Analysis) -> AnalysisSettings:
+    return AnalysisSettings(
+        interval_s=parse_duration(analysis.interval),
+        failure_limit=analysis.failure_limit,
+        on_metrics_unavailable=analysis.on_metrics_unavailable,
+        metrics_unavailable_grace_s=parse_duration(analysis.metrics_unavailable_grace),
+    )
+
+
+def action_of(qm: dict[str, Any]) -> Action | None:
+    """The one-shot action asked for by annotation, and who asked (the field manager that set it)."""
+    value = (qm["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION)
+    if value not in ("promote", "abort", "retry"):
+        return None
+    by = "an annotation"
+    for entry in qm["metadata"].get("managedFields") or []:
+        annotations = (entry.get("fieldsV1") or {}).get("f:metadata", {}).get("f:annotations", {})
+        if f"f:{ACTION_ANNOTATION}" in annotations:
+            by = f"{entry.get('manager', 'someone')} (annotation {ACTION_ANNOTATION}={value})"
+    return Action(value, by)
+
+
+@dataclass
+class Providers:
+    """One metric provider per Prometheus endpoint and credentials, shared across models."""
+
+    cache: dict[tuple[str, str | None, bool], MetricProvider] = field(default_factory=dict)
+
+    def for_model(self, kube: Kube, namespace: str, spec: QuantizedModelSpec) -> MetricProvider:
+        prom = spec.prometheus
+        url = prom.url if prom else os.environ.get("QR_PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL)
+        token = None
+        if prom and prom.token_secret_ref:
+            token = kube.secret_value(
+                namespace, prom.token_secret_ref.name, prom.token_secret_ref.key
+            )
+        verify = not (prom and prom.insecure_skip_verify)
+        key = (url, token, verify)
+        if key not in self.cache:
+            self.cache[key] = PrometheusProvider(url, token=token, verify_tls=verify)
+        return self.cache[key]
+
+
+@dataclass(frozen=True)
+class TickResult:
+    wake_in_s: float | None  # None: nothing scheduled until something changes
+    state_changed: bool
+
+
+def _evaluate(
+    provider: MetricProvider, spec: QuantizedModelSpec, scope: Scope, stage: str
+) -> tuple[Evaluation, list[dict[str, Any]]]:
+    analysis = analysis_of(spec)
+    rules = queries(analysis, scope, stage)
+    samples = provider.measure(samples_expression(scope, default_window(analysis)))
+    measured: list[Measurement] = [provider.measure(r.expr) for r in rules]
+    evaluation, results = judge(rules, measured, samples, analysis.min_samples)
+    return evaluation, [r.to_wire() for r in results]
+
+
+async def tick(
+    kube: Kube, providers: Providers, namespace: str, name: str, logger: kopf.Logger
+) -> TickResult:
+    qm = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
+    if qm is None or qm["metadata"].get("deletionTimestamp"):
+        return TickResult(None, False)
+    parsed = parse_spec(qm.get("spec", {}))
+    if isinstance(parsed, Problem):
+        return TickResult(None, False)
+    spec = parsed
+    baseline, target = tiers(spec)
+    steps = steps_for(spec)
+    analysis = analysis_of(spec)
+    status = qm.get("status") or {}
+    state = state_from_status(status)
+    now = datetime.datetime.now(datetime.UTC)
+    tiers_ready = bool(status.get("tiers")) and all(
+        t.get("ready") for t in status.get("tiers") or []
+    )
+    action = action_of(qm)
+
+    evaluation, results = None, None
+    if state.rollout_id == rollout_id(spec) and evaluation_due(state, settings_of(analysis), now):
+        scope = Scope(namespace=namespace, model=name, baseline=baseline.name, target=target.name)
+        provider = await asyncio.to_thread(providers.for_model, kube, namespace, spec)
+        stage = steps[min(state.step, len(steps) - 1)].stage
+        evaluation, results = await asyncio.to_thread(_evaluate, provider, spec, scope, stage)
+        logger.info(
+            f"analysis {evaluation.verdict}: {'; '.join(evaluation.reasons) or 'all rules pass'}"
+        )
+
+    decision = decide(
+        state,
+        Inputs(
+            rollout_id=rollout_id(spec), steps=steps, stages_hash=stages_hash(steps),
+            analysis=settings_of(analysis), now=now, paused=bool(spec.rollout and spec.rollout.paused),
+            tiers_ready=tiers_ready, evaluation=evaluation, action=action,
+        ),
+    )  # fmt: skip
+    new = decision.state
+    if new != state or evaluation is not None:
+        patch = status_from_state(new, steps)
+        sticky = next((s.sticky_header for s in steps if s.sticky_header), None)
+        traffic = builtin_config(
+            name=name, served_model=spec.model, rollout_id=new.rollout_id or "", attempt=new.attempt,
+            baseline=baseline, target=target, target_weight=new.target_weight,
+            mirror_percent=new.mirror_percent, sticky_header=sticky,
+        )  # fmt: skip
+        if spec.traffic and spec.traffic.router == "gateway-api" and spec.traffic.http_route:
+            route = spec.traffic.http_route
+            rules = http_route_rules(
+                name=name, baseline=baseline, target=target,
+                target_weight=new.target_weight, mirror_percent=new.mirror_percent,
+            )  # fmt: skip
+            # Traffic first: the HTTPRoute before the status that records it.
+            await asyncio.to_thread(
+                kube.apply_http_route, route.namespace or namespace, route.name, rules
+            )
+        patch["traffic"] = traffic
+        if evaluation is not None:
+            patch["lastAnalysis"] = {
+                "at": rfc3339(now),
+                "verdict": evaluation.verdict,
+                "results": results,
+            }
+        await asyncio.to_thread(kube.patch_status, namespace, name, patch)
+    body = kopf.Body(cast(kopf.RawBody, qm))
+    for event in decision.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        logger.info(f"{event.reason}: {event.message}")
+    if action is not None:
+        await asyncio.to_thread(kube.remove_annotation, namespace, name, ACTION_ANNOTATION)
+    return TickResult(
+        _wake_in(new, settings_of(analysis), now), _phase_view(new) != _phase_view(state)
+    )
+
+
+def _phase_view(state: RolloutState) -> tuple[str, tuple[str, ...]]:
+    return state.phase, state.rollback_reasons
+
+
+def _wake_in(
+    state: RolloutState, analysis: AnalysisSettings, now: datetime.datetime
+) -> float | None:
+    due = next_evaluation_at(state, analysis)
+    if due is None:
+        return None
+    return max(0.05, (due - now).total_seconds())

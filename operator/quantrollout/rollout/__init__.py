@@ -1,0 +1,2 @@
+"""The rollout: stages flattened into steps, and the pure state machine that walks them.
+No I/O: (state, inputs) -> decision."""

@@ -1,0 +1,303 @@
+"""The rollout state machine: `decide(state, inputs) -> Decision`. Pure: the clock, the analysis
+verdict, the tiers' readiness and any user action come in as values.
+
+The rules it keeps (and the property tests check):
+- it never moves to the next step on an Inconclusive or Fail verdict, nor without a verdict;
+  only a Pass at the end of a step's duration, or a user's promote, moves it on;
+- `failureLimit` consecutive Fails (an Inconclusive does not break the streak, a Pass does) roll
+  back, from any step, in one transition, to 0% live and 0% mirror; so does an outage of metrics
+  longer than its grace when `onMetricsUnavailable` is rollback, and a user's abort;
+- the live weight never goes down except by a rollback (or a new rollout of a new target);
+- deciding again with no new verdict changes nothing, so a restart resumes the same step with
+  the same weights;
+- after a rollback nothing is promoted until the target changes or a user asks to retry.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from quantrollout.api.durations import format_duration
+
+from .steps import Step
+
+Phase = Literal["Pending", "Progressing", "Paused", "Succeeded", "RolledBack"]
+Verdict = Literal["Pass", "Fail", "Inconclusive"]
+ActionKind = Literal["promote", "abort", "retry"]
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """What the machine remembers between decisions (kept in the model's status)."""
+
+    rollout_id: str | None = None
+    attempt: int = 0
+    phase: Phase = "Pending"
+    step: int = 0
+    target_weight: int = 0
+    mirror_percent: int = 0
+    step_started_at: datetime.datetime | None = None
+    failures: int = 0
+    inconclusive_since: datetime.datetime | None = None
+    last_evaluation_at: datetime.datetime | None = None
+    stages_hash: str | None = None
+    rollback_reasons: tuple[str, ...] = ()
+    rolled_back_at: datetime.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    verdict: Verdict
+    reasons: tuple[str, ...] = ()  # Fail: the breaches; Inconclusive: why there was no answer
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    by: str  # who or what asked, for the Event
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    interval_s: float
+    failure_limit: int
+    on_metrics_unavailable: Literal["pause", "rollback"]
+    metrics_unavailable_grace_s: float
+
+
+@dataclass(frozen=True)
+class Inputs:
+    rollout_id: str
+    steps: tuple[Step, ...]
+    stages_hash: str
+    analysis: AnalysisSettings
+    now: datetime.datetime
+    paused: bool = False
+    tiers_ready: bool = True
+    evaluation: Evaluation | None = None
+    action: Action | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: RolloutState
+    events: tuple[Event, ...] = ()
+
+
+ACTIVE: tuple[Phase, ...] = ("Progressing", "Paused")
+
+
+def evaluation_due(state: RolloutState, analysis: AnalysisSettings, now: datetime.datetime) -> bool:
+    """Analysis runs only while a rollout is active, once per interval (by time, not by calls)."""
+    if state.phase not in ACTIVE:
+        return False
+    if state.last_evaluation_at is None:
+        return True
+    return (now - state.last_evaluation_at).total_seconds() >= analysis.interval_s
+
+
+def next_evaluation_at(state: RolloutState, analysis: AnalysisSettings) -> datetime.datetime | None:
+    if state.phase not in ACTIVE:
+        return None
+    if state.last_evaluation_at is None:
+        return datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    return state.last_evaluation_at + datetime.timedelta(seconds=analysis.interval_s)
+
+
+def _at_step(
+    state: RolloutState, steps: tuple[Step, ...], index: int, now: datetime.datetime
+) -> RolloutState:
+    step = steps[index]
+    return replace(
+        state,
+        step=index,
+        target_weight=step.weight,
+        mirror_percent=step.mirror,
+        step_started_at=now,
+        phase="Succeeded" if step.stage == "full" else "Progressing",
+    )
+
+
+def _describe(step: Step) -> str:
+    if step.stage == "shadow":
+        return f"shadow ({step.mirror}% mirrored, 0% live)"
+    return f"{step.stage} ({step.weight}% live)"
+
+
+def _rollback(state: RolloutState, reasons: tuple[str, ...], now: datetime.datetime) -> Decision:
+    rolled = replace(
+        state,
+        phase="RolledBack",
+        target_weight=0,
+        mirror_percent=0,
+        rollback_reasons=reasons,
+        rolled_back_at=now,
+        failures=0,
+        inconclusive_since=None,
+    )
+    return Decision(
+        rolled,
+        (
+            Event(
+                "Warning", "RolledBack", "all traffic back to the baseline: " + "; ".join(reasons)
+            ),
+        ),
+    )
+
+
+def _start(state: RolloutState, inputs: Inputs, reason: str, message: str) -> Decision:
+    fresh = replace(
+        state,
+        phase="Pending",
+        step=0,
+        target_weight=0,
+        mirror_percent=0,
+        step_started_at=None,
+        failures=0,
+        inconclusive_since=None,
+        last_evaluation_at=None,
+        stages_hash=inputs.stages_hash,
+        rollback_reasons=(),
+        rolled_back_at=None,
+    )
+    if not inputs.tiers_ready:
+        return Decision(
+            fresh, (Event("Normal", reason, message + "; waiting for both tiers to be ready"),)
+        )
+    started = _paused(_at_step(fresh, inputs.steps, 0, inputs.now), inputs.paused)
+    return Decision(
+        started, (Event("Normal", reason, f"{message}; now at {_describe(inputs.steps[0])}"),)
+    )
+
+
+def _paused(state: RolloutState, paused: bool) -> RolloutState:
+    return replace(state, phase="Paused") if paused and state.phase == "Progressing" else state
+
+
+def _relocate(state: RolloutState, steps: tuple[Step, ...]) -> int:
+    """After an edit of the stages: the last step whose weight is at most the live weight (so the
+    next promotion can only raise it), in a stage no earlier than where traffic stands."""
+    best = 0
+    for i, step in enumerate(steps):
+        if step.weight <= state.target_weight:
+            best = i
+    return best
+
+
+def decide(state: RolloutState, inputs: Inputs) -> Decision:
+    now, steps = inputs.now, inputs.steps
+    action = inputs.action
+
+    # A new target (or the first sight of this model) starts a new rollout from the first stage.
+    if state.rollout_id != inputs.rollout_id:
+        first = state.rollout_id is None
+        new = replace(state, rollout_id=inputs.rollout_id, attempt=0)
+        return _start(
+            new,
+            inputs,
+            "RolloutStarted",
+            "rollout started" if first else "target changed: new rollout",
+        )
+
+    if action and action.kind == "abort" and state.phase in ("Pending", *ACTIVE):
+        return _rollback(state, (f"aborted by {action.by}",), now)
+    if action and action.kind == "retry" and state.phase == "RolledBack":
+        retried = replace(state, attempt=state.attempt + 1)
+        return _start(retried, inputs, "RolloutRetried", f"retry requested by {action.by}")
+
+    if state.phase in ("RolledBack", "Succeeded"):
+        return Decision(state)  # final until the target changes (or a retry, above)
+
+    if state.phase == "Pending":
+        if inputs.tiers_ready:
+            started = _paused(_at_step(state, steps, 0, now), inputs.paused)
+            return Decision(
+                started,
+                (
+                    Event(
+                        "Normal",
+                        "RolloutStarted",
+                        f"both tiers ready; now at {_describe(steps[0])}",
+                    ),
+                ),
+            )
+        return Decision(state)
+
+    events: list[Event] = []
+    if state.stages_hash != inputs.stages_hash:
+        index = _relocate(state, steps)
+        state = replace(state, stages_hash=inputs.stages_hash, step=index)
+        events.append(
+            Event(
+                "Normal", "StagesChanged", f"stages edited; holding at {state.target_weight}% live"
+            )
+        )
+
+    # Count the verdict (at most once per evaluation: the caller throttles by time).
+    ev = inputs.evaluation
+    if ev is not None:
+        state = replace(state, last_evaluation_at=now)
+        if ev.verdict == "Pass":
+            state = replace(state, failures=0, inconclusive_since=None)
+        elif ev.verdict == "Fail":
+            state = replace(state, failures=state.failures + 1, inconclusive_since=None)
+            limit = inputs.analysis.failure_limit
+            if state.failures >= limit:
+                times = "evaluation" if limit == 1 else f"{limit} consecutive evaluations"
+                return _rollback(
+                    state,
+                    tuple(f"{r} for {times}" for r in ev.reasons) or ("analysis failed",),
+                    now,
+                )
+        else:
+            since = state.inconclusive_since or now
+            state = replace(state, inconclusive_since=since)
+            out_for = (now - since).total_seconds()
+            analysis = inputs.analysis
+            if (
+                analysis.on_metrics_unavailable == "rollback"
+                and out_for >= analysis.metrics_unavailable_grace_s
+            ):
+                why = "; ".join(ev.reasons) or "no data"
+                return _rollback(
+                    state, (f"metrics unavailable for {format_duration(out_for)} ({why})",), now
+                )
+
+    paused = inputs.paused
+    if paused != (state.phase == "Paused"):
+        state = replace(state, phase="Paused" if paused else "Progressing")
+        events.append(
+            Event(
+                "Normal",
+                "Paused" if paused else "Resumed",
+                "spec.rollout.paused is " + str(paused).lower(),
+            )
+        )
+
+    promote_now = action is not None and action.kind == "promote"
+    if not promote_now:
+        if paused or not inputs.tiers_ready or ev is None or ev.verdict != "Pass":
+            return Decision(state, tuple(events))
+        step = steps[state.step]
+        held = (now - state.step_started_at).total_seconds() if state.step_started_at else 0.0
+        if step.duration_s is None or held < step.duration_s:
+            return Decision(state, tuple(events))
+    if state.step + 1 >= len(steps):
+        return Decision(state, tuple(events))
+    promoted = _paused(_at_step(state, steps, state.step + 1, now), paused)
+    why = f"promoted by {action.by}" if promote_now and action else "analysis passed"
+    events.append(Event("Normal", "Promoted", f"{why}; now at {_describe(steps[promoted.step])}"))
+    if promoted.phase == "Succeeded":
+        events.append(
+            Event("Normal", "Succeeded", "rollout complete: 100% of live traffic on the target")
+        )
+    return Decision(promoted, tuple(events))

@@ -1,0 +1,67 @@
+"""A rollout's stages, defaults applied, flattened into the steps traffic walks through:
+shadow (0% live, mirror), ab (one weight), gradual (one step per weight), full (100%)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from quantrollout.api.durations import parse_duration
+from quantrollout.api.spec import QuantizedModelSpec, Stage, StageName
+
+DEFAULT_STAGES = (
+    Stage(name="shadow", mirror_percent=100, duration="30m"),
+    Stage(name="ab", weight=10, duration="24h", sticky_by="header:x-user-id"),
+    Stage(name="gradual", weights=[25, 50, 75], step_duration="1h"),
+    Stage(name="full"),
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    stage: StageName
+    weight: int  # % of live traffic on the target
+    mirror: int  # % of requests mirrored to the target
+    duration_s: float | None  # time to hold before the next step; None at full
+    sticky_header: str | None = None
+
+
+def steps_for(spec: QuantizedModelSpec) -> tuple[Step, ...]:
+    stages = spec.rollout.stages if spec.rollout and spec.rollout.stages else list(DEFAULT_STAGES)
+    steps: list[Step] = []
+    for stage in stages:
+        if stage.name == "shadow":
+            steps.append(
+                Step(
+                    "shadow",
+                    0,
+                    stage.mirror_percent or 100,
+                    parse_duration(stage.duration or "30m"),
+                )
+            )
+        elif stage.name == "ab":
+            sticky = (stage.sticky_by or "header:x-user-id").removeprefix("header:")
+            steps.append(
+                Step("ab", stage.weight or 10, 0, parse_duration(stage.duration or "24h"), sticky)
+            )
+        elif stage.name == "gradual":
+            hold = parse_duration(stage.step_duration or "1h")
+            steps += [Step("gradual", w, 0, hold) for w in stage.weights or [25, 50, 75]]
+        else:
+            steps.append(Step("full", 100, 0, None))
+    return tuple(steps)
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def rollout_id(spec: QuantizedModelSpec) -> str:
+    """Identifies the rollout of one target: changes when anything about the target changes."""
+    return _digest(spec.target.to_wire())
+
+
+def stages_hash(steps: tuple[Step, ...]) -> str:
+    """Notices an edit of the stages mid-rollout."""
+    return _digest([[s.stage, s.weight, s.mirror, s.duration_s] for s in steps])

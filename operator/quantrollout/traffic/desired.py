@@ -1,0 +1,52 @@
+"""The traffic a rollout wants, in the shapes routers consume. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quantrollout.api.resolve import Tier
+from quantrollout.api.status import TrafficBackend, TrafficStatus
+from quantrollout.manifests.vllm import VLLM_PORT, resource_name
+
+
+def builtin_config(
+    *, name: str, served_model: str, rollout_id: str, attempt: int, baseline: Tier, target: Tier,
+    target_weight: int, mirror_percent: int, sticky_header: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """`status.traffic`, which the built-in router watches."""
+    return TrafficStatus(
+        rollout_id=f"{rollout_id}-{attempt}",
+        served_model=served_model,
+        target_weight=target_weight,
+        mirror_percent=mirror_percent,
+        sticky_header=sticky_header,
+        baseline=TrafficBackend(
+            tier=baseline.name, service=resource_name(name, baseline), port=VLLM_PORT
+        ),
+        target=TrafficBackend(
+            tier=target.name, service=resource_name(name, target), port=VLLM_PORT
+        ),
+    ).to_wire()
+
+
+def http_route_rules(
+    *, name: str, baseline: Tier, target: Tier, target_weight: int, mirror_percent: int
+) -> dict[str, Any]:
+    """The `spec.rules` the operator owns in the user's HTTPRoute (Gateway API >= v1.3: weighted
+    backendRefs, and a RequestMirror filter with a percentage while shadowing)."""
+    base_ref = {"kind": "Service", "name": resource_name(name, baseline), "port": VLLM_PORT}
+    target_ref = {"kind": "Service", "name": resource_name(name, target), "port": VLLM_PORT}
+    rule: dict[str, Any] = {
+        "backendRefs": [
+            {**base_ref, "weight": 100 - target_weight},
+            {**target_ref, "weight": target_weight},
+        ],
+    }
+    if mirror_percent > 0:
+        rule["filters"] = [
+            {
+                "type": "RequestMirror",
+                "requestMirror": {"backendRef": target_ref, "percent": mirror_percent},
+            }
+        ]
+    return {"rules": [rule]}
