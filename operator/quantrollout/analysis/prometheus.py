@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_api_client import PrometheusConnect
+from urllib3.util.retry import Retry
 
 from .judge import Measurement
 
@@ -25,8 +26,10 @@ class PrometheusProvider:
 
     def __post_init__(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        # No retries inside a query: the next evaluation is the retry, and a slow Prometheus must
+        # cost one timeout, not four, before the verdict says Inconclusive.
         self._client = PrometheusConnect(
-            url=self.url, headers=headers, disable_ssl=not self.verify_tls
+            url=self.url, headers=headers, disable_ssl=not self.verify_tls, retry=Retry(total=0)
         )
         self.queries = 0
 
