@@ -201,3 +201,16 @@ def test_drift() -> None:
     assert drifted(desired, {"a": 1, "b": {"c": [1]}})
     assert drifted(desired, {"a": 1})
     assert drifted(desired, {"a": 1, "b": {"c": [1, {"d": "y"}]}})
+
+
+def test_gradual_weights_must_exceed_the_ab_weight() -> None:
+    stages = [
+        {"name": "ab", "weight": 30},
+        {"name": "gradual", "weights": [20, 50]},
+        {"name": "full"},
+    ]
+    p = plan("m", "llm", spec_with(rollout__stages=stages))
+    assert p.invalid is not None
+    assert p.invalid.message == (
+        "spec.rollout.stages: the gradual weights must all exceed the ab weight (30%), but the first is 20%"
+    )

@@ -72,11 +72,29 @@ def _tier_checks(tier: Tier, path: str) -> Problem | None:
     return None
 
 
+def _stage_checks(spec: QuantizedModelSpec) -> Problem | None:
+    """Live weights must rise from stage to stage (CEL checks each stage, not the pair)."""
+    stages = {s.name: s for s in (spec.rollout.stages or [])} if spec.rollout else {}
+    ab, gradual = stages.get("ab"), stages.get("gradual")
+    if ab and gradual:
+        ab_weight, first = ab.weight or 10, (gradual.weights or [25])[0]
+        if first <= ab_weight:
+            return Problem(
+                "InvalidSpec",
+                f"spec.rollout.stages: the gradual weights must all exceed the ab weight ({ab_weight}%), "
+                f"but the first is {first}%",
+            )
+    return None
+
+
 def plan(name: str, namespace: str, raw_spec: dict[str, Any]) -> Plan:
     parsed = parse_spec(raw_spec)
     if isinstance(parsed, Problem):
         return Plan(invalid=parsed)
     spec = parsed
+    stage_problem = _stage_checks(spec)
+    if stage_problem:
+        return Plan(invalid=stage_problem)
     resolved = tiers(spec)
     for tier, path in zip(resolved, ("spec.baseline.serving", "spec.target.serving"), strict=True):
         problem = _tier_checks(tier, path)
