@@ -7,12 +7,13 @@
 # Everything lands under $QR_CACHE (default ~/.cache/quantrollout), keyed by version and by a
 # hash of the Go module that built it, so a second run builds nothing.
 #
-# usage: hack/tools.sh [kube|kwok|helm|all]   (prints KEY=path lines for what it ensured)
+# usage: hack/tools.sh [kube|kwok|helm|gateway-crds|all]   (prints KEY=path lines for what it ensured)
 set -euo pipefail
 
 KUBE_VERSION=v1.33.13
 KWOK_VERSION=v0.7.0
 HELM_VERSION=v3.17.3
+GATEWAY_API_VERSION=v1.3.0
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${QR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/quantrollout}
@@ -76,10 +77,20 @@ ensure_helm() {
   echo "HELM=$cache/bin/helm-$HELM_VERSION/helm"
 }
 
+# The Gateway API CRDs (standard channel) from the Go module proxy: a download, no build.
+ensure_gateway_crds() {
+  local dir
+  need_go
+  dir=$(cd /tmp && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$dir/config/crd/standard" ] || die "could not download sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"
+  echo "GATEWAY_CRDS=$dir/config/crd/standard"
+}
+
 case "${1:-all}" in
   kube) ensure_kube ;;
   kwok) ensure_kwok ;;
   helm) ensure_helm ;;
+  gateway-crds) ensure_gateway_crds ;;
   all) ensure_kube; ensure_kwok; ensure_helm ;;
-  *) die "unknown tool '$1' (kube|kwok|helm|all)" ;;
+  *) die "unknown tool '$1' (kube|kwok|helm|gateway-crds|all)" ;;
 esac

@@ -135,8 +135,8 @@ def crd(kube: ApiClient) -> str:
 class OperatorProcess:
     """`quantrollout run` as a real process against the local stack, restartable by tests."""
 
-    def __init__(self, kubeconfig: Path, log: Path) -> None:
-        self.kubeconfig, self.log = kubeconfig, log
+    def __init__(self, kubeconfig: Path, log: Path, prometheus_url: str) -> None:
+        self.kubeconfig, self.log, self.prometheus_url = kubeconfig, log, prometheus_url
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -145,7 +145,7 @@ class OperatorProcess:
             self.proc = subprocess.Popen(
                 [str(exe), "run", "--all-namespaces", "--standalone"],
                 stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "QR_PROMETHEUS_URL": self.prometheus_url},
             )  # fmt: skip
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -169,7 +169,7 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     request.config.stash[_OPERATOR_LOG] = log
-    proc = OperatorProcess(stack.controlplane.kubeconfig, log)
+    proc = OperatorProcess(stack.controlplane.kubeconfig, log, stack.prometheus.url)
     proc.start()
     try:
         yield proc

@@ -97,8 +97,10 @@ def main() -> int:
                 client.CustomObjectsApi(api),
             )
             example = yaml.safe_load((REPO / "examples" / "llama3-8b-awq.yaml").read_text())
-            # One replica per tier, so 10 models (20 GPUs) fit the 4 x 8 fake GPUs.
+            # One replica per tier, so 10 models (20 GPUs) fit the 4 x 8 fake GPUs; a rollout with
+            # nothing left to do (only `full`), so what is measured at steady state is the reconcile.
             example["spec"]["serving"]["replicas"] = 1
+            example["spec"]["rollout"]["stages"] = [{"name": "full"}]
             created, ready = [], []
             for i in range(args.models):
                 ns = f"bench-{i}"

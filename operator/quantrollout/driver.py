@@ -24,6 +24,7 @@ from quantrollout.api.resolve import tiers
 from quantrollout.api.spec import Analysis, QuantizedModelSpec
 from quantrollout.kube import Kube
 from quantrollout.manifests.plan import Problem, parse_spec
+from quantrollout.manifests.plan import plan as make_plan
 from quantrollout.rollout.codec import rfc3339, state_from_status, status_from_state
 from quantrollout.rollout.machine import (
     Action,
@@ -92,7 +93,8 @@ class Providers:
 @dataclass(frozen=True)
 class TickResult:
     wake_in_s: float | None  # None: nothing scheduled until something changes
-    state_changed: bool
+    state_changed: bool = False
+    gone: bool = False  # the model no longer exists
 
 
 def _evaluate(
@@ -111,10 +113,10 @@ async def tick(
 ) -> TickResult:
     qm = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
     if qm is None or qm["metadata"].get("deletionTimestamp"):
-        return TickResult(None, False)
+        return TickResult(None, gone=True)
     parsed = parse_spec(qm.get("spec", {}))
-    if isinstance(parsed, Problem):
-        return TickResult(None, False)
+    if isinstance(parsed, Problem) or make_plan(name, namespace, qm.get("spec", {})).invalid:
+        return TickResult(None)  # an invalid model has no rollout; the reconcile reports why
     spec = parsed
     baseline, target = tiers(spec)
     steps = steps_for(spec)

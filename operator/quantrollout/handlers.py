@@ -8,6 +8,7 @@ and writes status only when it changed: a steady model costs no API writes at al
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 from collections import defaultdict
 from typing import Any, cast
@@ -153,43 +154,66 @@ async def pod_unschedulable(
     await _reconcile_owner(namespace, labels, memo, logger)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
-async def quantizedmodel_rollout(
-    stopped: kopf.DaemonStopped,
+# One rollout loop per model. Not a Kopf daemon: those put a finalizer on the model, and a
+# model (pruned by Argo CD, say) could then not be deleted while the operator is down.
+_rollouts: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+
+async def _rollout_loop(
+    kube: Kube, providers: driver.Providers, namespace: str, name: str, logger: kopf.Logger
+) -> None:
+    """Walks the model's rollout: one tick per analysis interval while it is active, and otherwise
+    only when its spec or tiers change (the reconcile wakes it): a finished rollout costs nothing."""
+    key = (namespace, name)
+    wakeup = _wakeups[key]
+    while True:
+        wakeup.clear()
+        async with _locks[key]:
+            result = await driver.tick(kube, providers, namespace, name, logger)
+            if result.gone:
+                return
+            if result.state_changed:
+                current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
+                if current is not None:
+                    await _reconcile_locked(kube, current, logger)  # conditions follow the phase
+        timeout = result.wake_in_s if result.wake_in_s is not None else 3600.0
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), timeout=timeout)
+
+
+def ensure_rollout_loop(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) -> None:
+    key = (namespace, name)
+    task = _rollouts.get(key)
+    if task is None or task.done():
+        _rollouts[key] = asyncio.create_task(
+            _rollout_loop(memo.kube, memo.providers, namespace, name, logger),
+            name=f"rollout {namespace}/{name}",
+        )
+    _wakeups[key].set()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def quantizedmodel_event(
+    type: str | None,
     name: str | None,
     namespace: str | None,
     memo: kopf.Memo,
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
-    """Walks the model's rollout: one tick per analysis interval while it is active, and otherwise
-    only when its spec or tiers change (the reconcile wakes it). No timer runs for a finished rollout."""
+    """Keeps one rollout loop per existing model; a user's action annotation wakes it at once."""
     if not name or not namespace:
         return
-    key = (namespace, name)
-    wakeup = _wakeups[key]
-    while not stopped:
-        wakeup.clear()
-        async with _locks[key]:
-            result = await driver.tick(memo.kube, memo.providers, namespace, name, logger)
-            if result.state_changed:
-                current = await asyncio.to_thread(memo.kube.get_quantizedmodel, namespace, name)
-                if current is not None:
-                    await _reconcile_locked(
-                        memo.kube, current, logger
-                    )  # conditions follow the phase
-        timeout = result.wake_in_s if result.wake_in_s is not None else 3600.0
-        stop = asyncio.ensure_future(stopped.wait())
-        wake = asyncio.ensure_future(wakeup.wait())
-        _done, pending = await asyncio.wait(
-            {stop, wake}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        for fut in pending:
-            fut.cancel()
+    if type == "DELETED":
+        task = _rollouts.pop((namespace, name), None)
+        if task:
+            task.cancel()
+        return
+    ensure_rollout_loop(memo, namespace, name, logger)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, annotations={driver.ACTION_ANNOTATION: kopf.PRESENT})
-def quantizedmodel_action(name: str | None, namespace: str | None, **_: Any) -> None:
-    """A user asked for promote, abort or retry: wake the rollout now rather than at its next tick."""
-    if name and namespace:
-        _wakeups[(namespace, name)].set()
+@kopf.on.cleanup()
+async def stop_rollout_loops(**_: Any) -> None:
+    for task in _rollouts.values():
+        task.cancel()
+    await asyncio.gather(*_rollouts.values(), return_exceptions=True)

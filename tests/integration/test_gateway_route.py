@@ -1,0 +1,124 @@
+"""Gateway API: the operator drives the weights and the RequestMirror filter of the user's
+HTTPRoute (CRDs of Gateway API v1.3.0, standard channel), and an abort asked for by annotation
+puts all traffic back on the baseline, route first, then status, with an Event naming who asked."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client import ApiClient
+
+from localstack.controlplane import REPO
+
+from .support import Models, example, wait_for
+
+
+@pytest.fixture(scope="session")
+def gateway_crds(kube: ApiClient) -> None:
+    out = subprocess.run(
+        [str(REPO / "hack" / "tools.sh"), "gateway-crds"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    crds = out.stdout.strip().split("=", 1)[1]
+    ext = client.ApiextensionsV1Api(kube)
+    for name in (
+        "gateway.networking.k8s.io_httproutes.yaml",
+        "gateway.networking.k8s.io_gateways.yaml",
+    ):
+        with open(f"{crds}/{name}") as f:
+            body = yaml.safe_load(f)
+        ext.patch_custom_resource_definition(
+            body["metadata"]["name"],
+            body,
+            field_manager="tests",
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+    wait_for(
+        "HTTPRoute CRD Established",
+        lambda: any(
+            c.type == "Established" and c.status == "True"
+            for c in ext.read_custom_resource_definition(
+                "httproutes.gateway.networking.k8s.io"
+            ).status.conditions
+            or []
+        ),
+    )
+
+
+def route(kube: ApiClient, namespace: str) -> dict[str, Any]:
+    return dict(
+        client.CustomObjectsApi(kube).get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", "llm"
+        )
+    )
+
+
+def weights(r: dict[str, Any]) -> list[tuple[str, int]]:
+    return [(b["name"], b.get("weight", 1)) for b in r["spec"]["rules"][0]["backendRefs"]]
+
+
+def mirror(r: dict[str, Any]) -> int | None:
+    for f in r["spec"]["rules"][0].get("filters") or []:
+        if f["type"] == "RequestMirror":
+            return int(f["requestMirror"]["percent"])
+    return None
+
+
+def test_httproute_follows_the_rollout_and_abort_rolls_back(
+    kube: ApiClient, namespace: str, operator: Any, gateway_crds: None
+) -> None:
+    custom = client.CustomObjectsApi(kube)
+    custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "httproutes", {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "llm"},
+        "spec": {"parentRefs": [{"name": "inference-gateway"}], "rules": [{"backendRefs": [{"name": "llama3-8b-fp16", "port": 8000}]}]},
+    })  # fmt: skip
+    qm = example()
+    qm["spec"]["traffic"] = {"router": "gateway-api", "httpRoute": {"name": "llm"}}
+    models = Models(kube, namespace)
+    models.create(qm)
+
+    shadowing = wait_for(
+        "the route to mirror to the target",
+        lambda: (r := route(kube, namespace)) and mirror(r) == 100 and r,
+    )
+    assert weights(shadowing) == [("llama3-8b-fp16", 100), ("llama3-8b-int4-awq", 0)]
+    assert shadowing["spec"]["parentRefs"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "inference-gateway"}
+    ]
+    status = (models.get("llama3-8b") or {})["status"]
+    assert (status["phase"], status["stage"], status["targetWeight"], status["mirrorPercent"]) == (
+        "Progressing",
+        "shadow",
+        0,
+        100,
+    )
+
+    custom.patch_namespaced_custom_object(
+        "quantrollout.io", "v1alpha1", namespace, "quantizedmodels", "llama3-8b",
+        {"metadata": {"annotations": {"quantrollout.io/action": "abort"}}},
+    )  # fmt: skip
+    wait_for("the route back on the baseline", lambda: mirror(route(kube, namespace)) is None)
+    assert weights(route(kube, namespace)) == [("llama3-8b-fp16", 100), ("llama3-8b-int4-awq", 0)]
+    rolled = wait_for(
+        "RolledBack",
+        lambda: (s := (models.get("llama3-8b") or {})["status"])["phase"] == "RolledBack" and s,
+    )
+    (reason,) = rolled["rollback"]["reasons"]
+    assert reason.startswith(
+        "aborted by OpenAPI-Generator"
+    )  # the field manager that set the annotation
+    assert reason.endswith("(annotation quantrollout.io/action=abort)")
+    assert "quantrollout.io/action" not in (
+        (models.get("llama3-8b") or {})["metadata"].get("annotations") or {}
+    )
+    degraded = models.wait_condition("llama3-8b", "Degraded", "True", "RolledBack")
+    assert degraded["message"].startswith("all traffic back on the baseline: aborted by ")
+    reasons = [e.reason for e in client.CoreV1Api(kube).list_namespaced_event(namespace).items]
+    assert "RolledBack" in reasons
