@@ -5,9 +5,6 @@ runs the pure tests alone, without starting anything."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +15,7 @@ import pytest
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
+    from localstack.lab import OperatorProcess
     from localstack.stack import Stack
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -132,43 +130,14 @@ def crd(kube: ApiClient) -> str:
     pytest.fail("the QuantizedModel CRD never became Established")
 
 
-class OperatorProcess:
-    """`quantrollout run` as a real process against the local stack, restartable by tests."""
-
-    def __init__(self, kubeconfig: Path, log: Path, prometheus_url: str) -> None:
-        self.kubeconfig, self.log, self.prometheus_url = kubeconfig, log, prometheus_url
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        exe = Path(sys.executable).parent / "quantrollout"
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(exe), "run", "--all-namespaces", "--standalone"],
-                stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "QR_PROMETHEUS_URL": self.prometheus_url},
-            )  # fmt: skip
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def restart(self, sig: int = signal.SIGTERM) -> None:
-        self.stop(sig)
-        self.start()
-
-
 @pytest.fixture(scope="session")
 def operator(
     stack: Stack, crd: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     request.config.stash[_OPERATOR_LOG] = log
+    from localstack.lab import OperatorProcess
+
     proc = OperatorProcess(stack.controlplane.kubeconfig, log, stack.prometheus.url)
     proc.start()
     try:

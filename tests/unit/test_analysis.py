@@ -24,10 +24,13 @@ BASELINE = 'namespace="llm",model="llama3-8b",tier="fp16"'
 
 def test_error_rate_is_scoped_to_the_target_tier() -> None:
     expr = expression(Rule(name="error-rate", max="1%"), SCOPE, "2m")
-    assert expr == (
-        f"(sum(increase(quantrollout_router_request_errors_total{{{TARGET}}}[2m]))) / "
-        f"(sum(increase(quantrollout_router_requests_total{{{TARGET}}}[2m])))"
+    live_errors = (
+        f"(sum(increase(quantrollout_router_request_errors_total{{{TARGET}}}[2m])) or vector(0))"
     )
+    shadow_errors = f'(sum(increase(quantrollout_router_shadow_requests_total{{{TARGET},outcome="error"}}[2m])) or vector(0))'
+    live = f"(sum(increase(quantrollout_router_requests_total{{{TARGET}}}[2m])) or vector(0))"
+    shadow = f'(sum(increase(quantrollout_router_shadow_requests_total{{{TARGET},outcome!="dropped"}}[2m])) or vector(0))'
+    assert expr == f"({live_errors} + {shadow_errors}) / ({live} + {shadow})"
 
 
 def test_comparative_rules_compare_target_with_baseline() -> None:

@@ -73,6 +73,22 @@ def _quantile(q: float, histogram: str, sel: str, w: str) -> str:
     return f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket{sel}[{w}])))"
 
 
+def _total(counter: str, sel: str, w: str) -> str:
+    """A counter's increase over the window, 0 (not an empty result) when it has no series yet."""
+    return f"(sum(increase({counter}{sel}[{w}])) or vector(0))"
+
+
+def _attempts(scope: Scope, tier: str, w: str) -> str:
+    """Requests a tier was asked to answer: live ones, plus mirrored ones (in shadow, the only ones)."""
+    shadow = scope.sel(tier, 'outcome!="dropped"')
+    return f"{_total(s.ROUTER_REQUESTS, scope.sel(tier), w)} + {_total(s.ROUTER_SHADOW_REQUESTS, shadow, w)}"
+
+
+def _failures(scope: Scope, tier: str, w: str) -> str:
+    shadow = scope.sel(tier, 'outcome="error"')
+    return f"{_total(s.ROUTER_ERRORS, scope.sel(tier), w)} + {_total(s.ROUTER_SHADOW_REQUESTS, shadow, w)}"
+
+
 def _share(counter: str, scope: Scope, tier: str, w: str) -> str:
     return _ratio(
         f"sum(increase({counter}{scope.sel(tier)}[{w}]))",
@@ -95,10 +111,7 @@ def expression(rule: Rule, scope: Scope, w: str) -> str:
                 _quantile(0.99, s.ROUTER_LATENCY, scope.sel(b), w),
             )
         case "error-rate":
-            return _ratio(
-                f"sum(increase({s.ROUTER_ERRORS}{scope.sel(t)}[{w}]))",
-                f"sum(increase({s.ROUTER_REQUESTS}{scope.sel(t)}[{w}]))",
-            )
+            return _ratio(_failures(scope, t, w), _attempts(scope, t, w))
         case "repetition-rate":
             return _share(s.ROUTER_REPETITIONS, scope, t, w)
         case "refusal-rate-increase":
@@ -118,8 +131,9 @@ def expression(rule: Rule, scope: Scope, w: str) -> str:
 
 
 def samples_expression(scope: Scope, w: str) -> str:
-    """Requests the target answered (live or mirrored) in the window: below minSamples, nothing is judged."""
-    return f"sum(increase({s.ROUTER_REQUESTS}{scope.sel(scope.target)}[{w}]))"
+    """Requests the target was asked to answer (live or mirrored, failed ones too) in the window:
+    below minSamples, nothing is judged."""
+    return _attempts(scope, scope.target, w)
 
 
 def queries(analysis: Analysis, scope: Scope, stage: str) -> list[RuleQuery]:

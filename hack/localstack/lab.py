@@ -1,0 +1,168 @@
+"""A live rollout on the local stack: the QuantizedModel CRD, one vLLM simulator per tier, the
+built-in router (a real `quantrollout router` process watching the API), Prometheus scraping both,
+and the operator (a real `quantrollout run` process). The demo and the rollout tests use it.
+
+All processes listen on 127.0.0.1; the router reaches each tier's simulator through an
+`--upstream NAMESPACE/SERVICE=URL` override, since the Services' cluster IPs route nowhere here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vllmsim import Simulator
+
+from .procs import StackError, free_port
+from .stack import Stack
+
+CRD_GROUP_PLURAL = "quantizedmodels.quantrollout.io"
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+class OperatorProcess:
+    """`quantrollout run` as a real process against the local stack, restartable."""
+
+    def __init__(self, kubeconfig: Path, log: Path, prometheus_url: str) -> None:
+        self.kubeconfig, self.log, self.prometheus_url = kubeconfig, log, prometheus_url
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [_bin("quantrollout"), "run", "--all-namespaces", "--standalone"],
+                stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "QR_PROMETHEUS_URL": self.prometheus_url},
+            )  # fmt: skip
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        self.stop(sig)
+        self.start()
+
+
+class RouterProcess:
+    """`quantrollout router` watching every namespace, with each tier pointed at its simulator."""
+
+    def __init__(self, kubeconfig: Path, log: Path, upstreams: dict[tuple[str, str], str]) -> None:
+        self.kubeconfig, self.log, self.upstreams = kubeconfig, log, upstreams
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> None:
+        args = [_bin("quantrollout"), "router", "-A", "--host", "127.0.0.1", "--port", str(self.port),
+                "--kubeconfig", str(self.kubeconfig)]  # fmt: skip
+        for (namespace, service), url in sorted(self.upstreams.items()):
+            args += ["--upstream", f"{namespace}/{service}={url}"]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise StackError(f"the router exited while starting (see {self.log})")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise StackError(f"the router did not answer /health within {timeout:.0f}s")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@dataclass
+class Lab:
+    stack: Stack
+    workdir: Path
+    simulators: dict[tuple[str, str, str], Simulator] = field(default_factory=dict)
+    router: RouterProcess | None = None
+
+    def add_tiers(
+        self, namespace: str, model: str, served_model: str, tiers: list[str]
+    ) -> dict[str, Simulator]:
+        """One running simulator per tier, scraped by Prometheus with the labels the rules use."""
+        started = {}
+        for tier in tiers:
+            sim = Simulator(model=served_model, port=0, tier=tier)
+            sim.start()
+            self.simulators[(namespace, model, tier)] = sim
+            address = sim.url.removeprefix("http://")
+            self.stack.prometheus.add_targets(
+                f"vllm-{namespace}-{model}-{tier}", [address],
+                {"job": "vllm", "namespace": namespace, "model": model, "tier": tier},
+            )  # fmt: skip
+            started[tier] = sim
+        return started
+
+    def start_router(self) -> RouterProcess:
+        upstreams = {
+            (ns, f"{model}-{tier}"): sim.url for (ns, model, tier), sim in self.simulators.items()
+        }
+        router = RouterProcess(
+            self.stack.controlplane.kubeconfig, self.workdir / "router.log", upstreams
+        )
+        router.start()
+        self.router = router
+        self.stack.prometheus.add_targets(
+            "router", [f"127.0.0.1:{router.port}"], {"job": "quantrollout-router"}
+        )
+        return router
+
+    def stop(self) -> None:
+        if self.router:
+            self.router.stop()
+            self.stack.prometheus.remove_targets("router")
+        for (ns, model, tier), sim in self.simulators.items():
+            sim.stop()
+            self.stack.prometheus.remove_targets(f"vllm-{ns}-{model}-{tier}")
+        self.simulators.clear()
+
+
+def fast_rollout(
+    obj: dict[str, Any], *, stage_seconds: int = 4, interval: str = "1s", min_samples: int = 5
+) -> dict[str, Any]:
+    """The same model with stages and analysis short enough to watch: seconds, not hours."""
+    spec = obj["spec"]
+    d = f"{stage_seconds}s"
+    spec.setdefault("rollout", {})["stages"] = [
+        {"name": "shadow", "mirrorPercent": 100, "duration": d},
+        {"name": "ab", "weight": 10, "duration": d, "stickyBy": "header:x-user-id"},
+        {"name": "gradual", "weights": [50], "stepDuration": d},
+        {"name": "full"},
+    ]
+    analysis = spec["rollout"].setdefault("analysis", {})
+    analysis.update({"interval": interval, "minSamples": min_samples, "failureLimit": 2})
+    analysis.setdefault("rules", [])
+    spec["serving"] = {**spec.get("serving", {}), "replicas": 1}
+    return obj

@@ -1,0 +1,200 @@
+"""The ASGI application: vLLM's HTTP endpoints, /metrics and the /control knob.
+
+`SimState` is one simulator's state (served model, fault configuration, request numbering,
+metrics); `build_app(state)` serves it. Several states, and so several apps, can live in one
+process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vllmsim.config import SimConfig, describe
+from vllmsim.faults import FaultPlan
+from vllmsim.generate import Generation, generate
+from vllmsim.metrics import CONTENT_TYPE, VllmMetrics
+from vllmsim.text import as_chunks
+from vllmsim.wire import (
+    BadRequestError,
+    CompletionRequest,
+    Envelope,
+    Kind,
+    error_body,
+    models_list,
+)
+from vllmsim.wire import parse_request as parse_completion_request
+
+TIER_HEADER = "x-vllmsim-tier"
+
+
+class SimState:
+    def __init__(
+        self, model: str, tier: str | None = None, config: SimConfig | None = None
+    ) -> None:
+        self.model, self.tier = model, tier
+        self.created = int(time.time())
+        self.plan = FaultPlan()
+        self.metrics = VllmMetrics(model)
+        self._config = config or SimConfig()
+        self._lock = threading.Lock()
+
+    @property
+    def config(self) -> SimConfig:
+        return self._config
+
+    def configure(self, changes: dict[str, Any]) -> SimConfig:
+        """Applies a partial update; raises pydantic.ValidationError and keeps the old config."""
+        with self._lock:
+            self._config = self._config.updated(changes)
+            return self._config
+
+
+def _error(message: str, status: int, param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, status, param), status_code=status)
+
+
+async def _json_body(request: Request) -> object:
+    try:
+        return json.loads(await request.body())
+    except ValueError as exc:  # includes UnicodeDecodeError
+        raise BadRequestError(f"malformed JSON in the request body: {exc}") from exc
+
+
+def _sse(data: dict[str, Any] | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {payload}\n\n".encode()
+
+
+async def _stream(
+    envelope: Envelope,
+    req: CompletionRequest,
+    gen: Generation,
+    config: SimConfig,
+    metrics: VllmMetrics,
+) -> AsyncIterator[bytes]:
+    track = metrics.track()  # here, not before: a stream never started must not stay counted
+    try:
+        await asyncio.sleep(config.latency_ms / 1000)
+        track.first_token()
+        if envelope.kind == "chat":  # vLLM opens a chat stream with the role
+            yield _sse(envelope.chunk("", role=True))
+        pieces = as_chunks(gen.tokens)
+        for i, piece in enumerate(pieces):
+            if i:
+                await asyncio.sleep(config.token_delay_ms / 1000)
+            last = i == len(pieces) - 1
+            yield _sse(envelope.chunk(piece, gen.finish_reason if last else None))
+        if not pieces:
+            yield _sse(envelope.chunk("", gen.finish_reason))
+        if req.include_usage:
+            yield _sse(envelope.usage_chunk(gen.prompt_tokens, len(gen.tokens)))
+        yield _sse("[DONE]")
+        track.finish(gen.finish_reason, gen.prompt_tokens, len(gen.tokens))
+    finally:
+        track.close()
+
+
+async def _complete(state: SimState, kind: Kind, request: Request) -> Response:
+    try:
+        req = parse_completion_request(kind, await _json_body(request))
+    except BadRequestError as exc:
+        return _error(str(exc), exc.status, exc.param)
+    if req.model is not None and req.model != state.model:
+        return _error(f"The model `{req.model}` does not exist.", 404, "model")
+    config = state.config
+    decision = state.plan.next(config)
+    if decision.error:
+        return _error(f"simulated engine failure (request {decision.sequence})", 500)
+    gen = generate(req, decision, config)
+    envelope = Envelope.new(kind, state.model)
+    if req.stream:
+        return StreamingResponse(
+            _stream(envelope, req, gen, config, state.metrics), media_type="text/event-stream"
+        )
+    track = state.metrics.track()
+    try:
+        await asyncio.sleep(config.latency_ms / 1000)
+        track.first_token()
+        await asyncio.sleep(config.token_delay_ms * max(0, len(gen.tokens) - 1) / 1000)
+        track.finish(gen.finish_reason, gen.prompt_tokens, len(gen.tokens))
+    finally:
+        track.close()
+    return JSONResponse(
+        envelope.response(gen.text, gen.finish_reason, gen.prompt_tokens, len(gen.tokens))
+    )
+
+
+async def _control(state: SimState, request: Request) -> Response:
+    if request.method == "POST":
+        try:
+            changes = await _json_body(request)
+        except BadRequestError as exc:
+            return _error(str(exc), 400)
+        if not isinstance(changes, dict):
+            return _error("POST /control takes a JSON object of SimConfig fields", 400)
+        try:
+            state.configure(changes)
+        except ValidationError as exc:
+            return _error(describe(exc), 400)
+    return JSONResponse(state.config.model_dump())
+
+
+def _tier_header(app: ASGIApp, tier: str) -> ASGIApp:
+    """Marks every response with the simulator's tier, so a test can tell who answered."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_tier(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (TIER_HEADER.encode(), tier.encode()),
+                ]
+            await send(message)
+
+        await app(scope, receive, send_with_tier)
+
+    return wrapped
+
+
+def build_app(state: SimState) -> ASGIApp:
+    async def health(request: Request) -> Response:
+        return Response(status_code=200 if state.config.healthy else 503)
+
+    async def models(request: Request) -> Response:
+        return JSONResponse(models_list(state.model, state.created))
+
+    async def metrics(request: Request) -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def chat(request: Request) -> Response:
+        return await _complete(state, "chat", request)
+
+    async def completions(request: Request) -> Response:
+        return await _complete(state, "completion", request)
+
+    async def control(request: Request) -> Response:
+        return await _control(state, request)
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/control", control, methods=["GET", "POST"]),
+        ]
+    )
+    return _tier_header(app, state.tier) if state.tier else app
