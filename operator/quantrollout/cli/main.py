@@ -2,6 +2,8 @@
 
 `quantrollout run` starts the operator with `kopf run` semantics: it registers the handlers in
 `quantrollout.handlers` and watches QuantizedModels in the given namespaces (or all of them).
+`quantrollout router` serves the built-in router (`quantrollout.router`), which watches the
+QuantizedModels' `status.traffic` and proxies OpenAI-compatible requests to their tiers.
 """
 
 from __future__ import annotations
@@ -46,13 +48,73 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=["plain", "full", "json"], default="full",
         help="json: one structured object per line, for log pipelines",
     )  # fmt: skip
+    _add_router(sub)
     return parser
+
+
+def _add_router(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    router = sub.add_parser(
+        "router",
+        help="run the built-in router: an OpenAI-compatible proxy in front of the tiers",
+        description="Split, mirror and inspect OpenAI-compatible requests between each "
+        "QuantizedModel's tiers, as its status.traffic says; serve /metrics for the analysis.",
+    )
+    scope = router.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", metavar="NS", default=None,
+        help="route the QuantizedModels of this namespace only",
+    )  # fmt: skip
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="route every namespace (the default)"
+    )
+    router.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    router.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    router.add_argument(
+        "--kubeconfig", metavar="PATH", default=None,
+        help="kubeconfig to watch with (default: in-cluster, else KUBECONFIG or ~/.kube/config)",
+    )  # fmt: skip
+    router.add_argument(
+        "--upstream", action="append", default=[], type=_upstream,
+        metavar="NAMESPACE/SERVICE=URL",
+        help="send a tier's traffic to URL instead of http://SERVICE.NAMESPACE.svc:PORT "
+        "(repeatable; for local runs and tests)",
+    )  # fmt: skip
+    router.add_argument(
+        "--max-body-bytes", type=int, default=None, metavar="N",
+        help="larger request bodies get 413 (default 1048576)",
+    )  # fmt: skip
+    router.add_argument(
+        "--connect-timeout", type=float, default=None, metavar="S",
+        help="seconds to connect to a tier (default 3)",
+    )  # fmt: skip
+    router.add_argument(
+        "--read-timeout", type=float, default=None, metavar="S",
+        help="seconds a tier may stay silent mid-answer; bounds a whole non-streamed answer "
+        "(default 300)",
+    )  # fmt: skip
+    router.add_argument(
+        "--max-shadow-inflight", type=int, default=None, metavar="N",
+        help="mirrored calls in flight at once; more are dropped and counted (default 256)",
+    )  # fmt: skip
+    router.add_argument("--access-log", action="store_true", help="log every request")
+    router.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+
+
+def _upstream(text: str) -> tuple[tuple[str, str], str]:
+    from quantrollout.router.routes import parse_override
+
+    try:
+        return parse_override(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "router":
+        return _router(args)
     return 2  # unreachable: argparse requires a known command
 
 
@@ -68,6 +130,38 @@ def _run(args: argparse.Namespace) -> int:
         clusterwide=args.all_namespaces,
         namespaces=namespaces,
         liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def _router(args: argparse.Namespace) -> int:
+    import logging
+
+    from quantrollout.router.app import RouterApp
+    from quantrollout.router.kube_source import KubeConfigSource, KubeEndpoint
+    from quantrollout.router.server import serve
+    from quantrollout.router.settings import RouterSettings
+
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # one line per API request (the watch) says nothing the router does not
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    knobs = {
+        "max_body_bytes": args.max_body_bytes,
+        "connect_timeout": args.connect_timeout,
+        "read_timeout": args.read_timeout,
+        "max_shadow_inflight": args.max_shadow_inflight,
+    }
+    settings = RouterSettings(
+        upstreams=dict(args.upstream), **{k: v for k, v in knobs.items() if v is not None}
+    )
+    source = KubeConfigSource(KubeEndpoint.load(args.kubeconfig), namespace=args.namespace)
+    serve(
+        RouterApp(source, settings),
+        args.host,
+        args.port,
+        args.access_log,
+        "debug" if args.verbose else "info",
     )
     return 0
 

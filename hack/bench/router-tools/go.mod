@@ -1,0 +1,3 @@
+module quantrollout.io/bench/routertools
+
+go 1.24

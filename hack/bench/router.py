@@ -1,0 +1,339 @@
+#!/usr/bin/env python3
+"""Router figures for issue 5, side by side with nginx (Debian's) as a plain reverse proxy, in one
+run on this machine, everything on 127.0.0.1:
+
+1. added latency of one request at a time (p50/p99 of the proxy minus the upstream alone);
+2. 200 concurrent streams, each 64 tokens at 25 tokens/s (a busy vLLM's decode pace): time to
+   the first token and to the last, p50/p99, and what the proxy adds to each;
+3. maximum streamed chunks/s: 200 streams of 256 tokens, the upstream writing one token per
+   millisecond per stream, far more than either proxy can pass on;
+4. maximum requests/s: plain (non-streamed) requests over 64 connections.
+
+The upstream and the load generator are Go (`hack/bench/router-tools`, built here with the Go
+toolchain the project already needs), so that neither is what is measured. The router runs as
+`quantrollout router` would (one process, a static route table pointing at the upstream);
+nginx with one worker process, `proxy_buffering off` (or SSE would be buffered), HTTP/1.1
+keep-alive to the upstream and access logs off. Both proxies are restarted for each scenario.
+The machine has 2 cores shared by the load generator, the upstream and the proxy: figures are
+what this machine does, not what a proxy does on a core of its own. nginx is installed with
+apt-get when missing (without starting Debian's default site).
+
+usage: hack/bench/router.py [--duration S] [--skip-nginx] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+TOOLS_SRC = REPO / "hack" / "bench" / "router-tools"
+CACHE = Path(os.environ.get("QR_CACHE", Path.home() / ".cache" / "quantrollout"))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+NGINX_CONF = """
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream tier {{ server 127.0.0.1:{upstream}; keepalive 512; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://tier;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port}")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / TICKS
+
+
+@contextmanager
+def process(
+    argv: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def build_tools() -> Path:
+    go = shutil.which("go") or (
+        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
+    )
+    if go is None:
+        sys.exit(
+            "hack/bench/router.py: needs the Go toolchain (Go >= 1.24), as the control plane does"
+        )
+    out = CACHE / "bin" / "router-tools"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([go, "build", "-o", str(out), "."], cwd=TOOLS_SRC, check=True,
+                   env={**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"})  # fmt: skip
+    return out
+
+
+def ensure_nginx() -> str:
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if found:
+        return found
+    print("installing nginx (Debian package) ...", flush=True)
+    # Debian's postinst would start the default site on port 80; policy-rc.d says "not now".
+    policy = Path("/usr/sbin/policy-rc.d")
+    created = not policy.exists()
+    if created:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nginx"]
+        if subprocess.run(install, env=env, check=False).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
+            subprocess.run(install, env=env, check=True)
+    finally:
+        if created:
+            policy.unlink()
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+@dataclass
+class Load:
+    connections: int
+    stream: bool
+    ramp: float = 0.0
+
+
+class Bench:
+    def __init__(self, tools: Path, nginx: str | None, tmp: Path, duration: float) -> None:
+        self.tools, self.nginx, self.tmp, self.duration = tools, nginx, tmp, duration
+
+    @contextmanager
+    def upstream(self, tokens: int, delay_ms: float) -> Iterator[int]:
+        port = free_port()
+        argv = [str(self.tools), "upstream", "-addr", f"127.0.0.1:{port}",
+                "-tokens", str(tokens), "-delay", f"{delay_ms}ms"]  # fmt: skip
+        with process(argv, self.tmp / "upstream.log"):
+            wait_port(port, "the upstream")
+            yield port
+
+    @contextmanager
+    def router(self, upstream: int) -> Iterator[tuple[int, list[int]]]:
+        port = free_port()
+        argv = [sys.executable, __file__, "serve-router", str(port), f"http://127.0.0.1:{upstream}"]
+        with process(argv, self.tmp / "router.log") as proc:
+            wait_port(port, "the router")
+            yield port, [proc.pid]
+
+    @contextmanager
+    def nginx_proxy(self, upstream: int) -> Iterator[tuple[int, list[int]]]:
+        assert self.nginx is not None
+        port = free_port()
+        conf = self.tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=self.tmp, upstream=upstream, port=port))
+        with process([self.nginx, "-p", str(self.tmp), "-c", str(conf), "-g", "daemon off;"],
+                     self.tmp / "nginx.log") as master:  # fmt: skip
+            wait_port(port, "nginx")
+            children = subprocess.run(["pgrep", "-P", str(master.pid)], capture_output=True,
+                                      text=True, check=False).stdout.split()  # fmt: skip
+            yield port, [master.pid, *map(int, children)]
+
+    def load(self, port: int, load: Load, pids: list[int]) -> dict[str, Any]:
+        warmup = max(1.0, load.ramp + 0.5)
+        argv = [str(self.tools), "load", "-url", f"http://127.0.0.1:{port}",
+                "-c", str(load.connections), "-d", f"{self.duration}s", "-warmup", f"{warmup}s",
+                "-ramp", f"{load.ramp}s"]  # fmt: skip
+        if load.stream:
+            argv.append("-stream")
+        before = cpu_seconds(pids)
+        started = time.monotonic()
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        elapsed = time.monotonic() - started
+        result: dict[str, Any] = json.loads(out)
+        result["proxy_cores"] = (cpu_seconds(pids) - before) / elapsed if pids else None
+        return result
+
+    def scenario(self, tokens: int, delay_ms: float, load: Load) -> dict[str, dict[str, Any]]:
+        results: dict[str, dict[str, Any]] = {}
+        with self.upstream(tokens, delay_ms) as up:
+            results["direct"] = self.load(up, load, [])
+            with self.router(up) as (port, pids):
+                results["router"] = self.load(port, load, pids)
+            if self.nginx:
+                with self.nginx_proxy(up) as (port, pids):
+                    results["nginx"] = self.load(port, load, pids)
+        return results
+
+
+def serve_router(port: int, upstream: str) -> None:
+    """The router as `quantrollout router` runs it, with a static table instead of the API."""
+    from quantrollout.api.status import TrafficBackend, TrafficStatus
+    from quantrollout.router.app import RouterApp
+    from quantrollout.router.routes import ModelTraffic
+    from quantrollout.router.server import serve
+    from quantrollout.router.settings import RouterSettings
+    from quantrollout.router.source import StaticConfigSource
+
+    traffic = TrafficStatus(
+        rollout_id="bench", served_model="m", target_weight=50, mirror_percent=0,
+        sticky_header="x-user-id",
+        baseline=TrafficBackend(tier="fp16", service="m-fp16"),
+        target=TrafficBackend(tier="int4-awq", service="m-int4-awq"),
+    )  # fmt: skip
+    source = StaticConfigSource([ModelTraffic("bench", "m", "2026-01-01T00:00:00Z", traffic)])
+    settings = RouterSettings(
+        upstreams={("bench", "m-fp16"): upstream, ("bench", "m-int4-awq"): upstream}
+    )
+    serve(RouterApp(source, settings), "127.0.0.1", port, log_level="warning")
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def report(
+    name: str, results: dict[str, dict[str, Any]], columns: list[tuple[str, str, int]]
+) -> None:
+    print(f"\n{name}")
+    print(f"  {'':8}" + "".join(f"{title:>14}" for title, _, _ in columns) + f"{'proxy CPU':>14}")
+    for who, r in results.items():
+        cells = "".join(f"{fmt(r[key], digits):>14}" for _, key, digits in columns)
+        cores = r["proxy_cores"]
+        errors = f"   ({r['errors']} errors: {r.get('first_error')})" if r["errors"] else ""
+        print(
+            f"  {who:8}{cells}{(fmt(cores) + ' cores') if cores is not None else '-':>14}{errors}"
+        )
+
+
+def added(results: dict[str, dict[str, Any]], keys: list[str]) -> None:
+    direct = results["direct"]
+    for who in ("router", "nginx"):
+        if who in results:
+            parts = ", ".join(f"{k} +{results[who][k] - direct[k]:.2f} ms" for k in keys)
+            print(f"  added by {who}: {parts}")
+
+
+def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "serve-router":
+        serve_router(int(sys.argv[2]), sys.argv[3])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
+    parser.add_argument("--skip-nginx", action="store_true", help="the router alone")
+    parser.add_argument("--json", type=Path, default=None, help="also write all figures here")
+    args = parser.parse_args()
+
+    tools = build_tools()
+    nginx = None if args.skip_nginx else ensure_nginx()
+    print(f"load average at start: {' '.join(os.getloadavg().__repr__()[1:-1].split(', '))}"
+          f"  (cores: {os.cpu_count()})")  # fmt: skip
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="qr-bench-router-") as tmp:
+        tmpdir = Path(tmp)
+        tmpdir.chmod(0o755)
+        bench = Bench(tools, nginx, tmpdir, args.duration)
+
+        r = figures["one_at_a_time"] = bench.scenario(16, 0, Load(1, stream=False))
+        report("1. one request at a time (plain JSON answer)", r,
+               [("p50 ms", "total_p50_ms", 3), ("p99 ms", "total_p99_ms", 3),
+                ("req/s", "requests_per_s", 0)])  # fmt: skip
+        added(r, ["total_p50_ms", "total_p99_ms"])
+
+        r = figures["streams_200"] = bench.scenario(64, 40, Load(200, stream=True, ramp=2.6))
+        report("2. 200 concurrent streams, 64 tokens at 25 tokens/s each", r,
+               [("TTFT p50", "ttft_p50_ms", 2), ("TTFT p99", "ttft_p99_ms", 2),
+                ("total p50", "total_p50_ms", 1), ("total p99", "total_p99_ms", 1),
+                ("chunks/s", "events_per_s", 0)])  # fmt: skip
+        added(r, ["ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms"])
+
+        r = figures["chunks_max"] = bench.scenario(256, 1, Load(200, stream=True, ramp=0.5))
+        report("3. maximum streamed chunks/s (200 streams of 256 tokens, 1 ms apart)", r,
+               [("chunks/s", "events_per_s", 0), ("streams/s", "requests_per_s", 1),
+                ("TTFT p99", "ttft_p99_ms", 1)])  # fmt: skip
+
+        r = figures["requests_max"] = bench.scenario(16, 0, Load(64, stream=False))
+        report("4. maximum requests/s (plain JSON answers, 64 connections)", r,
+               [("req/s", "requests_per_s", 0), ("p50 ms", "total_p50_ms", 2),
+                ("p99 ms", "total_p99_ms", 2)])  # fmt: skip
+
+    print("\nrouter / nginx")
+    if "nginx" in figures["chunks_max"]:
+        for label, key, field in (
+            ("streamed chunks/s", "chunks_max", "events_per_s"),
+            ("requests/s", "requests_max", "requests_per_s"),
+        ):
+            ratio = figures[key]["router"][field] / figures[key]["nginx"][field]
+            print(f"  {label}: {ratio:.2f}x")
+    s = figures["streams_200"]
+    added_p99 = s["router"]["ttft_p99_ms"] - s["direct"]["ttft_p99_ms"]
+    chunks = figures["chunks_max"]["router"]["events_per_s"]
+    print("\ngoals (issue 5)")
+    print(f"  added p99 < 2 ms at 200 concurrent streams: {'met' if added_p99 < 2 else 'NOT met'}"
+          f" (time to first token p99 +{added_p99:.1f} ms)")  # fmt: skip
+    print(
+        f"  >= 20,000 streamed chunks/s: {'met' if chunks >= 20_000 else 'NOT met'} ({chunks:,.0f})"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""The router as an ASGI application: routing of the five endpoints, request validation, and
+the lifecycle of the pooled client, the config source and the shadow calls.
+
+    POST /v1/chat/completions, /v1/completions   proxied to the model's tiers
+    GET  /v1/models                              the served models in the route table
+    GET  /health                                 200 once the route table is loaded, else 503
+    GET  /metrics                                the router's series (Prometheus text format)
+
+Refused before any tier is called: a body over the limit (413), not JSON or not an object or
+without a string `model` (400), a model no QuantizedModel serves (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from quantrollout.api.status import TrafficBackend
+
+from .agreement import is_greedy
+from .asgi import (
+    BodyTooLargeError,
+    ClientGoneError,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    send_error,
+    send_json,
+)
+from .call import Call, Tier
+from .metrics import RouterMetrics
+from .pool import Upstreams
+from .proxy import Proxy
+from .requests import Refused, parse_completion, unknown_model
+from .routes import ModelTraffic, RouteTable, changed, upstream_url
+from .settings import RouterSettings
+from .shadow import Shadows
+from .source import ConfigSource
+from .split import decide
+from .upstream import request_headers
+
+log = logging.getLogger(__name__)
+
+COMPLETIONS = frozenset({"/v1/chat/completions", "/v1/completions"})
+
+
+class RouterApp:
+    """The router. `startup()`/`shutdown()` run from the ASGI lifespan, or by hand in tests."""
+
+    def __init__(
+        self,
+        source: ConfigSource,
+        settings: RouterSettings | None = None,
+        metrics: RouterMetrics | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.source = source
+        self.settings = settings or RouterSettings()
+        self.metrics = metrics or RouterMetrics()
+        self._rng = rng
+        self._upstreams: Upstreams | None = None
+        self._proxy: Proxy | None = None
+        self.shadows: Shadows | None = None
+        self._source_task: asyncio.Task[None] | None = None
+        source.subscribe(self._reloaded)
+
+    async def startup(self) -> None:
+        s = self.settings
+        self._upstreams = Upstreams(s)
+        self.shadows = Shadows(self._upstreams, s.max_shadow_inflight, s.shadow_compare_timeout)
+        self._proxy = Proxy(
+            self._upstreams, self.shadows, s.max_inspect_bytes, s.retry_after_seconds
+        )
+        self._source_task = asyncio.create_task(self.source.run(), name="router-config-source")
+
+    async def shutdown(self) -> None:
+        if self._source_task is not None:
+            self._source_task.cancel()
+            await asyncio.gather(self._source_task, return_exceptions=True)
+        if self.shadows is not None:
+            await self.shadows.close()
+        if self._upstreams is not None:
+            await self._upstreams.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as err:
+                    await send({"type": "lifespan.startup.failed", "message": str(err)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if path in COMPLETIONS:
+            if method != "POST":
+                await _not_allowed(send, "POST")
+                return
+            await self._completion(scope, receive, send)
+            return
+        get = {"/v1/models": self._models, "/health": self._health, "/metrics": self._metrics}.get(
+            path
+        )
+        if get is None:
+            await send_error(send, 404, f"no such endpoint: {path}", "not_found")
+        elif method not in ("GET", "HEAD"):
+            await _not_allowed(send, "GET")
+        else:
+            await get(send)
+
+    async def _completion(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.settings.max_body_bytes
+        try:
+            body = await read_body(scope, receive, limit)
+        except BodyTooLargeError:
+            await send_error(
+                send, 413, f"request body is larger than {limit} bytes", "invalid_request_error"
+            )
+            return
+        except ClientGoneError:
+            return
+        request = parse_completion(body)
+        if isinstance(request, Refused):
+            await _refuse(send, request)
+            return
+        route = self.source.table().get(request["model"])
+        if route is None:
+            await _refuse(send, unknown_model(request["model"]))
+            return
+        await self._route(scope, receive, send, route, body, request)
+
+    async def _route(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: ModelTraffic,
+        body: bytes,
+        request: dict[str, Any],
+    ) -> None:
+        assert self._proxy is not None, "startup() was not run"
+        traffic = route.traffic
+        sticky = (
+            header(scope, traffic.sticky_header.lower().encode()) if traffic.sticky_header else None
+        )
+        decision = decide(traffic, sticky.decode("latin-1") if sticky else None, self._rng)
+        baseline = self._tier(route, traffic.baseline)
+        target = self._tier(route, traffic.target) if traffic.target else None
+        query = scope.get("query_string", b"")
+        call = Call(
+            path=scope["path"] + ("?" + query.decode("latin-1") if query else ""),
+            body=body,
+            headers=request_headers(scope["headers"]),
+            streamed=request.get("stream") is True,
+            greedy=is_greedy(request),
+        )
+        if decision.live_on_target and target is not None:
+            await self._proxy.forward(receive, send, call, target, baseline, None)
+        else:
+            await self._proxy.forward(
+                receive, send, call, baseline, None, target if decision.mirrored else None
+            )
+
+    def _tier(self, route: ModelTraffic, backend: TrafficBackend) -> Tier:
+        return Tier(
+            backend.tier,
+            upstream_url(route.namespace, backend, self.settings.upstreams),
+            self.metrics.tier(route.namespace, route.name, backend.tier),
+        )
+
+    async def _models(self, send: Send) -> None:
+        data = [
+            {
+                "id": served,
+                "object": "model",
+                "created": _epoch(m.created),
+                "owned_by": f"{m.namespace}/{m.name}",
+            }
+            for served, m in sorted(self.source.table().items())
+        ]
+        await send_json(send, 200, {"object": "list", "data": data})
+
+    async def _health(self, send: Send) -> None:
+        synced = self.source.synced
+        status = {"status": "ok" if synced else "loading", "models": len(self.source.table())}
+        await send_json(send, 200 if synced else 503, status)
+
+    async def _metrics(self, send: Send) -> None:
+        body = generate_latest(self.metrics.registry)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", CONTENT_TYPE_LATEST.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _reloaded(self, old: RouteTable, new: RouteTable) -> None:
+        for model in changed(old, new):
+            t = model.traffic
+            tier = t.target.tier if t.target else t.baseline.tier
+            self.metrics.tier(model.namespace, model.name, tier).reloads.inc()
+            log.info(
+                "traffic of %s/%s (%s): rollout %s, target %s at %d%%, mirror %d%%",
+                model.namespace, model.name, t.served_model, t.rollout_id,
+                t.target.tier if t.target else "-", t.target_weight, t.mirror_percent,
+            )  # fmt: skip
+        for served in sorted(old.keys() - new.keys()):
+            log.info("model %r is no longer served", served)
+
+
+def _epoch(timestamp: str) -> int:
+    try:
+        return int(datetime.fromisoformat(timestamp).timestamp())
+    except ValueError:
+        return 0
+
+
+async def _refuse(send: Send, refused: Refused) -> None:
+    await send_error(
+        send, refused.status, refused.message, refused.kind, refused.code, param=refused.param
+    )
+
+
+async def _not_allowed(send: Send, allowed: str) -> None:
+    await send_error(
+        send,
+        405,
+        f"method not allowed; use {allowed}",
+        "invalid_request_error",
+        headers=[(b"allow", allowed.encode())],
+    )

@@ -1,0 +1,28 @@
+"""The values one proxied request is made of: the tier it goes to and what is sent there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .metrics import TierMetrics
+from .upstream import Headers
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """A tier of one model, as resolved for one request."""
+
+    name: str
+    base_url: str  # e.g. http://llama3-8b-fp16.llm.svc:8000
+    metrics: TierMetrics
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One client request, as it is sent on to a tier (the body unchanged, byte for byte)."""
+
+    path: str  # with the query string, e.g. /v1/chat/completions
+    body: bytes
+    headers: Headers  # already filtered for the upstream leg
+    streamed: bool  # the client asked for `stream: true`
+    greedy: bool  # `temperature: 0`: the shadow comparison is exact match

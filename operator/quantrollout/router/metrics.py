@@ -1,0 +1,144 @@
+"""The router's Prometheus series, named in `quantrollout.signals`, in a registry per router.
+
+Every series carries `namespace` and `model` (the QuantizedModel) and `tier`. Extra labels:
+`code` on requests, `outcome` on shadow requests. What each counts:
+
+- `requests_total{code}`: live requests a tier was asked to answer, by the HTTP status it
+  answered with; `502` when the tier could not be reached or reset the connection, `504` when it
+  timed out, `499` when the client went away first (as nginx logs it). A request the target fails
+  and the baseline then answers counts once on each tier.
+- `request_errors_total`: the subset a tier failed (5xx, 502/504 above).
+- `fallbacks_total`: target failures retried on the baseline (`tier` = the target that failed).
+- `request_duration_seconds`: from sending the request to the tier to its last byte.
+- `time_to_first_token_seconds`: from sending the request to the tier's first body byte of a
+  streamed answer.
+- `output_tokens_total`, `responses_total`, `repetition_loops_total`, `refusals_total`: over the
+  answers inspected (`quality`, `answers`), live and shadowed alike: a shadowed answer is what
+  the target tier says, and in the shadow stage it is the only one there is. The duration and
+  first-token histograms include shadowed answers for the same reason; requests and errors count
+  live requests only.
+- `shadow_requests_total{outcome}` (`tier` = the target): `compared` (both answers in, scored
+  into `shadow_agreement_ratio`), `error` (the target failed), `baseline_failed` (nothing to
+  compare with), `dropped` (too many shadow calls in flight, not sent).
+- `config_reloads_total`: route-table changes applied for a model (`tier` = its target tier, or
+  its baseline tier when it has none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from quantrollout import signals
+
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+AGREEMENT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+LABELS = list(signals.ROUTER_LABELS)
+
+
+def _counter(name: str, doc: str, registry: CollectorRegistry, *extra: str) -> Counter:
+    # prometheus-client appends `_total` itself; given without it, the exported name is exact.
+    return Counter(name.removesuffix("_total"), doc, [*LABELS, *extra], registry=registry)
+
+
+class RouterMetrics:
+    """All the router's series, registered in `self.registry` (one per router instance)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = _counter(
+            signals.ROUTER_REQUESTS, "Live requests by tier and HTTP status.", r, "code"
+        )
+        self.errors = _counter(
+            signals.ROUTER_ERRORS, "Live requests a tier failed (5xx, timeout, reset).", r
+        )
+        self.latency = Histogram(
+            signals.ROUTER_LATENCY,
+            "Request to last byte, per tier.",
+            LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            signals.ROUTER_TTFT,
+            "Request to first streamed byte, per tier.",
+            LABELS,
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.output_tokens = _counter(
+            signals.ROUTER_OUTPUT_TOKENS, "Completion tokens answered.", r
+        )
+        self.responses = _counter(
+            signals.ROUTER_RESPONSES, "Answers the quality checks inspected.", r
+        )
+        self.repetitions = _counter(
+            signals.ROUTER_REPETITIONS, "Answers with a 4-gram repeated more than 4 times.", r
+        )
+        self.refusals = _counter(
+            signals.ROUTER_REFUSALS, "Answers opening with a refusal phrase.", r
+        )
+        self.agreement = Histogram(
+            signals.ROUTER_SHADOW_AGREEMENT,
+            "Agreement of the target's shadowed answer with the baseline's (0..1).",
+            LABELS,
+            buckets=AGREEMENT_BUCKETS,
+            registry=r,
+        )
+        self.shadow_requests = _counter(
+            signals.ROUTER_SHADOW_REQUESTS, "Mirrored requests by outcome.", r, "outcome"
+        )
+        self.fallbacks = _counter(
+            signals.ROUTER_FALLBACKS, "Target failures retried on the baseline.", r
+        )
+        self.reloads = _counter(
+            signals.ROUTER_CONFIG_RELOADS, "Route-table changes applied, per model.", r
+        )
+        self._tiers: dict[tuple[str, str, str], TierMetrics] = {}
+
+    def tier(self, namespace: str, model: str, tier: str) -> TierMetrics:
+        """The series of one tier, bound once (`labels()` is too slow to call per chunk)."""
+        key = (namespace, model, tier)
+        bound = self._tiers.get(key)
+        if bound is None:
+            bound = self._tiers[key] = TierMetrics(self, key)
+        return bound
+
+
+@dataclass
+class TierMetrics:
+    """One tier's bound series."""
+
+    parent: RouterMetrics
+    key: tuple[str, str, str]
+    _codes: dict[str, Counter] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        p, k = self.parent, self.key
+        self.errors = p.errors.labels(*k)
+        self.latency = p.latency.labels(*k)
+        self.ttft = p.ttft.labels(*k)
+        self.output_tokens = p.output_tokens.labels(*k)
+        self.responses = p.responses.labels(*k)
+        self.repetitions = p.repetitions.labels(*k)
+        self.refusals = p.refusals.labels(*k)
+        self.agreement = p.agreement.labels(*k)
+        self.fallbacks = p.fallbacks.labels(*k)
+        self.reloads = p.reloads.labels(*k)
+
+    def request(self, code: int) -> None:
+        """Counts one live request answered with `code`, and an error when it is 5xx."""
+        text = str(code)
+        child = self._codes.get(text)
+        if child is None:
+            child = self._codes[text] = self.parent.requests.labels(*self.key, text)
+        child.inc()
+        if code >= 500:
+            self.errors.inc()
+
+    def shadow(self, outcome: str) -> None:
+        self.parent.shadow_requests.labels(*self.key, outcome).inc()

@@ -1,0 +1,201 @@
+"""One live request on its way through the router: call the chosen tier, fall back to the
+baseline when the target fails before answering, pass the answer on (a stream chunk by chunk,
+as each arrives), then inspect it and count the tier's signals.
+
+What the client sees when no tier answers: 503 with `Retry-After` when the tier cannot be
+reached, 504 when it timed out, 502 when it broke the connection, and a tier's own 5xx answer
+as it is. A stream that fails after its first byte cannot be retried (the client already has
+part of an answer): it ends with an SSE `error` event, as vLLM ends its own failed streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import httpx
+
+from .asgi import Receive, Send, send_error
+from .call import Call, Tier
+from .inspect_answer import read_answer, record
+from .pool import Upstreams
+from .relay import relay
+from .shadow import Shadows
+from .upstream import Failed, Opened, response_headers
+
+log = logging.getLogger(__name__)
+
+
+class DisconnectWatch:
+    """Cancels the request's task when its client goes away before the response is complete,
+    so the tier's connection is closed and vLLM stops generating for nobody."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.finished = False  # set just before the last byte is sent
+        self.gone = False
+        task = asyncio.current_task()
+        assert task is not None  # called from a request handler
+        self._request = task
+        self._watch = asyncio.create_task(self._wait(receive))
+
+    async def _wait(self, receive: Receive) -> None:
+        # With the body read, receive() returns only once the client disconnects or the
+        # response is complete (ASGI servers then report http.disconnect as well).
+        message = await receive()
+        if message["type"] == "http.disconnect" and not self.finished:
+            self.gone = True
+            self._request.cancel()
+
+    def stop(self) -> None:
+        self._watch.cancel()
+
+
+class Proxy:
+    """Live requests, through the pool of connections to the tiers."""
+
+    def __init__(
+        self, upstreams: Upstreams, shadows: Shadows, max_inspect_bytes: int, retry_after: int
+    ) -> None:
+        self._upstreams = upstreams
+        self._shadows = shadows
+        self._max_inspect = max_inspect_bytes
+        self._retry_after = str(retry_after).encode()
+
+    async def forward(
+        self,
+        receive: Receive,
+        send: Send,
+        call: Call,
+        live: Tier,
+        fallback: Tier | None,
+        shadow: Tier | None,
+    ) -> None:
+        """Answers `call` from `live` (or `fallback`), mirroring it to `shadow` if given."""
+        baseline = self._shadows.mirror(shadow, call, self._max_inspect) if shadow else None
+        watch = DisconnectWatch(receive)
+        current = [live]  # the tier in flight, for counting a client that went away
+        text: str | None = None
+        try:
+            text = await self._answer(send, call, live, fallback, current, watch)
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()  # our own cancellation: the client left, nothing else is wrong
+            current[0].metrics.request(499)
+        finally:
+            watch.stop()
+            if baseline is not None and not baseline.done():
+                baseline.set_result(text)
+
+    async def _answer(
+        self,
+        send: Send,
+        call: Call,
+        live: Tier,
+        fallback: Tier | None,
+        current: list[Tier],
+        watch: DisconnectWatch,
+    ) -> str | None:
+        tier = live
+        opened = await self._upstreams.open(
+            tier.base_url, call.path, call.body, call.headers, call.streamed
+        )
+        if isinstance(opened, Failed) and fallback is not None:
+            tier.metrics.request(opened.code)
+            tier.metrics.fallbacks.inc()
+            log.debug(
+                "tier %s failed (%s); retrying on %s", tier.name, opened.reason, fallback.name
+            )
+            tier = current[0] = fallback
+            opened = await self._upstreams.open(
+                tier.base_url, call.path, call.body, call.headers, call.streamed
+            )
+        if isinstance(opened, Failed):
+            tier.metrics.request(opened.code)
+            watch.finished = True
+            await self._send_failure(send, tier, opened)
+            return None
+        if call.streamed:
+            return await self._stream(send, tier, opened, watch)
+        return await self._whole(send, tier, opened, watch)
+
+    async def _whole(
+        self, send: Send, tier: Tier, opened: Opened, watch: DisconnectWatch
+    ) -> str | None:
+        headers = response_headers(opened.headers, tier.name)
+        headers.append((b"content-length", str(len(opened.first)).encode()))
+        watch.finished = True
+        await send({"type": "http.response.start", "status": opened.status, "headers": headers})
+        await send({"type": "http.response.body", "body": opened.first, "more_body": False})
+        tier.metrics.request(opened.status)
+        tier.metrics.latency.observe(opened.first_byte - opened.started)
+        if opened.status != 200 or len(opened.first) > self._max_inspect:
+            return None
+        return self._inspect(tier, opened.first, opened)
+
+    async def _stream(
+        self, send: Send, tier: Tier, opened: Opened, watch: DisconnectWatch
+    ) -> str | None:
+        headers = response_headers(opened.headers, tier.name)
+        await send({"type": "http.response.start", "status": opened.status, "headers": headers})
+        kept = [opened.first]
+        size = len(opened.first)
+        last = b""
+
+        async def forward(chunk: bytes) -> None:
+            # Keeping a reference for the inspection at the end is all the work done on the way.
+            nonlocal size
+            size += len(chunk)
+            if size <= self._max_inspect:
+                kept.append(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        try:
+            if opened.first:
+                await send({"type": "http.response.body", "body": opened.first, "more_body": True})
+            await relay(opened.rest(), forward)
+        except httpx.HTTPError as err:
+            log.info("tier %s failed mid-stream: %s", tier.name, err or type(err).__name__)
+            last = _sse_error(f"tier {tier.name} failed mid-answer", 502)
+        finally:
+            await opened.close()
+        watch.finished = True
+        await send({"type": "http.response.body", "body": last, "more_body": False})
+        tier.metrics.request(502 if last else opened.status)
+        tier.metrics.ttft.observe(opened.first_byte - opened.started)
+        tier.metrics.latency.observe(time.perf_counter() - opened.started)
+        if last or opened.status != 200 or size > self._max_inspect:
+            return None
+        return self._inspect(tier, b"".join(kept), opened)
+
+    def _inspect(self, tier: Tier, body: bytes, opened: Opened) -> str | None:
+        answer = read_answer(body, opened.headers.get("content-type", ""))
+        if answer is None:
+            return None
+        record(tier.metrics, answer)
+        return answer.text
+
+    async def _send_failure(self, send: Send, tier: Tier, failed: Failed) -> None:
+        if failed.unreachable:
+            await send_error(
+                send, 503, f"tier {tier.name} cannot be reached ({failed.reason})",
+                "service_unavailable", headers=[(b"retry-after", self._retry_after)],
+            )  # fmt: skip
+        elif failed.headers is not None:  # the tier's own 5xx answer, passed on as it is
+            headers = response_headers(failed.headers, tier.name)
+            headers.append((b"content-length", str(len(failed.body)).encode()))
+            await send({"type": "http.response.start", "status": failed.code, "headers": headers})
+            await send({"type": "http.response.body", "body": failed.body, "more_body": False})
+        else:
+            await send_error(
+                send, failed.code, f"tier {tier.name} {failed.reason}", "upstream_error"
+            )
+
+
+def _sse_error(message: str, code: int) -> bytes:
+    error = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
+    return b"data: " + json.dumps(error).encode() + b"\n\ndata: [DONE]\n\n"

@@ -1,0 +1,120 @@
+"""Shadow calls: a copy of a live request sent to the target in the background, its answer
+compared with the baseline's and never returned.
+
+The client is never delayed: the live request does not wait for its shadow, which runs as its
+own task and reads the baseline's answer from a future the live path resolves when it is done.
+At most `max_shadow_inflight` shadows run at once; past that a copy is dropped (and counted),
+never queued, so a slow target cannot pile up work or memory in the router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import httpx
+
+from .agreement import agreement
+from .call import Call, Tier
+from .inspect_answer import read_answer, record
+from .pool import Upstreams
+from .upstream import Failed, Opened
+
+log = logging.getLogger(__name__)
+
+BaselineText = asyncio.Future[str | None]  # the live answer's text; None: nothing to compare
+
+
+class Shadows:
+    """The shadow calls in flight."""
+
+    def __init__(self, upstreams: Upstreams, max_inflight: int, compare_timeout: float):
+        self._upstreams = upstreams
+        self._max = max_inflight
+        self._compare_timeout = compare_timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def mirror(self, target: Tier, call: Call, max_bytes: int) -> BaselineText | None:
+        """Starts a shadow call; returns the future to resolve with the baseline's answer, or
+        None when the copy was dropped."""
+        if len(self._tasks) >= self._max:
+            target.metrics.shadow("dropped")
+            return None
+        baseline: BaselineText = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._run(target, call, baseline, max_bytes))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return baseline
+
+    @property
+    def inflight(self) -> int:
+        return len(self._tasks)
+
+    async def close(self) -> None:
+        """Cancels the shadows in flight (at shutdown: they have nothing a client waits for)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self, target: Tier, call: Call, baseline: BaselineText, max_bytes: int) -> None:
+        try:
+            text = await self._answer(target, call, max_bytes)
+            if text is None:
+                return
+            try:
+                base = await asyncio.wait_for(baseline, self._compare_timeout)
+            except TimeoutError:
+                base = None
+            if base is None:
+                target.metrics.shadow("skipped")
+                return
+            target.metrics.agreement.observe(agreement(base, text, call.greedy))
+            target.metrics.shadow("compared")
+        except Exception:  # a shadow must never take anything else down; say why it failed
+            log.exception("shadow call to tier %s failed", target.name)
+            target.metrics.shadow("error")
+
+    async def _answer(self, target: Tier, call: Call, max_bytes: int) -> str | None:
+        """The target's answer text, its signals recorded; None (outcome counted) if none."""
+        opened = await self._upstreams.open(
+            target.base_url, call.path, call.body, call.headers, call.streamed
+        )
+        if isinstance(opened, Failed):
+            target.metrics.shadow("error")
+            return None
+        body = await _collect(opened, max_bytes)
+        if body is None:
+            target.metrics.shadow("error")
+            return None
+        done = time.perf_counter()
+        target.metrics.latency.observe(done - opened.started)
+        if call.streamed:
+            target.metrics.ttft.observe(opened.first_byte - opened.started)
+        answer = (
+            read_answer(body, opened.headers.get("content-type", ""))
+            if opened.status == 200
+            else None
+        )
+        if answer is None:
+            target.metrics.shadow("skipped")
+            return None
+        record(target.metrics, answer)
+        return answer.text
+
+
+async def _collect(opened: Opened, max_bytes: int) -> bytes | None:
+    """The whole answer, or None if the tier failed mid-answer; b"" (not inspected) when it is
+    longer than `max_bytes`."""
+    parts = [opened.first]
+    size = len(opened.first)
+    try:
+        async for chunk in opened.rest():
+            size += len(chunk)
+            if size <= max_bytes:
+                parts.append(chunk)
+    except httpx.HTTPError:
+        return None
+    finally:
+        await opened.close()
+    return b"".join(parts) if size <= max_bytes else b""
