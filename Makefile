@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/hack
 
-.PHONY: test lint generate typecheck unit integration deps venv tools cluster-up cluster-down cluster-status bench clean
+.PHONY: demo test lint generate typecheck unit integration deps venv tools cluster-up cluster-down cluster-status bench clean
 
 test: deps venv tools lint typecheck
 	$(PY) -m pytest
@@ -41,6 +41,9 @@ $(VENV)/.installed: pyproject.toml hack/constraints.txt
 tools:
 	@hack/tools.sh kube >/dev/null
 	@hack/tools.sh kwok >/dev/null
+
+demo: deps venv tools
+	$(PY) hack/demo.py
 
 cluster-up: deps venv tools
 	@hack/cluster up

@@ -106,28 +106,12 @@ def namespace(kube: ApiClient) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def crd(kube: ApiClient) -> str:
     """The generated QuantizedModel CRD, applied (server-side) and Established."""
-    import time
-
-    from kubernetes import client
-
+    from localstack.crds import apply_crds
     from quantrollout.api.crd import build_crd
 
     body = build_crd()
-    ext = client.ApiextensionsV1Api(kube)
-    ext.patch_custom_resource_definition(
-        body["metadata"]["name"],
-        body,
-        field_manager="quantrollout-tests",
-        force=True,
-        _content_type="application/apply-patch+yaml",
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        got = ext.read_custom_resource_definition(body["metadata"]["name"])
-        if any(c.type == "Established" and c.status == "True" for c in got.status.conditions or []):
-            return str(body["metadata"]["name"])
-        time.sleep(0.1)
-    pytest.fail("the QuantizedModel CRD never became Established")
+    apply_crds(kube, [body])
+    return str(body["metadata"]["name"])
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from localstack import controlplane
+from localstack.crds import apply_crds
 from localstack.procs import free_port
 from quantrollout.api.crd import GROUP, PLURAL, VERSION, build_crd
 
@@ -82,9 +83,7 @@ def main() -> int:
         operator = None
         try:
             api = config.new_client_from_config(config_file=str(cp.kubeconfig))
-            crd = build_crd()
-            client.ApiextensionsV1Api(api).create_custom_resource_definition(crd)
-            time.sleep(2)
+            apply_crds(api, [build_crd()])
             operator = subprocess.Popen(
                 [str(Path(sys.executable).parent / "quantrollout"), "run", "-A", "--standalone"],
                 stdout=(state / "operator.log").open("wb"), stderr=subprocess.STDOUT,

@@ -84,26 +84,8 @@ class Binaries:
     @classmethod
     def ensure(cls) -> Binaries:
         """Builds what is missing (once per machine) and returns the paths."""
-        proc = subprocess.run(
-            [str(REPO / "hack" / "tools.sh"), "kube"], capture_output=True, text=True, check=False
-        )
-        if proc.returncode != 0:
-            raise StackError(
-                proc.stderr.strip().splitlines()[-1]
-                if proc.stderr.strip()
-                else "hack/tools.sh failed"
-            )
-        kube = _keyvals(proc.stdout)["KUBE_BIN_DIR"]
-        proc = subprocess.run(
-            [str(REPO / "hack" / "tools.sh"), "kwok"], capture_output=True, text=True, check=False
-        )
-        if proc.returncode != 0:
-            raise StackError(
-                proc.stderr.strip().splitlines()[-1]
-                if proc.stderr.strip()
-                else "hack/tools.sh failed"
-            )
-        kwok = _keyvals(proc.stdout)["KWOK"]
+        kube = tool_path("kube", "KUBE_BIN_DIR")
+        kwok = tool_path("kwok", "KWOK")
         etcd = shutil.which("etcd") or "/usr/bin/etcd"
         if not Path(etcd).exists():
             raise StackError(
@@ -112,8 +94,15 @@ class Binaries:
         return cls(Path(kube), Path(kwok), Path(etcd))
 
 
-def _keyvals(text: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+def tool_path(tool: str, key: str) -> str:
+    """What `hack/tools.sh TOOL` prints under KEY (building the tool first if it must)."""
+    proc = subprocess.run(
+        [str(REPO / "hack" / "tools.sh"), tool], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise StackError(lines[-1] if lines else f"hack/tools.sh {tool} failed")
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)[key]
 
 
 @dataclass

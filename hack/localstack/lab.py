@@ -30,20 +30,10 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-class OperatorProcess:
-    """`quantrollout run` as a real process against the local stack, restartable."""
+class _Process:
+    """A child process that is stopped politely first (SIGTERM), then for sure."""
 
-    def __init__(self, kubeconfig: Path, log: Path, prometheus_url: str) -> None:
-        self.kubeconfig, self.log, self.prometheus_url = kubeconfig, log, prometheus_url
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [_bin("quantrollout"), "run", "--all-namespaces", "--standalone"],
-                stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "QR_PROMETHEUS_URL": self.prometheus_url},
-            )  # fmt: skip
+    proc: subprocess.Popen[bytes] | None = None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
@@ -55,25 +45,46 @@ class OperatorProcess:
                 self.proc.wait()
         self.proc = None
 
+
+class OperatorProcess(_Process):
+    """`quantrollout run` as a real process against the local stack, restartable."""
+
+    def __init__(self, kubeconfig: Path, log: Path, prometheus_url: str) -> None:
+        self.kubeconfig, self.log, self.prometheus_url = kubeconfig, log, prometheus_url
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [_bin("quantrollout"), "run", "--all-namespaces", "--standalone"],
+                stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "QR_PROMETHEUS_URL": self.prometheus_url},
+            )  # fmt: skip
+
     def restart(self, sig: int = signal.SIGTERM) -> None:
         self.stop(sig)
         self.start()
 
 
-class RouterProcess:
-    """`quantrollout router` watching every namespace, with each tier pointed at its simulator."""
+class RouterProcess(_Process):
+    """`quantrollout router` watching one namespace, with each tier pointed at its simulator."""
 
-    def __init__(self, kubeconfig: Path, log: Path, upstreams: dict[tuple[str, str], str]) -> None:
-        self.kubeconfig, self.log, self.upstreams = kubeconfig, log, upstreams
+    def __init__(
+        self, kubeconfig: Path, log: Path, upstreams: dict[tuple[str, str], str], namespace: str
+    ) -> None:
+        self.kubeconfig, self.log, self.upstreams, self.namespace = (
+            kubeconfig,
+            log,
+            upstreams,
+            namespace,
+        )
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20) -> None:
-        args = [_bin("quantrollout"), "router", "-A", "--host", "127.0.0.1", "--port", str(self.port),
+        args = [_bin("quantrollout"), "router", "-n", self.namespace, "--host", "127.0.0.1", "--port", str(self.port),
                 "--kubeconfig", str(self.kubeconfig)]  # fmt: skip
         for (namespace, service), url in sorted(self.upstreams.items()):
             args += ["--upstream", f"{namespace}/{service}={url}"]
@@ -89,16 +100,6 @@ class RouterProcess:
             except OSError:
                 time.sleep(0.1)
         raise StackError(f"the router did not answer /health within {timeout:.0f}s")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
 
 @dataclass
@@ -125,12 +126,13 @@ class Lab:
             started[tier] = sim
         return started
 
-    def start_router(self) -> RouterProcess:
+    def start_router(self, namespace: str) -> RouterProcess:
+        """A router for the models of one namespace (another namespace may serve the same model)."""
         upstreams = {
             (ns, f"{model}-{tier}"): sim.url for (ns, model, tier), sim in self.simulators.items()
         }
         router = RouterProcess(
-            self.stack.controlplane.kubeconfig, self.workdir / "router.log", upstreams
+            self.stack.controlplane.kubeconfig, self.workdir / "router.log", upstreams, namespace
         )
         router.start()
         self.router = router

@@ -115,8 +115,11 @@ async def tick(
     if qm is None or qm["metadata"].get("deletionTimestamp"):
         return TickResult(None, gone=True)
     parsed = parse_spec(qm.get("spec", {}))
-    if isinstance(parsed, Problem) or make_plan(name, namespace, qm.get("spec", {})).invalid:
-        return TickResult(None)  # an invalid model has no rollout; the reconcile reports why
+    plan = make_plan(name, namespace, qm.get("spec", {}))
+    if isinstance(parsed, Problem) or plan.invalid or not plan.tiers[0].deployable:
+        # An invalid model, or one whose baseline cannot run, has no rollout and nothing to
+        # route to; the reconcile reports why.
+        return TickResult(None)
     spec = parsed
     baseline, target = tiers(spec)
     steps = steps_for(spec)

@@ -4,52 +4,20 @@ puts all traffic back on the baseline, route first, then status, with an Event n
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client import ApiClient
 
-from localstack.controlplane import REPO
+from localstack.crds import apply_crds, gateway_api_crds
 
 from .support import Models, example, wait_for
 
 
 @pytest.fixture(scope="session")
 def gateway_crds(kube: ApiClient) -> None:
-    out = subprocess.run(
-        [str(REPO / "hack" / "tools.sh"), "gateway-crds"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    crds = out.stdout.strip().split("=", 1)[1]
-    ext = client.ApiextensionsV1Api(kube)
-    for name in (
-        "gateway.networking.k8s.io_httproutes.yaml",
-        "gateway.networking.k8s.io_gateways.yaml",
-    ):
-        with open(f"{crds}/{name}") as f:
-            body = yaml.safe_load(f)
-        ext.patch_custom_resource_definition(
-            body["metadata"]["name"],
-            body,
-            field_manager="tests",
-            force=True,
-            _content_type="application/apply-patch+yaml",
-        )
-    wait_for(
-        "HTTPRoute CRD Established",
-        lambda: any(
-            c.type == "Established" and c.status == "True"
-            for c in ext.read_custom_resource_definition(
-                "httproutes.gateway.networking.k8s.io"
-            ).status.conditions
-            or []
-        ),
-    )
+    apply_crds(kube, gateway_api_crds("httproutes", "gateways"))
 
 
 def route(kube: ApiClient, namespace: str) -> dict[str, Any]:

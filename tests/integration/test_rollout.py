@@ -1,0 +1,204 @@
+"""Whole rollouts on the real stack: simulators per tier, the real router watching the API, a
+real Prometheus scraping it, the operator as a process. A healthy target goes all the way; an
+injected latency or repetition breach rolls back with its reason; a Prometheus outage does what
+onMetricsUnavailable says; killing the operator mid-A/B flips no traffic."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes.client import ApiClient
+
+from localstack.lab import Lab, fast_rollout
+from localstack.load import Load
+from localstack.procs import free_port
+from localstack.stack import Stack
+
+from .support import Models, example, wait_for
+
+SERVED = "meta-llama/Meta-Llama-3-8B-Instruct"
+RULES = [
+    {"name": "error-rate", "max": "5%"},
+    {"name": "latency-p99", "max": "400ms"},
+    {"name": "repetition-rate", "max": "20%"},
+    {"name": "shadow-agreement", "min": "80%"},
+]
+
+
+@pytest.fixture
+def lab(
+    stack: Stack, crd: str, namespace: str, tmp_path: Path
+) -> Iterator[tuple[Lab, dict[str, Any]]]:
+    lab = Lab(stack, tmp_path)
+    sims = lab.add_tiers(namespace, "llama3-8b", SERVED, ["fp16", "int4-awq"])
+    for sim in sims.values():
+        sim.configure(latency_ms=20)
+    lab.start_router(namespace)
+    try:
+        yield lab, sims
+    finally:
+        lab.stop()
+
+
+def model(**analysis: Any) -> dict[str, Any]:
+    obj = fast_rollout(example(), stage_seconds=3)
+    obj["spec"]["rollout"]["analysis"]["rules"] = RULES
+    obj["spec"]["rollout"]["analysis"].update(analysis)
+    return obj
+
+
+def routed(router_url: str) -> bool:
+    """The router has learned the model from its status.traffic (before that: 404 unknown model)."""
+    try:
+        listed = httpx.get(f"{router_url}/v1/models", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return SERVED in [m["id"] for m in listed.get("data", [])]
+
+
+def start(models: Models, obj: dict[str, Any], router_url: str) -> None:
+    models.create(obj)
+    wait_for("the router to route the model", lambda: routed(router_url))
+
+
+def status(models: Models) -> dict[str, Any]:
+    return dict((models.get("llama3-8b") or {}).get("status") or {})
+
+
+def test_a_healthy_target_goes_all_the_way_to_full(
+    kube: ApiClient, namespace: str, operator: Any, lab: tuple[Lab, dict[str, Any]]
+) -> None:
+    the_lab, _ = lab
+    assert the_lab.router is not None
+    models = Models(kube, namespace)
+    start(models, model(), the_lab.router.url)
+    with Load(the_lab.router.url, SERVED, rate_per_s=40) as load:
+        done = wait_for(
+            "Succeeded", lambda: (s := status(models)).get("phase") == "Succeeded" and s, timeout=90
+        )
+    assert (done["stage"], done["targetWeight"], done["mirrorPercent"]) == ("full", 100, 0)
+    assert done["traffic"]["targetWeight"] == 100
+    assert done["lastAnalysis"]["verdict"] == "Pass"
+    assert load.stats.errors == 0
+    assert load.stats.by_tier["int4-awq"] > 0
+    assert load.stats.by_tier["fp16"] > 0
+    assert models.condition("llama3-8b", "Progressing")["reason"] == "RolloutSucceeded"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ({"latency_ms": 900}, "latency-p99 "),
+        ({"repetition_rate": 0.6}, "repetition-rate "),
+    ],
+)
+def test_a_breach_in_ab_rolls_back_with_its_reason(
+    kube: ApiClient,
+    namespace: str,
+    operator: Any,
+    lab: tuple[Lab, dict[str, Any]],
+    fault: dict[str, Any],
+    reason: str,
+) -> None:
+    the_lab, sims = lab
+    assert the_lab.router is not None
+    models = Models(kube, namespace)
+    obj = model()
+    obj["spec"]["rollout"]["stages"][1]["duration"] = "5m"  # stay in ab
+    start(models, obj, the_lab.router.url)
+    with Load(the_lab.router.url, SERVED, rate_per_s=40):
+        wait_for("ab", lambda: status(models).get("stage") == "ab", timeout=60)
+        sims["int4-awq"].configure(**fault)
+        rolled = wait_for(
+            "RolledBack",
+            lambda: (s := status(models)).get("phase") == "RolledBack" and s,
+            timeout=60,
+        )
+    assert (rolled["targetWeight"], rolled["mirrorPercent"], rolled["traffic"]["targetWeight"]) == (
+        0,
+        0,
+        0,
+    )
+    assert rolled["traffic"]["mirrorPercent"] == 0
+    (why,) = [r for r in rolled["rollback"]["reasons"] if r.startswith(reason)]
+    assert why.endswith("for 2 consecutive evaluations")
+    degraded = models.wait_condition("llama3-8b", "Degraded", "True", "RolledBack")
+    assert reason.strip() in degraded["message"]
+
+
+@pytest.mark.parametrize("policy", ["pause", "rollback"])
+def test_prometheus_outage_never_promotes(
+    kube: ApiClient, namespace: str, operator: Any, lab: tuple[Lab, dict[str, Any]], policy: str
+) -> None:
+    the_lab, _ = lab
+    assert the_lab.router is not None
+    models = Models(kube, namespace)
+    obj = model(onMetricsUnavailable=policy, metricsUnavailableGrace="4s")
+    obj["spec"]["prometheus"] = {"url": f"http://127.0.0.1:{free_port()}"}  # nobody listens there
+    start(models, obj, the_lab.router.url)
+    with Load(the_lab.router.url, SERVED, rate_per_s=20):
+        if policy == "pause":
+            wait_for(
+                "an inconclusive analysis",
+                lambda: (status(models).get("lastAnalysis") or {}).get("verdict") == "Inconclusive",
+            )
+            time.sleep(8)  # well past the 3s shadow stage
+            s = status(models)
+            assert (s["phase"], s["stage"], s["targetWeight"]) == ("Progressing", "shadow", 0)
+            assert "prometheus at http://127.0.0.1:" in (
+                s["lastAnalysis"]["results"][0]["reason"] or ""
+            )
+        else:
+            s = wait_for(
+                "RolledBack",
+                lambda: (s := status(models)).get("phase") == "RolledBack" and s,
+                timeout=30,
+            )
+            assert s["rollback"]["reasons"][0].startswith("metrics unavailable for ")
+            assert s["targetWeight"] == 0
+            assert s["mirrorPercent"] == 0
+
+
+def test_killing_the_operator_mid_ab_flips_no_traffic(
+    kube: ApiClient, namespace: str, operator: Any, lab: tuple[Lab, dict[str, Any]]
+) -> None:
+    the_lab, _ = lab
+    assert the_lab.router is not None
+    models = Models(kube, namespace)
+    obj = model()
+    obj["spec"]["rollout"]["stages"][1]["duration"] = "10s"
+    seen: list[tuple[str | None, int | None]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            s = status(models)
+            seen.append((s.get("stage"), (s.get("traffic") or {}).get("targetWeight")))
+            time.sleep(0.05)
+
+    start(models, obj, the_lab.router.url)
+    with Load(the_lab.router.url, SERVED, rate_per_s=30):
+        wait_for("ab", lambda: status(models).get("stage") == "ab", timeout=60)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        operator.stop(signal.SIGKILL)
+        time.sleep(2)
+        operator.start()
+        wait_for("Succeeded", lambda: status(models).get("phase") == "Succeeded", timeout=90)
+        stop.set()
+        watcher.join()
+    final = status(models)
+    seen.append((final.get("stage"), (final.get("traffic") or {}).get("targetWeight")))
+    weights = [w for _, w in seen]
+    assert weights[0] == 10
+    # From A/B the weight only ever rises: no flip back to 0 (or anywhere lower) across the kill.
+    assert all(b >= a for a, b in itertools.pairwise(weights) if a is not None and b is not None)
+    assert weights[-1] == 100
