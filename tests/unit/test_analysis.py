@@ -47,6 +47,14 @@ def test_latency_p99_uses_the_histogram() -> None:
     )
 
 
+def test_ttft_uses_vllms_own_histogram_scoped_by_tier() -> None:
+    expr = expression(Rule(name="ttft-p99", max="200ms"), SCOPE, "1m")
+    assert (
+        expr
+        == f"histogram_quantile(0.99, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{{{TARGET}}}[1m])))"
+    )
+
+
 def test_custom_rules_pass_their_query_through() -> None:
     assert expression(Rule(name="custom", query="sum(up)", max="1"), SCOPE, "1m") == "sum(up)"
 

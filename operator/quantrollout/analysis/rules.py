@@ -2,7 +2,9 @@
 `tier` labels (see quantrollout.signals). Pure: spec in, queries out.
 
 Each rule is one PromQL expression returning one value. Comparative rules (`*-ratio`,
-`*-increase`) compare the target tier against the baseline tier over the same window.
+`*-increase`) compare the target tier against the baseline tier over the same window. The
+quality rules read the router's series (only the router sees answers); `ttft-p99` reads vLLM's
+`vllm:time_to_first_token_seconds`, which covers every request the tier served.
 """
 
 from __future__ import annotations
@@ -104,7 +106,9 @@ def expression(rule: Rule, scope: Scope, w: str) -> str:
         case "latency-p95":
             return _quantile(0.95, s.ROUTER_LATENCY, scope.sel(t), w)
         case "ttft-p99":
-            return _quantile(0.99, s.ROUTER_TTFT, scope.sel(t), w)
+            # vLLM's own histogram: it covers every request (the router's sees streams only). Its
+            # tier label comes from the scrape configuration (see quantrollout.signals).
+            return _quantile(0.99, s.VLLM_TTFT, scope.sel(t), w)
         case "latency-p99-ratio":
             return _ratio(
                 _quantile(0.99, s.ROUTER_LATENCY, scope.sel(t), w),
