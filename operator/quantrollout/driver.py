@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import kopf
 
+from quantrollout import metrics
 from quantrollout.analysis.judge import Measurement, judge
 from quantrollout.analysis.prometheus import MetricProvider, PrometheusProvider
 from quantrollout.analysis.rules import Scope, default_window, queries, samples_expression
@@ -151,6 +152,7 @@ async def tick(
         ),
     )  # fmt: skip
     new = decision.state
+    metrics.observe(namespace, name, state, new, steps)
     if new != state or evaluation is not None:
         patch = status_from_state(new, steps)
         sticky = next((s.sticky_header for s in steps if s.sticky_header), None)

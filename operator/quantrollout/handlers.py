@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import kopf
 
-from quantrollout import driver, health
+from quantrollout import driver, health, metrics
 from quantrollout.api.crd import GROUP, PLURAL, VERSION
 from quantrollout.kube import Kube, new_api_client, owner_reference
 from quantrollout.manifests.drift import drifted
@@ -52,7 +52,8 @@ async def reconcile(kube: Kube, qm: dict[str, Any], logger: kopf.Logger) -> None
         current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
         if current is None or current["metadata"].get("deletionTimestamp"):
             return
-        await _reconcile_locked(kube, current, logger)
+        with metrics.RECONCILE.time():
+            await _reconcile_locked(kube, current, logger)
     _wakeups[(namespace, name)].set()
 
 
@@ -208,6 +209,7 @@ async def quantizedmodel_event(
         task = _rollouts.pop((namespace, name), None)
         if task:
             task.cancel()
+        metrics.forget(namespace, name)
         return
     ensure_rollout_loop(memo, namespace, name, logger)
 

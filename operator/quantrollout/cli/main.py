@@ -9,6 +9,7 @@ QuantizedModels' `status.traffic` and proxies OpenAI-compatible requests to thei
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -44,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    run.add_argument(
+        "--metrics-port", type=int, default=None, metavar="PORT",
+        help="serve the operator's Prometheus metrics on this port (e.g. 9090)",
+    )  # fmt: skip
+    run.add_argument(
+        "--prometheus-url", default=None, metavar="URL",
+        help="Prometheus for models that name none (default: $QR_PROMETHEUS_URL, "
+        "else http://prometheus-operated.monitoring.svc:9090)",
+    )  # fmt: skip
     run.add_argument(
         "--log-format", choices=["plain", "full", "json"], default="full",
         help="json: one structured object per line, for log pipelines",
@@ -124,6 +134,14 @@ def _run(args: argparse.Namespace) -> int:
     from quantrollout import handlers  # noqa: F401  (registers the handlers)
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
+    if args.prometheus_url:
+        os.environ["QR_PROMETHEUS_URL"] = args.prometheus_url
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from quantrollout.metrics import REGISTRY
+
+        start_http_server(args.metrics_port, registry=REGISTRY)
     namespaces: list[str] = args.namespace
     kopf.run(
         standalone=args.standalone,
