@@ -41,6 +41,7 @@ $(VENV)/.installed: pyproject.toml hack/constraints.txt
 tools:
 	@hack/tools.sh kube >/dev/null
 	@hack/tools.sh kwok >/dev/null
+	@hack/tools.sh helm >/dev/null
 
 demo: deps venv tools
 	$(PY) hack/demo.py

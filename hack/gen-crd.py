@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes crds/ from the pydantic models in quantrollout.api (`--check`: fail if they differ).
+"""Writes crds/ and the chart's copy (charts/quantrollout/crds/) from the pydantic models in
+quantrollout.api (`--check`: fail if either differs).
 
 usage: hack/gen-crd.py [--check]
 """
@@ -22,19 +23,21 @@ def render() -> str:
 
 
 def main() -> int:
-    out = REPO / "crds" / f"{GROUP}_{PLURAL}.yaml"
+    name = f"{GROUP}_{PLURAL}.yaml"
+    outputs = [REPO / "crds" / name, REPO / "charts" / "quantrollout" / "crds" / name]
     text = render()
     if "--check" in sys.argv[1:]:
-        if not out.exists() or out.read_text() != text:
+        stale = [o for o in outputs if not o.exists() or o.read_text() != text]
+        for out in stale:
             print(
                 f"{out.relative_to(REPO)} is out of date: run hack/gen-crd.py and commit it",
                 file=sys.stderr,
             )
-            return 1
-        return 0
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out.relative_to(REPO)}")
+        return 1 if stale else 0
+    for out in outputs:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out.relative_to(REPO)}")
     return 0
 
 

@@ -12,7 +12,7 @@ set -euo pipefail
 
 KUBE_VERSION=v1.33.13
 KWOK_VERSION=v0.7.0
-HELM_VERSION=v3.17.3
+HELM_VERSION=v3.21.4
 GATEWAY_API_VERSION=v1.3.0
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -126,13 +126,16 @@ class Lab:
             started[tier] = sim
         return started
 
-    def start_router(self, namespace: str) -> RouterProcess:
+    def start_router(self, namespace: str, kubeconfig: Path | None = None) -> RouterProcess:
         """A router for the models of one namespace (another namespace may serve the same model)."""
         upstreams = {
             (ns, f"{model}-{tier}"): sim.url for (ns, model, tier), sim in self.simulators.items()
         }
         router = RouterProcess(
-            self.stack.controlplane.kubeconfig, self.workdir / "router.log", upstreams, namespace
+            kubeconfig or self.stack.controlplane.kubeconfig,
+            self.workdir / "router.log",
+            upstreams,
+            namespace,
         )
         router.start()
         self.router = router

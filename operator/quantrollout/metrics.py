@@ -43,6 +43,7 @@ RECONCILE = Histogram(
 )  # fmt: skip
 
 _stage_labels: dict[tuple[str, str], tuple[str, str]] = {}
+ROLLBACK_REASONS = ("analysis_failed", "metrics_unavailable", "aborted")
 
 
 def rollback_reason_code(reasons: tuple[str, ...]) -> str:
@@ -62,6 +63,10 @@ def observe(
     step = steps[min(after.step, len(steps) - 1)]
     stage_labels = (step.stage if after.phase != "Pending" else "none", after.phase)
     old = _stage_labels.get(key)
+    if old is None:
+        # Counters exist from 0, so increase() sees a model's first rollback.
+        for code in ROLLBACK_REASONS:
+            ROLLBACKS.labels(namespace, name, code)
     if old and old != stage_labels:
         STAGE.remove(namespace, name, *old)
     STAGE.labels(namespace, name, *stage_labels).set(1)

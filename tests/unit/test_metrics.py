@@ -39,6 +39,7 @@ def test_stage_weight_and_rollbacks_follow_decisions() -> None:
         sample("quantrollout_rollout_stage_started_timestamp_seconds", namespace="ns", name="m")
         == T0.timestamp()
     )
+    assert sample("quantrollout_rollbacks_total", namespace="ns", name="m", reason="aborted") == 0
 
     rolled = RolloutState(
         rollout_id="r", phase="RolledBack", step=1, rollback_reasons=("repetition-rate 0.2 > 0.15",)

@@ -1,0 +1,164 @@
+"""The Helm chart: it lints and renders with every option on, its objects pass the real API
+server's validation, and a whole rollout runs with the operator and the router using exactly the
+chart's ServiceAccounts and RBAC (a missing verb fails this test)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, utils
+from kubernetes.client import ApiClient
+
+from localstack.controlplane import REPO, tool_path
+from localstack.lab import Lab, OperatorProcess, fast_rollout
+from localstack.load import Load
+from localstack.stack import Stack
+
+from .support import Models, example, wait_for
+
+CHART = REPO / "charts" / "quantrollout"
+RELEASE, CHART_NS = "qr", "quantrollout-system"
+EVERYTHING = [
+    "--set",
+    "serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true",
+]
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return tool_path("helm", "HELM")
+
+
+def render(helm: str, *extra: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [helm, "template", RELEASE, str(CHART), "--namespace", CHART_NS, "--kube-version", "1.33.13", *extra],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def test_chart_lints_with_every_option(helm: str) -> None:
+    for extra in (
+        [],
+        EVERYTHING,
+        ["--set", "operator.clusterWide=false,operator.namespaces={llm}"],
+    ):
+        result = subprocess.run(
+            [helm, "lint", "--strict", str(CHART), *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_values_are_checked_against_the_schema(helm: str) -> None:
+    result = subprocess.run(
+        [helm, "template", RELEASE, str(CHART), "--set", "operator.logFormat=yaml"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "logFormat" in result.stderr
+
+
+def test_rendered_objects(helm: str) -> None:
+    docs = render(helm, *EVERYTHING)
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("Deployment", "qr-operator") in kinds
+    assert ("Deployment", "qr-router") in kinds
+    assert ("PrometheusRule", "qr") in kinds
+    assert ("ConfigMap", "qr-dashboard") in kinds
+    for dep in (d for d in docs if d["kind"] == "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for c in pod["containers"]:
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            assert c["resources"]["requests"]
+            assert c["livenessProbe"]
+            assert c["readinessProbe"]
+    crd = (CHART / "crds" / "quantrollout.io_quantizedmodels.yaml").read_text()
+    assert crd == (REPO / "crds" / "quantrollout.io_quantizedmodels.yaml").read_text()
+
+
+def _install(kube: ApiClient, docs: list[dict[str, Any]], tmp: Path) -> None:
+    core = client.CoreV1Api(kube)
+    if not any(n.metadata.name == CHART_NS for n in core.list_namespace().items):
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=CHART_NS)))
+    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    for doc in docs:
+        body = yaml.safe_dump(doc)
+        path = tmp / f"{doc['kind']}-{doc['metadata']['name']}.yaml"
+        path.write_text(body)
+        if doc["kind"] in wanted:
+            try:
+                utils.create_from_yaml(kube, str(path))
+            except utils.FailToCreateError as err:
+                if not all(e.status == 409 for e in err.api_exceptions):
+                    raise
+        else:  # the rest is validated by the real API server, not run (no images here)
+            create = {
+                "Deployment": client.AppsV1Api(kube).create_namespaced_deployment,
+                "Service": core.create_namespaced_service,
+            }
+            if doc["kind"] in create:
+                create[doc["kind"]](CHART_NS, doc, dry_run="All")
+
+
+def test_a_whole_rollout_with_the_charts_rbac(
+    helm: str,
+    stack: Stack,
+    kube: ApiClient,
+    crd: str,
+    namespace: str,
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    _install(kube, render(helm), tmp_path)
+    as_operator = stack.controlplane.service_account_kubeconfig(CHART_NS, f"{RELEASE}-operator")
+    as_router = stack.controlplane.service_account_kubeconfig(CHART_NS, f"{RELEASE}-router")
+    operator.stop()  # the admin operator of the session steps aside
+    chart_operator = OperatorProcess(as_operator, tmp_path / "operator.log", stack.prometheus.url)
+    chart_operator.start()
+    lab = Lab(stack, tmp_path)
+    try:
+        sims = lab.add_tiers(
+            namespace, "llama3-8b", example()["spec"]["model"], ["fp16", "int4-awq"]
+        )
+        for sim in sims.values():
+            sim.configure(latency_ms=20)
+        router = lab.start_router(namespace, kubeconfig=as_router)
+        models = Models(kube, namespace)
+        obj = fast_rollout(example(), stage_seconds=3)
+        obj["spec"]["rollout"]["analysis"]["rules"] = [
+            {"name": "error-rate", "max": "5%"},
+            {"name": "repetition-rate", "max": "20%"},
+        ]
+        models.create(obj)
+        wait_for(
+            "the router to route the model",
+            lambda: (models.get("llama3-8b") or {}).get("status", {}).get("traffic"),
+        )
+        with Load(router.url, obj["spec"]["model"], rate_per_s=30):
+            wait_for(
+                "Succeeded",
+                lambda: (
+                    (models.get("llama3-8b") or {}).get("status", {}).get("phase") == "Succeeded"
+                ),
+                timeout=90,
+            )
+        events = client.CoreV1Api(kube).list_namespaced_event(namespace).items
+        assert {"RolloutStarted", "Promoted", "Succeeded"} <= {e.reason for e in events}
+        log = (tmp_path / "operator.log").read_text()
+        assert "Forbidden" not in log
+        assert "(403)" not in log
+    finally:
+        chart_operator.stop()
+        lab.stop()
+        operator.start()
