@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import kopf
 
-from quantrollout import metrics
+from quantrollout import metrics, notify
 from quantrollout.analysis.judge import Measurement, judge
 from quantrollout.analysis.prometheus import MetricProvider, PrometheusProvider
 from quantrollout.analysis.rules import Scope, default_window, queries, samples_expression
@@ -41,6 +41,7 @@ from quantrollout.rollout.steps import rollout_id, stages_hash, steps_for
 from quantrollout.traffic.desired import builtin_config, http_route_rules
 
 ACTION_ANNOTATION = "quantrollout.io/action"
+_notifications: set[asyncio.Task[int]] = set()  # keeps fire-and-forget webhook calls alive
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 
 
@@ -183,6 +184,11 @@ async def tick(
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         logger.info(f"{event.reason}: {event.message}")
+    if decision.events:
+        # Not awaited by the tick: a slow webhook must not delay the next evaluation.
+        task = asyncio.create_task(notify.send(namespace, name, decision.events))
+        _notifications.add(task)
+        task.add_done_callback(_notifications.discard)
     if action is not None:
         await asyncio.to_thread(kube.remove_annotation, namespace, name, ACTION_ANNOTATION)
     return TickResult(

@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the operator's Prometheus metrics on this port (e.g. 9090)",
     )  # fmt: skip
     run.add_argument(
+        "--webhook-url", default=None, metavar="URL",
+        help="post Slack-compatible notifications on promotion, completion and rollback "
+        "(default: $QR_WEBHOOK_URL)",
+    )  # fmt: skip
+    run.add_argument(
         "--prometheus-url", default=None, metavar="URL",
         help="Prometheus for models that name none (default: $QR_PROMETHEUS_URL, "
         "else http://prometheus-operated.monitoring.svc:9090)",
@@ -136,6 +141,8 @@ def _run(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     if args.prometheus_url:
         os.environ["QR_PROMETHEUS_URL"] = args.prometheus_url
+    if args.webhook_url:
+        os.environ["QR_WEBHOOK_URL"] = args.webhook_url
     if args.metrics_port is not None:
         from prometheus_client import start_http_server
 
