@@ -1,6 +1,7 @@
 """`kubectl quantrollout` against the real API server, run as the user runs it: a subprocess
-with a kubeconfig. The models are huge (4000B parameters), so an operator running in the same
-session refuses to deploy them and leaves their status to the test."""
+with a kubeconfig. The test writes the status the plugin shows, so the session's operator steps
+aside for this module (it would write its own status over the test's). The models are huge
+(4000B parameters) so that nothing would be deployed even if an operator were running."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from quantrollout.api.crd import GROUP, PLURAL, VERSION
 from .support import Models, example, wait_for
 
 if TYPE_CHECKING:
+    from localstack.lab import OperatorProcess
     from localstack.stack import Stack
 
 PLUGIN = Path(sys.executable).parent / "kubectl-quantrollout"
@@ -67,8 +69,18 @@ def huge_model() -> dict[str, Any]:
     return obj
 
 
+@pytest.fixture(scope="module")
+def no_operator(operator: OperatorProcess) -> Iterator[None]:
+    """The session's operator is stopped for this module and restarted after it."""
+    operator.stop()
+    try:
+        yield
+    finally:
+        operator.start()
+
+
 @pytest.fixture
-def models(kube: ApiClient, crd: str, namespace: str) -> Models:
+def models(kube: ApiClient, crd: str, namespace: str, no_operator: None) -> Models:
     found = Models(kube, namespace)
     found.create(huge_model())
     return found
