@@ -163,6 +163,17 @@ class ControlPlane:
         self.supervisor.stop_all()
         shutil.rmtree(etcd_data_dir(self.state_dir), ignore_errors=True)
 
+    def stop_apiserver(self) -> None:
+        """Stops kube-apiserver alone (etcd and everything else keep running): an API outage."""
+        self.supervisor.stop("kube-apiserver")
+
+    def start_apiserver(self) -> None:
+        """Starts kube-apiserver again as it was, on the same etcd, and waits until it is ready."""
+        self.supervisor.start_again("kube-apiserver")
+        self.supervisor.wait_until(
+            "kube-apiserver", self.api_ready, self.config.start_timeout, "ready"
+        )
+
     def service_account_kubeconfig(
         self, namespace: str, name: str, path: Path | None = None, expiration_seconds: int = 86400
     ) -> Path:

@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 class StackError(RuntimeError):
@@ -61,6 +62,7 @@ class Supervisor:
         self.state_dir = state_dir
         self.log_dir = state_dir / "logs"
         self.pid_file = state_dir / "pids.json"
+        self.commands_file = state_dir / "commands.json"  # how each one was started, to restart it
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     def pids(self) -> dict[str, int]:
@@ -90,7 +92,31 @@ class Supervisor:
         pids = self.pids()
         pids[name] = proc.pid
         self._write_pids(pids)
+        commands = self._commands()
+        commands[name] = {"argv": list(argv), "env": env or {}}
+        self.commands_file.write_text(json.dumps(commands, indent=1))
         return proc.pid
+
+    def _commands(self) -> dict[str, dict[str, Any]]:
+        try:
+            return dict(json.loads(self.commands_file.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        """Stops one process (SIGTERM, then SIGKILL); `start_again` brings it back as it was."""
+        pid = self.pids().get(name)
+        if pid is not None:
+            stop_group(pid, timeout)
+
+    def start_again(self, name: str) -> int:
+        """Starts `name` again with the command line and environment it was first started with."""
+        if self.alive(name):
+            raise StackError(f"{name} is still running")
+        command = self._commands().get(name)
+        if command is None:
+            raise StackError(f"{name} was never started from {self.state_dir}")
+        return self.start(name, command["argv"], command["env"])
 
     def alive(self, name: str) -> bool:
         pid = self.pids().get(name)
