@@ -31,7 +31,7 @@ STAGE_STARTED = Gauge(
     MODEL, registry=REGISTRY,
 )  # fmt: skip
 ROLLBACKS = Counter(
-    "quantrollout_rollbacks", "Rollbacks, by reason (analysis_failed, metrics_unavailable, aborted).",
+    "quantrollout_rollbacks", "Rollbacks, by reason (analysis_failed, metrics_unavailable, target_not_ready, aborted).",
     [*MODEL, "reason"], registry=REGISTRY,
 )  # fmt: skip
 EVALUATIONS = Counter(
@@ -43,7 +43,7 @@ RECONCILE = Histogram(
 )  # fmt: skip
 
 _stage_labels: dict[tuple[str, str], tuple[str, str]] = {}
-ROLLBACK_REASONS = ("analysis_failed", "metrics_unavailable", "aborted")
+ROLLBACK_REASONS = ("analysis_failed", "metrics_unavailable", "target_not_ready", "aborted")
 
 
 def rollback_reason_code(reasons: tuple[str, ...]) -> str:
@@ -52,6 +52,8 @@ def rollback_reason_code(reasons: tuple[str, ...]) -> str:
         return "aborted"
     if first.startswith("metrics unavailable"):
         return "metrics_unavailable"
+    if first.startswith("target tier "):
+        return "target_not_ready"
     return "analysis_failed"
 
 

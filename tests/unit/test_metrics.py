@@ -78,3 +78,7 @@ def test_reason_codes() -> None:
         metrics.rollback_reason_code(("error-rate 0.2 > 0.01 for 2 consecutive evaluations",))
         == "analysis_failed"
     )
+    assert (
+        metrics.rollback_reason_code(("target tier int4-awq has no ready pod (0/2 ready)",))
+        == "target_not_ready"
+    )

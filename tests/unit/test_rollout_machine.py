@@ -158,6 +158,31 @@ def test_a_new_target_restarts_from_shadow() -> None:
     assert d.events[0].message.startswith("target changed: new rollout")
 
 
+def test_a_target_with_no_ready_pod_rolls_back_from_any_active_step() -> None:
+    down = "target tier int4-awq has no ready pod (0/2 ready)"
+    s = started()
+    for step in range(len(STEPS) - 1):
+        at_step = replace(
+            s, step=step, target_weight=STEPS[step].weight, mirror_percent=STEPS[step].mirror
+        )
+        for phase in ("Progressing", "Paused"):
+            d = decide(
+                replace(at_step, phase=phase), inputs(at(70), target_down=down, evaluation=PASS)
+            )  # type: ignore[arg-type]
+            assert (d.state.phase, d.state.target_weight, d.state.mirror_percent) == (
+                "RolledBack",
+                0,
+                0,
+            )
+            assert d.state.rollback_reasons == (down,)
+            assert d.events[0].reason == "RolledBack"
+    # Before it takes traffic it is only waited for; once rolled back, nothing changes.
+    pending = decide(RolloutState(), inputs(T0, tiers_ready=False, target_down=down)).state
+    assert decide(pending, inputs(at(5), tiers_ready=False, target_down=down)).state == pending
+    rolled = decide(s, inputs(at(5), target_down=down)).state
+    assert decide(rolled, inputs(at(9), target_down=down, tiers_ready=True)).state == rolled
+
+
 def test_pause_holds_but_a_breach_still_rolls_back() -> None:
     s = started()
     s = decide(s, inputs(at(60), evaluation=PASS, paused=True)).state

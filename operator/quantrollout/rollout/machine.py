@@ -6,7 +6,8 @@ The rules it keeps (and the property tests check):
   only a Pass at the end of a step's duration, or a user's promote, moves it on;
 - `failureLimit` consecutive Fails (an Inconclusive does not break the streak, a Pass does) roll
   back, from any step, in one transition, to 0% live and 0% mirror; so does an outage of metrics
-  longer than its grace when `onMetricsUnavailable` is rollback, and a user's abort;
+  longer than its grace when `onMetricsUnavailable` is rollback, a target tier left with no
+  ready pod (crash-looping, say) while it takes traffic, and a user's abort;
 - the live weight never goes down except by a rollback (or a new rollout of a new target);
 - deciding again with no new verdict changes nothing, so a restart resumes the same step with
   the same weights;
@@ -76,6 +77,7 @@ class Inputs:
     now: datetime.datetime
     paused: bool = False
     tiers_ready: bool = True
+    target_down: str | None = None  # why the target tier has no ready pod, if it has none
     evaluation: Evaluation | None = None
     action: Action | None = None
 
@@ -231,6 +233,10 @@ def decide(state: RolloutState, inputs: Inputs) -> Decision:
                 ),
             )
         return Decision(state)
+
+    # A target with no ready pod must not keep its share of traffic (or of mirrored requests).
+    if inputs.target_down:
+        return _rollback(state, (inputs.target_down,), now)
 
     events: list[Event] = []
     if state.stages_hash != inputs.stages_hash:
