@@ -4,6 +4,12 @@ with the pure state machine, then act: traffic first, status second, Events last
 With the built-in router the traffic *is* `status.traffic`, so a rollback changes traffic and
 records it in one write; with Gateway API the HTTPRoute is written before the status, so an
 operator dying in between leaves traffic already safe and the restart finishes the record.
+
+The status write is conditional on the resourceVersion the tick read: if anything changed the
+model in between (a user, another operator replica, a spec edit), the API answers 409, nothing
+is recorded, and the tick reads the model again and decides afresh (keeping a measurement that
+the fresh status has not recorded yet), so a decision is never made on stale state nor applied
+twice.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from quantrollout import metrics, notify
 from quantrollout.analysis.judge import Measurement, judge
@@ -93,6 +100,26 @@ class Providers:
 
 
 @dataclass(frozen=True)
+class Measured:
+    """An evaluation made for one step of one rollout of one generation of the spec."""
+
+    key: tuple[int, str | None, int]
+    evaluation: Evaluation
+    results: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """The status write lost a race (409): nothing was applied."""
+
+    measured: Measured | None
+    lost: str  # the decision that was not applied, for the log
+
+
+CONFLICT_RETRIES = 5
+
+
+@dataclass(frozen=True)
 class TickResult:
     wake_in_s: float | None  # None: nothing scheduled until something changes
     state_changed: bool = False
@@ -110,9 +137,38 @@ def _evaluate(
     return evaluation, [r.to_wire() for r in results]
 
 
+def target_down(status: dict[str, Any], target: str) -> str | None:
+    """Why the target tier has no ready pod at all (crash-looping, say), or None."""
+    for tier in status.get("tiers") or []:
+        if tier.get("name") == target and tier.get("replicas") and not tier.get("readyReplicas"):
+            return f"target tier {target} has no ready pod (0/{tier['replicas']} ready)"
+    return None
+
+
 async def tick(
     kube: Kube, providers: Providers, namespace: str, name: str, logger: kopf.Logger
 ) -> TickResult:
+    measured = None
+    for _ in range(CONFLICT_RETRIES):
+        result = await _tick_once(kube, providers, namespace, name, logger, measured)
+        if isinstance(result, TickResult):
+            return result
+        measured = result.measured
+        logger.info(
+            f"{namespace}/{name} changed between our read and our write (409 Conflict): "
+            f"not applied: {result.lost}; re-reading it"
+        )
+    return TickResult(wake_in_s=0.2)
+
+
+async def _tick_once(
+    kube: Kube,
+    providers: Providers,
+    namespace: str,
+    name: str,
+    logger: kopf.Logger,
+    measured: Measured | None,
+) -> TickResult | Conflict:
     qm = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
     if qm is None or qm["metadata"].get("deletionTimestamp"):
         return TickResult(None, gone=True)
@@ -134,26 +190,30 @@ async def tick(
     )
     action = action_of(qm)
 
-    evaluation, results = None, None
-    if state.rollout_id == rollout_id(spec) and evaluation_due(state, settings_of(analysis), now):
+    evaluation: Evaluation | None = None
+    results: list[dict[str, Any]] | None = None
+    key = (int(qm["metadata"].get("generation", 0)), state.rollout_id, state.step)
+    due = state.rollout_id == rollout_id(spec) and evaluation_due(state, settings_of(analysis), now)
+    if due and measured is not None and measured.key == key:
+        evaluation, results = measured.evaluation, measured.results
+    elif due:
         scope = Scope(namespace=namespace, model=name, baseline=baseline.name, target=target.name)
         provider = await asyncio.to_thread(providers.for_model, kube, namespace, spec)
         stage = steps[min(state.step, len(steps) - 1)].stage
-        evaluation, results = await asyncio.to_thread(_evaluate, provider, spec, scope, stage)
-        logger.info(
-            f"analysis {evaluation.verdict}: {'; '.join(evaluation.reasons) or 'all rules pass'}"
-        )
+        fresh, results = await asyncio.to_thread(_evaluate, provider, spec, scope, stage)
+        logger.info(f"analysis {fresh.verdict}: {'; '.join(fresh.reasons) or 'all rules pass'}")
+        evaluation = fresh
 
     decision = decide(
         state,
         Inputs(
             rollout_id=rollout_id(spec), steps=steps, stages_hash=stages_hash(steps),
             analysis=settings_of(analysis), now=now, paused=bool(spec.rollout and spec.rollout.paused),
-            tiers_ready=tiers_ready, evaluation=evaluation, action=action,
+            tiers_ready=tiers_ready, target_down=target_down(status, target.name),
+            evaluation=evaluation, action=action,
         ),
     )  # fmt: skip
     new = decision.state
-    metrics.observe(namespace, name, state, new, steps)
     if new != state or evaluation is not None:
         patch = status_from_state(new, steps)
         sticky = next((s.sticky_header for s in steps if s.sticky_header), None)
@@ -179,7 +239,18 @@ async def tick(
                 "verdict": evaluation.verdict,
                 "results": results,
             }
-        await asyncio.to_thread(kube.patch_status, namespace, name, patch)
+        try:
+            await asyncio.to_thread(
+                kube.patch_status, namespace, name, patch, qm["metadata"]["resourceVersion"]
+            )
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            return Conflict(
+                Measured(key, evaluation, results or []) if evaluation else None,
+                f"{new.phase} at step {new.step} ({new.target_weight}% live)",
+            )
+    metrics.observe(namespace, name, state, new, steps)  # once applied: a lost race counts nothing
     body = kopf.Body(cast(kopf.RawBody, qm))
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)

@@ -115,9 +115,16 @@ class Kube:
                     return str(cond.get("message", "unschedulable"))
         return None
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> None:
+        """A merge patch of `status`; with `resource_version`, only if the model is still at that
+        version (else ApiException 409: someone changed it since we read it)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+            GROUP, VERSION, namespace, PLURAL, name, body
         )
 
     def remove_annotation(self, namespace: str, name: str, key: str) -> None:
