@@ -158,6 +158,7 @@ async def pod_unschedulable(
 # One rollout loop per model. Not a Kopf daemon: those put a finalizer on the model, and a
 # model (pruned by Argo CD, say) could then not be deleted while the operator is down.
 _rollouts: dict[tuple[str, str], asyncio.Task[None]] = {}
+TICK_RETRY_S = 2.0  # after a failed tick (API unreachable, say)
 
 
 async def _rollout_loop(
@@ -170,13 +171,18 @@ async def _rollout_loop(
     while True:
         wakeup.clear()
         async with _locks[key]:
-            result = await driver.tick(kube, providers, namespace, name, logger)
-            if result.gone:
-                return
-            if result.state_changed:
-                current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
-                if current is not None:
-                    await _reconcile_locked(kube, current, logger)  # conditions follow the phase
+            try:
+                result = await driver.tick(kube, providers, namespace, name, logger)
+                if result.gone:
+                    return
+                if result.state_changed:
+                    current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
+                    if current is not None:  # conditions follow the phase
+                        await _reconcile_locked(kube, current, logger)
+            except Exception as err:  # the API down or restarting: the next tick reads afresh
+                retry = f"retrying in {TICK_RETRY_S:.0f}s"
+                logger.warning(f"{namespace}/{name}: rollout tick failed, {retry}: {err!r:.300}")
+                result = driver.TickResult(TICK_RETRY_S)
         timeout = result.wake_in_s if result.wake_in_s is not None else 3600.0
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wakeup.wait(), timeout=timeout)
