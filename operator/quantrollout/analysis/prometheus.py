@@ -38,7 +38,10 @@ class PrometheusProvider:
         try:
             result = self._client.custom_query(expr, timeout=self.timeout_s)
         except Exception as err:  # every way a query can fail means "no data", never a value
-            return Measurement(
-                unavailable=f"prometheus at {self.url}: {type(err).__name__}: {str(err)[:200]}"
-            )
+            text = str(err)
+            if "timed out" in text.lower():  # requests wraps a read timeout in a ConnectionError
+                why = f"no answer within the {self.timeout_s:g}s timeout"
+            else:
+                why = f"{type(err).__name__}: {text[:200]}"
+            return Measurement(unavailable=f"prometheus at {self.url}: {why}")
         return Measurement.of([float(series["value"][1]) for series in result])
