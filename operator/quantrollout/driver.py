@@ -49,6 +49,9 @@ from quantrollout.traffic.desired import builtin_config, http_route_rules
 
 ACTION_ANNOTATION = "quantrollout.io/action"
 _notifications: set[asyncio.Task[int]] = set()  # keeps fire-and-forget webhook calls alive
+# Models whose HTTPRoute was written by a decision whose status write then lost a race (409):
+# the next tick writes both again from the fresh state, even if that decides nothing new.
+_routes_ahead: set[tuple[str, str]] = set()
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 
 
@@ -214,7 +217,7 @@ async def _tick_once(
         ),
     )  # fmt: skip
     new = decision.state
-    if new != state or evaluation is not None:
+    if new != state or evaluation is not None or (namespace, name) in _routes_ahead:
         patch = status_from_state(new, steps)
         sticky = next((s.sticky_header for s in steps if s.sticky_header), None)
         traffic = builtin_config(
@@ -246,10 +249,13 @@ async def _tick_once(
         except ApiException as err:
             if err.status != 409:
                 raise
+            if spec.traffic and spec.traffic.router == "gateway-api" and spec.traffic.http_route:
+                _routes_ahead.add((namespace, name))
             return Conflict(
                 Measured(key, evaluation, results or []) if evaluation else None,
                 f"{new.phase} at step {new.step} ({new.target_weight}% live)",
             )
+        _routes_ahead.discard((namespace, name))
     metrics.observe(namespace, name, state, new, steps)  # once applied: a lost race counts nothing
     body = kopf.Body(cast(kopf.RawBody, qm))
     for event in decision.events:
