@@ -257,6 +257,8 @@ async def _tick_once(
             )
         _routes_ahead.discard((namespace, name))
     metrics.observe(namespace, name, state, new, steps)  # once applied: a lost race counts nothing
+    if evaluation is not None:
+        metrics.evaluated(namespace, name, evaluation.verdict)
     body = kopf.Body(cast(kopf.RawBody, qm))
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
