@@ -130,8 +130,13 @@ def main() -> int:
                 figures[sig.name].append((leased - stopped, acting - stopped))
                 print(f"trial {trial}: {sig.name}: Lease to the other replica {leased - stopped:.2f} s, "
                       f"first status write {acting - stopped:.2f} s")  # fmt: skip
-                replicas[leader].start()  # back as the follower
-                time.sleep(1)
+                log = replicas[leader].log
+                waits = log.read_text().count("waiting to lead")
+                replicas[leader].start()  # back as the follower, once it is really waiting
+                until(
+                    "the follower",
+                    lambda log=log, waits=waits: log.read_text().count("waiting to lead") > waits,
+                )
         finally:
             for proc in replicas.values():
                 proc.stop()
