@@ -49,13 +49,16 @@ class _Process:
 class OperatorProcess(_Process):
     """`quantrollout run` as a real process against the local stack, restartable."""
 
-    def __init__(self, kubeconfig: Path, log: Path, prometheus_url: str) -> None:
+    def __init__(
+        self, kubeconfig: Path, log: Path, prometheus_url: str, args: tuple[str, ...] = ()
+    ) -> None:
         self.kubeconfig, self.log, self.prometheus_url = kubeconfig, log, prometheus_url
+        self.args = args  # more `quantrollout run` options, e.g. leader election
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [_bin("quantrollout"), "run", "--all-namespaces", "--standalone"],
+                [_bin("quantrollout"), "run", "--all-namespaces", "--standalone", *self.args],
                 stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "QR_PROMETHEUS_URL": self.prometheus_url},
             )  # fmt: skip

@@ -38,6 +38,10 @@ EVALUATIONS = Counter(
     "quantrollout_analysis_evaluations", "Analysis evaluations, by verdict.",
     [*MODEL, "verdict"], registry=REGISTRY,
 )  # fmt: skip
+LEADER = Gauge(
+    "quantrollout_operator_leader", "1 on the replica that holds the leader Lease (or runs alone), else 0.",
+    registry=REGISTRY,
+)  # fmt: skip
 RECONCILE = Histogram(
     "quantrollout_reconcile_duration_seconds", "Time of one reconcile of a model's tiers.", registry=REGISTRY,
 )  # fmt: skip

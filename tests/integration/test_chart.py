@@ -120,11 +120,26 @@ def test_a_whole_rollout_with_the_charts_rbac(
     operator: OperatorProcess,
     tmp_path: Path,
 ) -> None:
-    _install(kube, render(helm), tmp_path)
+    docs = render(helm)
+    _install(kube, docs, tmp_path)
+    deployment = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+    )
+    leader_args = tuple(
+        arg
+        for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        if arg.startswith(
+            ("--leader-elect", "--lease-duration", "--renew-deadline", "--retry-period")
+        )
+    )
+    assert "--leader-elect" in leader_args  # the Lease verbs are exercised too
     as_operator = stack.controlplane.service_account_kubeconfig(CHART_NS, f"{RELEASE}-operator")
     as_router = stack.controlplane.service_account_kubeconfig(CHART_NS, f"{RELEASE}-router")
     operator.stop()  # the admin operator of the session steps aside
-    chart_operator = OperatorProcess(as_operator, tmp_path / "operator.log", stack.prometheus.url)
+    chart_operator = OperatorProcess(
+        as_operator, tmp_path / "operator.log", stack.prometheus.url,
+        (*leader_args, f"--leader-elect-namespace={CHART_NS}"),
+    )  # fmt: skip
     chart_operator.start()
     lab = Lab(stack, tmp_path)
     try:
@@ -158,6 +173,7 @@ def test_a_whole_rollout_with_the_charts_rbac(
         log = (tmp_path / "operator.log").read_text()
         assert "Forbidden" not in log
         assert "(403)" not in log
+        assert "became the leader" in log
     finally:
         chart_operator.stop()
         lab.stop()

@@ -53,3 +53,14 @@ def test_operator_folder_never_shadows_the_stdlib() -> None:
     )
     assert "/operator/" not in result.stdout.replace(str(REPO), "")
     assert __version__
+
+
+def test_bad_leader_election_timing_is_refused_before_anything_starts() -> None:
+    exe = Path(sys.executable).parent / "quantrollout"
+    argv = [str(exe), "run", "--leader-elect", "--lease-duration", "5", "--renew-deadline", "10"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "quantrollout run: leader election needs 0 < retry period < renew deadline < lease "
+        "duration, got 2.0 / 10.0 / 5.0\n"
+    )

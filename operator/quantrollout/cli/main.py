@@ -9,11 +9,11 @@ QuantizedModels' `status.traffic` and proxies OpenAI-compatible requests to thei
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 from quantrollout import __version__
+from quantrollout.cli.run import add_arguments as add_run_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=["plain", "full", "json"], default="full",
         help="json: one structured object per line, for log pipelines",
     )  # fmt: skip
+    add_run_arguments(run)
     _add_router(sub)
     return parser
 
@@ -134,29 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import kopf  # imported here so `--help` works without touching the cluster libraries
+    from quantrollout.cli.run import run_operator
 
-    from quantrollout import handlers  # noqa: F401  (registers the handlers)
-
-    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
-    if args.prometheus_url:
-        os.environ["QR_PROMETHEUS_URL"] = args.prometheus_url
-    if args.webhook_url:
-        os.environ["QR_WEBHOOK_URL"] = args.webhook_url
-    if args.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        from quantrollout.metrics import REGISTRY
-
-        start_http_server(args.metrics_port, registry=REGISTRY)
-    namespaces: list[str] = args.namespace
-    kopf.run(
-        standalone=args.standalone,
-        clusterwide=args.all_namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=args.liveness,
-    )
-    return 0
+    return run_operator(args)
 
 
 def _router(args: argparse.Namespace) -> int:

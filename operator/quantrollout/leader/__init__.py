@@ -1,0 +1,1 @@
+"""Leader election among operator replicas on a Lease (`election`: pure; `lease`: I/O)."""
