@@ -8,14 +8,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client, utils
 from kubernetes.client import ApiClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from localstack.controlplane import REPO, tool_path
 from localstack.lab import Lab, OperatorProcess, fast_rollout
 from localstack.load import Load
+from localstack.procs import free_port
 from localstack.stack import Stack
 
 from .support import Models, example, wait_for
@@ -136,9 +139,10 @@ def test_a_whole_rollout_with_the_charts_rbac(
     as_operator = stack.controlplane.service_account_kubeconfig(CHART_NS, f"{RELEASE}-operator")
     as_router = stack.controlplane.service_account_kubeconfig(CHART_NS, f"{RELEASE}-router")
     operator.stop()  # the admin operator of the session steps aside
+    metrics_port = free_port()
     chart_operator = OperatorProcess(
         as_operator, tmp_path / "operator.log", stack.prometheus.url,
-        (*leader_args, f"--leader-elect-namespace={CHART_NS}"),
+        (*leader_args, f"--leader-elect-namespace={CHART_NS}", f"--metrics-port={metrics_port}"),
     )  # fmt: skip
     chart_operator.start()
     lab = Lab(stack, tmp_path)
@@ -174,6 +178,23 @@ def test_a_whole_rollout_with_the_charts_rbac(
         assert "Forbidden" not in log
         assert "(403)" not in log
         assert "became the leader" in log
+        # What the chart's alerts and dashboard read, from the operator's own /metrics.
+        exposed = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        seen = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(exposed)
+            for sample in family.samples
+        }
+        model = (("name", "llama3-8b"), ("namespace", namespace))
+        assert seen[("quantrollout_operator_leader", ())] == 1
+        assert seen[("quantrollout_rollout_target_weight_percent", model)] == 100
+        stage = tuple(sorted((*model, ("phase", "Succeeded"), ("stage", "full"))))
+        assert seen[("quantrollout_rollout_stage_info", stage)] == 1
+        passes = tuple(sorted((*model, ("verdict", "Pass"))))
+        assert (
+            seen[("quantrollout_analysis_evaluations_total", passes)] >= 3
+        )  # one per stage at least
+        assert seen[("quantrollout_rollbacks_total", (*model, ("reason", "analysis_failed")))] == 0
     finally:
         chart_operator.stop()
         lab.stop()

@@ -136,7 +136,7 @@ def run_operator(args: argparse.Namespace) -> int:
     lock = None
     done = threading.Event()
     if args.leader_elect:
-        from quantrollout.kube import new_api_client
+        from quantrollout.kube import Kube, new_api_client
         from quantrollout.leader.election import Timing
         from quantrollout.leader.lease import LeaseLock
 
@@ -152,6 +152,9 @@ def run_operator(args: argparse.Namespace) -> int:
             _identity(args.leader_elect_identity),
             timing,
         )
+        # The client's API modules take seconds to import on a busy node: load them while
+        # following, not after winning the Lease.
+        Kube(new_api_client())
         with _liveness_while_waiting(args.liveness):
             try:
                 lock.acquire(done)
@@ -161,6 +164,7 @@ def run_operator(args: argparse.Namespace) -> int:
             target=lock.hold, args=(done, _exit_lost), name="lease", daemon=True
         ).start()
     metrics.LEADER.set(1)
+    log.info("starting Kopf")
     try:
         kopf.run(
             standalone=args.standalone,
