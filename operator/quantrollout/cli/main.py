@@ -134,11 +134,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
     import kopf  # imported here so `--help` works without touching the cluster libraries
 
     from quantrollout import handlers  # noqa: F401  (registers the handlers)
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
+    # httpx logs every request with its URL at INFO (and DEBUG): the webhook's URL is a credential
+    # (a Slack webhook URL is all it takes to post), so its logger never goes below WARNING.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     if args.prometheus_url:
         os.environ["QR_PROMETHEUS_URL"] = args.prometheus_url
     if args.webhook_url:
