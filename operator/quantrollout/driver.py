@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from quantrollout import metrics, notify
 from quantrollout.analysis.judge import Measurement, judge
@@ -82,14 +83,37 @@ class Providers:
         url = prom.url if prom else os.environ.get("QR_PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL)
         token = None
         if prom and prom.token_secret_ref:
-            token = kube.secret_value(
-                namespace, prom.token_secret_ref.name, prom.token_secret_ref.key
-            )
+            ref = prom.token_secret_ref
+            try:
+                token = kube.secret_value(namespace, ref.name, ref.key)
+            except (ApiException, KeyError) as err:
+                # No token, no query: metrics unavailable (onMetricsUnavailable decides), with
+                # a reason the user can act on. Raising here killed the model's rollout loop.
+                why = (
+                    f"HTTP {err.status} {err.reason}"
+                    if isinstance(err, ApiException)
+                    else "no such key"
+                )
+                return Unavailable(
+                    f"cannot read the Prometheus token from Secret {namespace}/{ref.name} "
+                    f"key {ref.key}: {why}"
+                )
         verify = not (prom and prom.insecure_skip_verify)
         key = (url, token, verify)
         if key not in self.cache:
             self.cache[key] = PrometheusProvider(url, token=token, verify_tls=verify)
         return self.cache[key]
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A provider that cannot query at all (say, its token Secret is missing): every measurement
+    is unavailable, with the reason."""
+
+    reason: str
+
+    def measure(self, expr: str) -> Measurement:
+        return Measurement(unavailable=self.reason)
 
 
 @dataclass(frozen=True)
