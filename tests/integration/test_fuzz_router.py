@@ -12,6 +12,7 @@ traceback, and it is healthy and routes afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import uuid
@@ -49,11 +50,15 @@ class Answer:
 def send_raw(port: int, request: bytes, timeout: float = 30) -> Answer:
     """One request on its own connection, byte for byte as given (no client library in the way:
     httpx refuses to send the illegal header values a broken or hostile client sends)."""
+    received = b""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(request)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
+        # A server may answer (say, 405 or 413) and close before it has read a large body: the
+        # rest of our upload then meets a reset, and the answer may or may not be readable.
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(request)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 "):
         return Answer(None, {}, received)
@@ -180,8 +185,15 @@ def completion_bodies(draw: st.DrawFn) -> Any:
         "messages": [{"role": "user", "content": draw(st.text(max_size=40))}],
     }
     fields = ["model", "messages", "prompt", "stream", "temperature", "max_tokens", "n", "seed"]
-    for key in draw(st.lists(st.sampled_from([*fields, "<new>"]), max_size=3, unique=True)):
-        change = draw(st.sampled_from(["drop", "any", "number", "text"]))
+    if draw(st.sampled_from(["valid", "changed", "changed", "changed"])) == "valid":
+        fields = []
+    for key in [*fields, "<new>"]:
+        # Each field on its own: kept half the time, else dropped or of another type.
+        change = draw(
+            st.sampled_from(["keep", "keep", "keep", "keep", "drop", "any", "number", "text"])
+        )
+        if change == "keep":
+            continue
         key = draw(st.text(max_size=12)) if key == "<new>" else key
         if change == "drop":
             body.pop(key, None)
