@@ -44,6 +44,7 @@ from quantrollout.traffic.desired import builtin_config, http_route_rules
 ACTION_ANNOTATION = "quantrollout.io/action"
 _notifications: set[asyncio.Task[int]] = set()  # keeps fire-and-forget webhook calls alive
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
+_TRAFFIC_RETRY_S = 30.0  # how soon a tick that could not write traffic tries again
 
 
 def analysis_of(spec: QuantizedModelSpec) -> Analysis:
@@ -193,9 +194,25 @@ async def tick(
                 target_weight=new.target_weight, mirror_percent=new.mirror_percent,
             )  # fmt: skip
             # Traffic first: the HTTPRoute before the status that records it.
-            await asyncio.to_thread(
-                kube.apply_http_route, route.namespace or namespace, route.name, rules
-            )
+            try:
+                await asyncio.to_thread(
+                    kube.apply_http_route, route.namespace or namespace, route.name, rules
+                )
+            except ApiException as err:
+                if err.status not in (403, 404):
+                    raise
+                # No route (or no Gateway API at all, or no right to it): nothing is recorded,
+                # so the rollout holds where it is until the route can be written.
+                why = (
+                    f"cannot write HTTPRoute {route.namespace or namespace}/{route.name}: "
+                    f"HTTP {err.status} {err.reason}; the rollout holds until it can"
+                )
+                kopf.event(
+                    kopf.Body(cast(kopf.RawBody, qm)),
+                    type="Warning", reason="TrafficNotApplied", message=why,
+                )  # fmt: skip
+                logger.warning(why)
+                return TickResult(_TRAFFIC_RETRY_S)
         patch["traffic"] = traffic
         if evaluation is not None:
             patch["lastAnalysis"] = {

@@ -26,6 +26,7 @@ from quantrollout.manifests.vllm import MODEL_LABEL, resource_name, selector_lab
 _locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 # Wakes a model's rollout daemon when its spec or tiers changed, instead of polling.
 _wakeups: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
+_TICK_RETRY_S = 10.0
 
 
 @kopf.on.startup()
@@ -170,13 +171,19 @@ async def _rollout_loop(
     while True:
         wakeup.clear()
         async with _locks[key]:
-            result = await driver.tick(kube, providers, namespace, name, logger)
-            if result.gone:
-                return
-            if result.state_changed:
-                current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
-                if current is not None:
-                    await _reconcile_locked(kube, current, logger)  # conditions follow the phase
+            try:
+                result = await driver.tick(kube, providers, namespace, name, logger)
+                if result.gone:
+                    return
+                if result.state_changed:
+                    current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
+                    if current is not None:
+                        await _reconcile_locked(kube, current, logger)  # conditions follow
+            except Exception:
+                # An API server hiccup, say. Without this the loop's task died unseen (nobody
+                # awaits it) and the rollout stopped until the next watch event restarted it.
+                logger.exception(f"rollout tick failed; retrying in {_TICK_RETRY_S:.0f}s")
+                result = driver.TickResult(wake_in_s=_TICK_RETRY_S)
         timeout = result.wake_in_s if result.wake_in_s is not None else 3600.0
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wakeup.wait(), timeout=timeout)

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import example as always
 from hypothesis import strategies as st
+from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 
@@ -282,6 +283,17 @@ def test_every_admitted_spec_is_reconciled_without_a_crash(
     last = wait_for(f"{no_secret} to be analysed", analysed, timeout=60)
     assert last["verdict"] == "Inconclusive", last
     assert f"Secret {module_namespace}/missing" in json.dumps(last), last
+
+    # The model whose HTTPRoute does not exist holds, and says why (an Event), rather than
+    # crashing its rollout loop on the 404.
+    def route_refused() -> bool:
+        events = client.CoreV1Api(kube).list_namespaced_event(module_namespace).items
+        return any(
+            e.reason == "TrafficNotApplied" and f"HTTPRoute {module_namespace}/gone" in e.message
+            for e in events
+        )
+
+    wait_for("the TrafficNotApplied event of the missing HTTPRoute", route_refused, timeout=60)
     # Every line since this module started is about its models (the log names no object).
     bad = [
         line
@@ -304,8 +316,6 @@ def _log_since(path: Path, offset: int) -> str:
 def module_namespace(kube: ApiClient) -> Any:
     """One namespace for all the fuzzed models (the fuzz test is one test of many examples)."""
     import uuid
-
-    from kubernetes import client
 
     core = client.CoreV1Api(kube)
     name = f"t-fuzz-{uuid.uuid4().hex[:6]}"
