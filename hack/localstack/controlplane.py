@@ -159,6 +159,11 @@ class ControlPlane:
             == 200
         )
 
+    @property
+    def audit_log(self) -> Path:
+        """JSON lines, one audit event per request by a ServiceAccount of AUDITED_NAMESPACE."""
+        return self.state_dir / "logs" / "audit.log"
+
     def down(self) -> None:
         self.supervisor.stop_all()
         shutil.rmtree(etcd_data_dir(self.state_dir), ignore_errors=True)
@@ -182,6 +187,26 @@ class ControlPlane:
         path = path or self.state_dir / f"sa-{namespace}-{name}.kubeconfig"
         write_kubeconfig(path, self.server, self.pki / "ca.crt", f"{namespace}:{name}", token=token)
         return path
+
+
+AUDITED_NAMESPACE = "quantrollout-system"  # where the chart's ServiceAccounts live in tests
+
+
+def _audit_policy(state_dir: Path) -> Path:
+    """Metadata-level audit of the requests made as the ServiceAccounts of AUDITED_NAMESPACE
+    (the chart's operator and router), and nothing else: it costs the other tests nothing."""
+    policy = {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [
+            {"level": "Metadata", "userGroups": [f"system:serviceaccounts:{AUDITED_NAMESPACE}"]},
+            {"level": "None"},
+        ],
+    }
+    path = state_dir / "audit-policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return path
 
 
 def etcd_data_dir(state_dir: Path) -> Path:
@@ -371,6 +396,10 @@ def _start(cp: ControlPlane, bins: Binaries) -> None:
             f"--service-account-signing-key-file={sa.key}",
             "--allow-privileged=true",
             "--profiling=false",
+            # Who did what (metadata only, never bodies), for the least-privilege test.
+            f"--audit-policy-file={_audit_policy(d)}",
+            f"--audit-log-path={cp.audit_log}",
+            "--audit-log-maxsize=200",
             # No kubelets, so no node addresses to reconcile the `kubernetes` Service endpoints to.
             "--endpoint-reconciler-type=none",
             "--v=1",

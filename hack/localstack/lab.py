@@ -50,17 +50,23 @@ class OperatorProcess(_Process):
     """`quantrollout run` as a real process against the local stack, restartable."""
 
     def __init__(
-        self, kubeconfig: Path, log: Path, prometheus_url: str, args: tuple[str, ...] = ()
+        self,
+        kubeconfig: Path,
+        log: Path,
+        prometheus_url: str,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.kubeconfig, self.log, self.prometheus_url = kubeconfig, log, prometheus_url
         self.args = args  # more `quantrollout run` options, e.g. leader election
+        self.env = env or {}
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [_bin("quantrollout"), "run", "--all-namespaces", "--standalone", *self.args],
                 stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "QR_PROMETHEUS_URL": self.prometheus_url},
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "QR_PROMETHEUS_URL": self.prometheus_url, **self.env},
             )  # fmt: skip
 
     def restart(self, sig: int = signal.SIGTERM) -> None:

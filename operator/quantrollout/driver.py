@@ -53,6 +53,7 @@ _notifications: set[asyncio.Task[int]] = set()  # keeps fire-and-forget webhook 
 # the next tick writes both again from the fresh state, even if that decides nothing new.
 _routes_ahead: set[tuple[str, str]] = set()
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
+_TRAFFIC_RETRY_S = 30.0  # how soon a tick that could not write traffic tries again
 
 
 def analysis_of(spec: QuantizedModelSpec) -> Analysis:
@@ -92,9 +93,21 @@ class Providers:
         url = prom.url if prom else os.environ.get("QR_PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL)
         token = None
         if prom and prom.token_secret_ref:
-            token = kube.secret_value(
-                namespace, prom.token_secret_ref.name, prom.token_secret_ref.key
-            )
+            ref = prom.token_secret_ref
+            try:
+                token = kube.secret_value(namespace, ref.name, ref.key)
+            except (ApiException, KeyError) as err:
+                # No token, no query: metrics unavailable (onMetricsUnavailable decides), with
+                # a reason the user can act on. Raising here killed the model's rollout loop.
+                why = (
+                    f"HTTP {err.status} {err.reason}"
+                    if isinstance(err, ApiException)
+                    else "no such key"
+                )
+                return Unavailable(
+                    f"cannot read the Prometheus token from Secret {namespace}/{ref.name} "
+                    f"key {ref.key}: {why}"
+                )
         verify = not (prom and prom.insecure_skip_verify)
         key = (url, token, verify)
         if key not in self.cache:
@@ -120,6 +133,17 @@ class Conflict:
 
 
 CONFLICT_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A provider that cannot query at all (say, its token Secret is missing): every measurement
+    is unavailable, with the reason."""
+
+    reason: str
+
+    def measure(self, expr: str) -> Measurement:
+        return Measurement(unavailable=self.reason)
 
 
 @dataclass(frozen=True)
@@ -232,9 +256,25 @@ async def _tick_once(
                 target_weight=new.target_weight, mirror_percent=new.mirror_percent,
             )  # fmt: skip
             # Traffic first: the HTTPRoute before the status that records it.
-            await asyncio.to_thread(
-                kube.apply_http_route, route.namespace or namespace, route.name, rules
-            )
+            try:
+                await asyncio.to_thread(
+                    kube.apply_http_route, route.namespace or namespace, route.name, rules
+                )
+            except ApiException as err:
+                if err.status not in (403, 404):
+                    raise
+                # No route (or no Gateway API at all, or no right to it): nothing is recorded,
+                # so the rollout holds where it is until the route can be written.
+                why = (
+                    f"cannot write HTTPRoute {route.namespace or namespace}/{route.name}: "
+                    f"HTTP {err.status} {err.reason}; the rollout holds until it can"
+                )
+                kopf.event(
+                    kopf.Body(cast(kopf.RawBody, qm)),
+                    type="Warning", reason="TrafficNotApplied", message=why,
+                )  # fmt: skip
+                logger.warning(why)
+                return TickResult(_TRAFFIC_RETRY_S)
         patch["traffic"] = traffic
         if evaluation is not None:
             patch["lastAnalysis"] = {

@@ -14,6 +14,8 @@ from collections import defaultdict
 from typing import Any, cast
 
 import kopf
+import urllib3
+from kubernetes.client.exceptions import ApiException
 
 from quantrollout import driver, health, metrics
 from quantrollout.api.crd import GROUP, PLURAL, VERSION
@@ -179,9 +181,17 @@ async def _rollout_loop(
                     current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
                     if current is not None:  # conditions follow the phase
                         await _reconcile_locked(kube, current, logger)
-            except Exception as err:  # the API down or restarting: the next tick reads afresh
+            except (ApiException, OSError, urllib3.exceptions.HTTPError) as err:
+                # The API down or restarting: the next tick reads afresh.
                 retry = f"retrying in {TICK_RETRY_S:.0f}s"
                 logger.warning(f"{namespace}/{name}: rollout tick failed, {retry}: {err!r:.300}")
+                result = driver.TickResult(TICK_RETRY_S)
+            except Exception:
+                # A bug: said loudly, with its traceback. Without this the loop's task died unseen
+                # (nobody awaits it) and the rollout stopped until the next watch event.
+                logger.exception(
+                    f"{namespace}/{name}: rollout tick failed, retrying in {TICK_RETRY_S:.0f}s"
+                )
                 result = driver.TickResult(TICK_RETRY_S)
         timeout = result.wake_in_s if result.wake_in_s is not None else 3600.0
         with contextlib.suppress(TimeoutError):

@@ -133,8 +133,9 @@ class Kube:
         )
 
     def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """The decoded value of `key`; KeyError when the Secret has no such key."""
         secret = _json(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
-        return base64.b64decode(secret.get("data", {}).get(key, "")).decode()
+        return base64.b64decode((secret.get("data") or {})[key]).decode()
 
     def apply_http_route(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
         """Server-side apply of the rules we own in the user's HTTPRoute (it must exist)."""

@@ -43,5 +43,14 @@ async def send(namespace: str, name: str, events: tuple[Event, ...], url: str | 
                 response.raise_for_status()
                 delivered += 1
             except httpx.HTTPError as err:
-                log.warning("webhook notification for %s/%s failed: %s", namespace, name, err)
+                # Never `err` itself: httpx puts the URL in its messages, and a Slack-style
+                # webhook URL is a credential (the chart reads it from a Secret).
+                log.warning("webhook notification for %s/%s failed: %s", namespace, name, _why(err))
     return delivered
+
+
+def _why(err: httpx.HTTPError) -> str:
+    """What went wrong, without the URL."""
+    if isinstance(err, httpx.HTTPStatusError):
+        return f"the webhook answered {err.response.status_code}"
+    return type(err).__name__

@@ -114,6 +114,22 @@ def _install(kube: ApiClient, docs: list[dict[str, Any]], tmp: Path) -> None:
                 create[doc["kind"]](CHART_NS, doc, dry_run="All")
 
 
+def leader_election_args(docs: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The chart operator's leader election options, for a local process in the Lease's namespace
+    (in a pod, POD_NAMESPACE says it), so that the Lease verbs are exercised too."""
+    deployment = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+    )
+    options = ("--leader-elect", "--lease-duration", "--renew-deadline", "--retry-period")
+    args = tuple(
+        arg
+        for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        if arg.startswith(options)
+    )
+    assert "--leader-elect" in args
+    return (*args, f"--leader-elect-namespace={CHART_NS}")
+
+
 def test_a_whole_rollout_with_the_charts_rbac(
     helm: str,
     stack: Stack,
@@ -125,24 +141,14 @@ def test_a_whole_rollout_with_the_charts_rbac(
 ) -> None:
     docs = render(helm)
     _install(kube, docs, tmp_path)
-    deployment = next(
-        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
-    )
-    leader_args = tuple(
-        arg
-        for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-        if arg.startswith(
-            ("--leader-elect", "--lease-duration", "--renew-deadline", "--retry-period")
-        )
-    )
-    assert "--leader-elect" in leader_args  # the Lease verbs are exercised too
+    leader_args = leader_election_args(docs)
     as_operator = stack.controlplane.service_account_kubeconfig(CHART_NS, f"{RELEASE}-operator")
     as_router = stack.controlplane.service_account_kubeconfig(CHART_NS, f"{RELEASE}-router")
     operator.stop()  # the admin operator of the session steps aside
     metrics_port = free_port()
     chart_operator = OperatorProcess(
         as_operator, tmp_path / "operator.log", stack.prometheus.url,
-        (*leader_args, f"--leader-elect-namespace={CHART_NS}", f"--metrics-port={metrics_port}"),
+        (*leader_args, f"--metrics-port={metrics_port}"),
     )  # fmt: skip
     chart_operator.start()
     lab = Lab(stack, tmp_path)

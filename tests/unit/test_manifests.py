@@ -95,7 +95,7 @@ def test_artifact_sources(artifact: str, model_arg: str, volumes: int) -> None:
     )
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--model") + 1] == model_arg
-    assert len(dep["spec"]["template"]["spec"]["volumes"]) == 2 + volumes
+    assert len(dep["spec"]["template"]["spec"]["volumes"]) == 3 + volumes
 
 
 def test_autoscaling_leaves_replicas_alone() -> None:

@@ -29,7 +29,7 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
+            self.send_response(200 if self.path == "/hook" else 404)
             self.end_headers()
 
         def log_message(self, *_: Any) -> None:
@@ -61,8 +61,20 @@ async def test_notable_events_are_posted(webhook: tuple[str, list[dict[str, Any]
 
 
 async def test_a_dead_webhook_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    assert await notify.send("llm", "m", (ROLLED,), f"http://127.0.0.1:{free_port()}/") == 0
-    assert "webhook notification for llm/m failed" in caplog.text
+    url = f"http://127.0.0.1:{free_port()}/services/T0/B0/s3cr3t"
+    assert await notify.send("llm", "m", (ROLLED,), url) == 0
+    assert "webhook notification for llm/m failed: ConnectError" in caplog.text
+    assert "s3cr3t" not in caplog.text  # the URL is a credential
+
+
+async def test_a_failing_webhook_is_logged_without_its_url(
+    webhook: tuple[str, list[dict[str, Any]]], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = webhook
+    secret_url = url.replace("/hook", "/missing/s3cr3t")  # the test server answers 404 there
+    assert await notify.send("llm", "m", (ROLLED,), secret_url) == 0
+    assert "failed: the webhook answered 404" in caplog.text
+    assert "s3cr3t" not in caplog.text
 
 
 async def test_no_url_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,7 @@ unreachable, timing out or answering with an error is 'unavailable', never a val
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_api_client import PrometheusConnect
@@ -20,7 +20,7 @@ class MetricProvider(Protocol):
 @dataclass
 class PrometheusProvider:
     url: str
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # a secret: never in a log line
     verify_tls: bool = True
     timeout_s: float = 5.0
 

@@ -124,6 +124,10 @@ def run_operator(args: argparse.Namespace) -> int:
     )
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
+    # httpx logs every request with its URL at INFO (and DEBUG): the webhook's URL is a credential
+    # (a Slack webhook URL is all it takes to post), so its logger never goes below WARNING.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     if args.prometheus_url:
         os.environ["QR_PROMETHEUS_URL"] = args.prometheus_url
     if args.webhook_url:

@@ -129,13 +129,17 @@ def build_deployment(
         },
         "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 6},
+        # The root filesystem is read-only: everything vLLM writes goes to emptyDirs. HOME holds
+        # the Hugging Face, vLLM (torch.compile), Triton and outlines caches; /tmp the rest.
         "securityContext": {
             "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [
             {"name": "home", "mountPath": "/home/vllm"},
+            {"name": "tmp", "mountPath": "/tmp"},
             {"name": "dshm", "mountPath": "/dev/shm"},
             *mounts,
         ],
@@ -151,6 +155,7 @@ def build_deployment(
         "containers": [container],
         "volumes": [
             {"name": "home", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
             # Tensor parallelism shares tensors between workers through /dev/shm.
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},
             *volumes,
