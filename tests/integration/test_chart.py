@@ -4,6 +4,7 @@ chart's ServiceAccounts and RBAC (a missing verb fails this test)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -181,8 +182,8 @@ def test_a_whole_rollout_with_the_charts_rbac(
         events = client.CoreV1Api(kube).list_namespaced_event(namespace).items
         assert {"RolloutStarted", "Promoted", "Succeeded"} <= {e.reason for e in events}
         log = (tmp_path / "operator.log").read_text()
-        assert "Forbidden" not in log
-        assert "(403)" not in log
+        # No RBAC denial (a namespace another test is deleting may refuse an Event: not RBAC).
+        assert re.findall(r'User \\?"system:serviceaccount:[^"\\]+\\?" cannot [^.]*', log) == []
         assert "became the leader" in log
         # What the chart's alerts and dashboard read, from the operator's own /metrics.
         exposed = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
