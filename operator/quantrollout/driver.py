@@ -26,7 +26,7 @@ from quantrollout.api.spec import Analysis, QuantizedModelSpec
 from quantrollout.kube import Kube
 from quantrollout.manifests.plan import Problem, parse_spec
 from quantrollout.manifests.plan import plan as make_plan
-from quantrollout.rollout.codec import rfc3339, state_from_status, status_from_state
+from quantrollout.rollout.codec import rfc3339, state_from_status, status_from_state, tiers_ready
 from quantrollout.rollout.machine import (
     Action,
     AnalysisSettings,
@@ -129,9 +129,6 @@ async def tick(
     status = qm.get("status") or {}
     state = state_from_status(status)
     now = datetime.datetime.now(datetime.UTC)
-    tiers_ready = bool(status.get("tiers")) and all(
-        t.get("ready") for t in status.get("tiers") or []
-    )
     action = action_of(qm)
 
     evaluation, results = None, None
@@ -149,7 +146,7 @@ async def tick(
         Inputs(
             rollout_id=rollout_id(spec), steps=steps, stages_hash=stages_hash(steps),
             analysis=settings_of(analysis), now=now, paused=bool(spec.rollout and spec.rollout.paused),
-            tiers_ready=tiers_ready, evaluation=evaluation, action=action,
+            tiers_ready=tiers_ready(status), evaluation=evaluation, action=action,
         ),
     )  # fmt: skip
     new = decision.state

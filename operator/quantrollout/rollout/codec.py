@@ -45,6 +45,12 @@ def state_from_status(status: dict[str, Any]) -> RolloutState:
     )
 
 
+def tiers_ready(status: dict[str, Any]) -> bool:
+    """Both tiers reported and every one of them ready (what a rollout waits for to start)."""
+    reported = status.get("tiers") or []
+    return bool(reported) and all(t.get("ready") for t in reported)
+
+
 def status_from_state(state: RolloutState, steps: tuple[Step, ...]) -> dict[str, Any]:
     """The status fields the rollout owns (None clears a field in a merge patch)."""
     step = steps[min(state.step, len(steps) - 1)]
