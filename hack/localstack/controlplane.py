@@ -10,6 +10,7 @@ identity, exactly as in a kubeadm cluster; the admin is in `system:masters`.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -177,7 +178,10 @@ def etcd_data_dir(state_dir: Path) -> Path:
     # dominates every write the tests make. The data is disposable by design.
     shm = Path("/dev/shm")
     base = shm if shm.is_dir() and os.access(shm, os.W_OK) else state_dir
-    tag = base64.b32encode(str(state_dir.resolve()).encode()).decode().lower().rstrip("=")[-24:]
+    # A digest of the whole path: every stack on the machine gets its own directory (a suffix
+    # of the path's encoding was the same for every `.../stack0/controlplane`, so concurrent
+    # sessions shared, and deleted, one another's etcd data).
+    tag = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:24]
     return base / f"quantrollout-etcd-{tag}"
 
 
