@@ -51,18 +51,36 @@ class OperatorProcess(_Process):
 
     def __init__(self, kubeconfig: Path, log: Path, prometheus_url: str) -> None:
         self.kubeconfig, self.log, self.prometheus_url = kubeconfig, log, prometheus_url
+        self.liveness_port = free_port()
 
     def start(self) -> None:
+        liveness = f"http://127.0.0.1:{self.liveness_port}/healthz"
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [_bin("quantrollout"), "run", "--all-namespaces", "--standalone"],
+                [_bin("quantrollout"), "run", "--all-namespaces", "--standalone", "--liveness", liveness],
                 stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "QR_PROMETHEUS_URL": self.prometheus_url},
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "QR_PROMETHEUS_URL": self.prometheus_url,
+                     "PYTHONUNBUFFERED": "1"},  # a SIGKILLed operator's last lines stay in the log
             )  # fmt: skip
 
     def restart(self, sig: int = signal.SIGTERM) -> None:
         self.stop(sig)
         self.start()
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Waits for Kopf's liveness probe, which answers once the operator has started (its
+        startup handlers ran and it watches); returns how long that took."""
+        began = time.monotonic()
+        url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+        while time.monotonic() - began < timeout:
+            if self.proc is None or self.proc.poll() is not None:
+                raise StackError(f"the operator exited while starting (see {self.log})")
+            try:
+                with urllib.request.urlopen(url, timeout=1):
+                    return time.monotonic() - began
+            except OSError:
+                time.sleep(0.05)
+        raise StackError(f"the operator was not live within {timeout:.0f}s (see {self.log})")
 
 
 class RouterProcess(_Process):
