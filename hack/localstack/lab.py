@@ -128,21 +128,33 @@ class Lab:
     router: RouterProcess | None = None
 
     def add_tiers(
-        self, namespace: str, model: str, served_model: str, tiers: list[str]
-    ) -> dict[str, Simulator]:
-        """One running simulator per tier, scraped by Prometheus with the labels the rules use."""
+        self, namespace: str, model: str, served_model: str, tiers: list[str], *,
+        scraped: bool = True,
+    ) -> dict[str, Simulator]:  # fmt: skip
+        """One running simulator per tier, scraped by Prometheus with the labels the rules use
+        (or not yet: `scrape` turns it on when the model is created)."""
         started = {}
         for tier in tiers:
             sim = Simulator(model=served_model, port=0, tier=tier)
             sim.start()
             self.simulators[(namespace, model, tier)] = sim
-            address = sim.url.removeprefix("http://")
-            self.stack.prometheus.add_targets(
-                f"vllm-{namespace}-{model}-{tier}", [address],
-                {"job": "vllm", "namespace": namespace, "model": model, "tier": tier},
-            )  # fmt: skip
             started[tier] = sim
+        self.scrape(namespace, model, scraped)
         return started
+
+    def scrape(self, namespace: str, model: str, scraped: bool = True) -> None:
+        """Turns Prometheus' scraping of one model's simulators on or off."""
+        for (ns, name, tier), sim in self.simulators.items():
+            if (ns, name) != (namespace, model):
+                continue
+            target = f"vllm-{ns}-{name}-{tier}"
+            if not scraped:
+                self.stack.prometheus.remove_targets(target)
+                continue
+            self.stack.prometheus.add_targets(
+                target, [sim.url.removeprefix("http://")],
+                {"job": "vllm", "namespace": ns, "model": name, "tier": tier},
+            )  # fmt: skip
 
     def start_router(self, namespace: str, kubeconfig: Path | None = None) -> RouterProcess:
         """A router for the models of one namespace (another namespace may serve the same model)."""
