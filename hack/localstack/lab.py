@@ -60,18 +60,36 @@ class OperatorProcess(_Process):
         self.kubeconfig, self.log, self.prometheus_url = kubeconfig, log, prometheus_url
         self.args = args  # more `quantrollout run` options, e.g. leader election
         self.env = env or {}
+        self.liveness_port = free_port()
 
     def start(self) -> None:
+        liveness = f"http://127.0.0.1:{self.liveness_port}/healthz"
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [_bin("quantrollout"), "run", "--all-namespaces", "--standalone", *self.args],
+                [_bin("quantrollout"), "run", "--all-namespaces", "--standalone", "--liveness", liveness, *self.args],
                 stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "QR_PROMETHEUS_URL": self.prometheus_url, **self.env},
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "QR_PROMETHEUS_URL": self.prometheus_url,
+                     "PYTHONUNBUFFERED": "1", **self.env},  # unbuffered: a SIGKILLed operator's last lines stay in the log
             )  # fmt: skip
 
     def restart(self, sig: int = signal.SIGTERM) -> None:
         self.stop(sig)
         self.start()
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Waits for Kopf's liveness probe, which answers once the operator has started (its
+        startup handlers ran and it watches); returns how long that took."""
+        began = time.monotonic()
+        url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+        while time.monotonic() - began < timeout:
+            if self.proc is None or self.proc.poll() is not None:
+                raise StackError(f"the operator exited while starting (see {self.log})")
+            try:
+                with urllib.request.urlopen(url, timeout=1):
+                    return time.monotonic() - began
+            except OSError:
+                time.sleep(0.05)
+        raise StackError(f"the operator was not live within {timeout:.0f}s (see {self.log})")
 
 
 class RouterProcess(_Process):
@@ -119,21 +137,33 @@ class Lab:
     router: RouterProcess | None = None
 
     def add_tiers(
-        self, namespace: str, model: str, served_model: str, tiers: list[str]
-    ) -> dict[str, Simulator]:
-        """One running simulator per tier, scraped by Prometheus with the labels the rules use."""
+        self, namespace: str, model: str, served_model: str, tiers: list[str], *,
+        scraped: bool = True,
+    ) -> dict[str, Simulator]:  # fmt: skip
+        """One running simulator per tier, scraped by Prometheus with the labels the rules use
+        (or not yet: `scrape` turns it on when the model is created)."""
         started = {}
         for tier in tiers:
             sim = Simulator(model=served_model, port=0, tier=tier)
             sim.start()
             self.simulators[(namespace, model, tier)] = sim
-            address = sim.url.removeprefix("http://")
-            self.stack.prometheus.add_targets(
-                f"vllm-{namespace}-{model}-{tier}", [address],
-                {"job": "vllm", "namespace": namespace, "model": model, "tier": tier},
-            )  # fmt: skip
             started[tier] = sim
+        self.scrape(namespace, model, scraped)
         return started
+
+    def scrape(self, namespace: str, model: str, scraped: bool = True) -> None:
+        """Turns Prometheus' scraping of one model's simulators on or off."""
+        for (ns, name, tier), sim in self.simulators.items():
+            if (ns, name) != (namespace, model):
+                continue
+            target = f"vllm-{ns}-{name}-{tier}"
+            if not scraped:
+                self.stack.prometheus.remove_targets(target)
+                continue
+            self.stack.prometheus.add_targets(
+                target, [sim.url.removeprefix("http://")],
+                {"job": "vllm", "namespace": ns, "model": name, "tier": tier},
+            )  # fmt: skip
 
     def start_router(self, namespace: str, kubeconfig: Path | None = None) -> RouterProcess:
         """A router for the models of one namespace (another namespace may serve the same model)."""

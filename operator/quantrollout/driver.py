@@ -33,7 +33,13 @@ from quantrollout.api.spec import Analysis, QuantizedModelSpec
 from quantrollout.kube import Kube
 from quantrollout.manifests.plan import Problem, parse_spec
 from quantrollout.manifests.plan import plan as make_plan
-from quantrollout.rollout.codec import rfc3339, state_from_status, status_from_state
+from quantrollout.rollout.codec import (
+    rfc3339,
+    state_from_status,
+    status_from_state,
+    target_down,
+    tiers_ready,
+)
 from quantrollout.rollout.machine import (
     Action,
     AnalysisSettings,
@@ -164,14 +170,6 @@ def _evaluate(
     return evaluation, [r.to_wire() for r in results]
 
 
-def target_down(status: dict[str, Any], target: str) -> str | None:
-    """Why the target tier has no ready pod at all (crash-looping, say), or None."""
-    for tier in status.get("tiers") or []:
-        if tier.get("name") == target and tier.get("replicas") and not tier.get("readyReplicas"):
-            return f"target tier {target} has no ready pod (0/{tier['replicas']} ready)"
-    return None
-
-
 async def tick(
     kube: Kube, providers: Providers, namespace: str, name: str, logger: kopf.Logger
 ) -> TickResult:
@@ -212,9 +210,6 @@ async def _tick_once(
     status = qm.get("status") or {}
     state = state_from_status(status)
     now = datetime.datetime.now(datetime.UTC)
-    tiers_ready = bool(status.get("tiers")) and all(
-        t.get("ready") for t in status.get("tiers") or []
-    )
     action = action_of(qm)
 
     evaluation: Evaluation | None = None
@@ -236,7 +231,7 @@ async def _tick_once(
         Inputs(
             rollout_id=rollout_id(spec), steps=steps, stages_hash=stages_hash(steps),
             analysis=settings_of(analysis), now=now, paused=bool(spec.rollout and spec.rollout.paused),
-            tiers_ready=tiers_ready, target_down=target_down(status, target.name),
+            tiers_ready=tiers_ready(status), target_down=target_down(status, target.name),
             evaluation=evaluation, action=action,
         ),
     )  # fmt: skip
