@@ -342,9 +342,17 @@ def main() -> int:
     s = figures["streams_200"]
     added_p99 = s["router"]["ttft_p99_ms"] - s["direct"]["ttft_p99_ms"]
     chunks = figures["chunks_max"]["router"]["events_per_s"]
+    # The upstream alone and each proxy run one after the other: a burst of load from elsewhere
+    # during the upstream's own run can make "added" negative, which proves nothing.
+    verdict = "met" if 0 <= added_p99 < 2 else "NOT met" if added_p99 >= 2 else "inconclusive"
+    reference = (
+        f"; nginx +{s['nginx']['ttft_p99_ms'] - s['direct']['ttft_p99_ms']:.1f} ms"
+        if "nginx" in s
+        else ""
+    )
     print("\ngoals (issue 5)")
-    print(f"  added p99 < 2 ms at 200 concurrent streams: {'met' if added_p99 < 2 else 'NOT met'}"
-          f" (time to first token p99 +{added_p99:.1f} ms)")  # fmt: skip
+    print(f"  added p99 < 2 ms at 200 concurrent streams: {verdict}"
+          f" (time to first token p99 {added_p99:+.1f} ms{reference})")  # fmt: skip
     print(
         f"  >= 20,000 streamed chunks/s: {'met' if chunks >= 20_000 else 'NOT met'} ({chunks:,.0f})"
     )

@@ -245,6 +245,9 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as err:
             self._fail(UpstreamError(f"malformed answer: {err}"))
             return
+        except httptools.HttpParserUpgrade:  # never asked for: the tier speaks something else
+            self._fail(UpstreamError("the tier switched protocols"))
+            return
         if self._buffered >= HIGH_WATER and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
@@ -257,7 +260,7 @@ class Connection(asyncio.Protocol):
         self._lost = True
         if self._headers_done and self._until_close and not self._complete:
             self._complete = True  # the body ran until the tier closed: that was its end
-        elif self._busy and not self._complete:
+        elif self._busy and not self._complete and self._error is None:
             self._error = UpstreamError(
                 f"connection closed mid-answer ({exc or 'EOF'})"
                 if self._headers_done
