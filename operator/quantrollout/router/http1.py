@@ -112,6 +112,8 @@ class Connection(asyncio.Protocol):
         self._lost = False
         self._busy = False  # a request was sent and its answer is not fully read
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the read deadline's, while one may run
+        self._deadline = 0.0  # loop.time() by which the awaited bytes must have come
         self._error: UpstreamError | None = None
         self.idle_since = time.monotonic()
         self._reset_response()
@@ -160,6 +162,7 @@ class Connection(asyncio.Protocol):
     def close(self) -> None:
         """Drops the connection (an answer left unread cannot be skipped on a kept-alive one)."""
         self._lost = True
+        self._stop_timer()
         if self._transport is not None:
             self._transport.close()
 
@@ -215,16 +218,30 @@ class Connection(asyncio.Protocol):
         if self._lost:
             raise UpstreamError("connection closed")
         waiter = self._waiter = self._loop.create_future()
-        timer = self._loop.call_later(self._read_timeout, self._time_out, waiter)
+        # One timer per connection, moved on lazily: arming and cancelling one for each wait
+        # would cost more than the rest of passing a chunk on.
+        self._deadline = self._loop.time() + self._read_timeout
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
 
-    def _time_out(self, waiter: asyncio.Future[None]) -> None:
-        if not waiter.done():
+    def _check_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self._lost:
+            return
+        if self._loop.time() >= self._deadline:
             waiter.set_exception(UpstreamError("timed out reading", timed_out=True))
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -258,6 +275,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self._stop_timer()
         if self._headers_done and self._until_close and not self._complete:
             self._complete = True  # the body ran until the tier closed: that was its end
         elif self._busy and not self._complete and self._error is None:
