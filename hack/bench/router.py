@@ -346,7 +346,7 @@ def main() -> int:
     # during the upstream's own run can make "added" negative, which proves nothing.
     verdict = "met" if 0 <= added_p99 < 2 else "NOT met" if added_p99 >= 2 else "inconclusive"
     reference = (
-        f"; nginx +{s['nginx']['ttft_p99_ms'] - s['direct']['ttft_p99_ms']:.1f} ms"
+        f"; nginx {s['nginx']['ttft_p99_ms'] - s['direct']['ttft_p99_ms']:+.1f} ms"
         if "nginx" in s
         else ""
     )
