@@ -97,6 +97,19 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICKS
 
 
+def cpu_waited(pids: list[int]) -> float:
+    """Seconds the processes were ready to run but waited for a core (the kernel's run-queue
+    delay, /proc/PID/schedstat): on a shared machine, how much of a tail is only a queue for
+    the CPU."""
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
+        except (FileNotFoundError, IndexError):
+            continue
+    return total / 1e9
+
+
 @contextmanager
 def process(
     argv: list[str], log: Path, env: dict[str, str] | None = None
@@ -202,12 +215,15 @@ class Bench:
                 "-ramp", f"{load.ramp}s"]  # fmt: skip
         if load.stream:
             argv.append("-stream")
-        before = cpu_seconds(pids)
+        before, waited = cpu_seconds(pids), cpu_waited(pids)
         started = time.monotonic()
         out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
         elapsed = time.monotonic() - started
         result: dict[str, Any] = json.loads(out)
         result["proxy_cores"] = (cpu_seconds(pids) - before) / elapsed if pids else None
+        result["proxy_cpu_wait_ms_per_s"] = (
+            (cpu_waited(pids) - waited) * 1000 / elapsed if pids else None
+        )
         return result
 
     def scenario(self, tokens: int, delay_ms: float, load: Load) -> dict[str, dict[str, Any]]:
@@ -252,13 +268,15 @@ def report(
     name: str, results: dict[str, dict[str, Any]], columns: list[tuple[str, str, int]]
 ) -> None:
     print(f"\n{name}")
-    print(f"  {'':8}" + "".join(f"{title:>14}" for title, _, _ in columns) + f"{'proxy CPU':>14}")
+    print(f"  {'':8}" + "".join(f"{title:>14}" for title, _, _ in columns)
+          + f"{'proxy CPU':>14}{'CPU wait':>14}")  # fmt: skip
     for who, r in results.items():
         cells = "".join(f"{fmt(r[key], digits):>14}" for _, key, digits in columns)
-        cores = r["proxy_cores"]
+        cores, wait = r["proxy_cores"], r["proxy_cpu_wait_ms_per_s"]
         errors = f"   ({r['errors']} errors: {r.get('first_error')})" if r["errors"] else ""
         print(
-            f"  {who:8}{cells}{(fmt(cores) + ' cores') if cores is not None else '-':>14}{errors}"
+            f"  {who:8}{cells}{(fmt(cores) + ' cores') if cores is not None else '-':>14}"
+            f"{(fmt(wait, 0) + ' ms/s') if wait is not None else '-':>14}{errors}"
         )
 
 
@@ -324,9 +342,17 @@ def main() -> int:
     s = figures["streams_200"]
     added_p99 = s["router"]["ttft_p99_ms"] - s["direct"]["ttft_p99_ms"]
     chunks = figures["chunks_max"]["router"]["events_per_s"]
+    # The upstream alone and each proxy run one after the other: a burst of load from elsewhere
+    # during the upstream's own run can make "added" negative, which proves nothing.
+    verdict = "met" if 0 <= added_p99 < 2 else "NOT met" if added_p99 >= 2 else "inconclusive"
+    reference = (
+        f"; nginx {s['nginx']['ttft_p99_ms'] - s['direct']['ttft_p99_ms']:+.1f} ms"
+        if "nginx" in s
+        else ""
+    )
     print("\ngoals (issue 5)")
-    print(f"  added p99 < 2 ms at 200 concurrent streams: {'met' if added_p99 < 2 else 'NOT met'}"
-          f" (time to first token p99 +{added_p99:.1f} ms)")  # fmt: skip
+    print(f"  added p99 < 2 ms at 200 concurrent streams: {verdict}"
+          f" (time to first token p99 {added_p99:+.1f} ms{reference})")  # fmt: skip
     print(
         f"  >= 20,000 streamed chunks/s: {'met' if chunks >= 20_000 else 'NOT met'} ({chunks:,.0f})"
     )

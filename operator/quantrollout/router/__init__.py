@@ -9,6 +9,6 @@ when the target fails, and exports the per-tier quality signals the rollout is j
 Pure decisions: `split` (which tier), `requests` (what is refused), `quality` (repetition,
 refusals), `agreement` (shadow scores), `answers` (what an upstream answered), `routes` (the
 route table and upstream URLs). I/O at the edges: `source` and `kube_source` (where the table
-comes from), `pool` and `upstream` (HTTP to the tiers), `relay` (passing a stream on),
+comes from), `http1`, `pool` and `upstream` (HTTP to the tiers),
 `proxy` and `shadow` (one request), `metrics`, `app` (ASGI), `server` (uvicorn).
 """

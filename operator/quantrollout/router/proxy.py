@@ -15,13 +15,11 @@ import json
 import logging
 import time
 
-import httpx
-
 from .asgi import Receive, Send, send_error
 from .call import Call, Tier
+from .http1 import UpstreamError
 from .inspect_answer import read_answer, record
 from .pool import Upstreams
-from .relay import relay
 from .shadow import Shadows
 from .upstream import Failed, Opened, response_headers
 
@@ -145,21 +143,19 @@ class Proxy:
         kept = [opened.first]
         size = len(opened.first)
         last = b""
-
-        async def forward(chunk: bytes) -> None:
-            # Keeping a reference for the inspection at the end is all the work done on the way.
-            nonlocal size
-            size += len(chunk)
-            if size <= self._max_inspect:
-                kept.append(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-
         try:
-            if opened.first:
-                await send({"type": "http.response.body", "body": opened.first, "more_body": True})
-            await relay(opened.rest(), forward)
-        except httpx.HTTPError as err:
-            log.info("tier %s failed mid-stream: %s", tier.name, err or type(err).__name__)
+            # Whatever arrived from the tier while a send was under way is read, and sent, in
+            # one piece (see `http1`); keeping a reference for the inspection at the end is all
+            # the work done on the way.
+            data = opened.first
+            while data:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                data = await opened.read()
+                size += len(data)
+                if size <= self._max_inspect:
+                    kept.append(data)
+        except UpstreamError as err:
+            log.info("tier %s failed mid-stream: %s", tier.name, err)
             last = _sse_error(f"tier {tier.name} failed mid-answer", 502)
         finally:
             await opened.close()

@@ -13,10 +13,9 @@ import asyncio
 import logging
 import time
 
-import httpx
-
 from .agreement import agreement
 from .call import Call, Tier
+from .http1 import UpstreamError
 from .inspect_answer import read_answer, record
 from .pool import Upstreams
 from .upstream import Failed, Opened
@@ -113,7 +112,7 @@ async def _collect(opened: Opened, max_bytes: int) -> bytes | None:
             size += len(chunk)
             if size <= max_bytes:
                 parts.append(chunk)
-    except httpx.HTTPError:
+    except UpstreamError:
         return None
     finally:
         await opened.close()

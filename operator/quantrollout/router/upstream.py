@@ -1,12 +1,13 @@
 """One call to one tier: send the request, and hand back either an answer ready to pass on or a
-failure the caller may retry elsewhere. With `pool`, the only modules that speak HTTP to tiers.
+failure the caller may retry elsewhere. With `pool` and `http1`, the only modules that speak
+HTTP to tiers.
 
-The request goes straight to an httpx transport (one pooled keep-alive connection, see `pool`),
-not through an `httpx.AsyncClient`: a client keeps a cookie jar, and a proxy must never store
-one user's cookies and send them with another user's request; it would also follow redirects
-and spend more CPU per request than the proxying itself.
+The request is written straight onto a pooled keep-alive connection (`http1.Connection`), with
+no HTTP client library around it: a client such as httpx keeps a cookie jar (a proxy must never
+store one user's cookies and send them with another user's request), follows redirects, and
+spends more CPU per streamed chunk than the proxying itself.
 
-An `Opened` answer has its status and headers and, for a stream, its first body chunk already
+An `Opened` answer has its status and headers and, for a stream, its first body bytes already
 read: a tier that accepts a request and then fails before its first byte still counts as a
 failure that can fall back to the baseline, because nothing has reached the client yet.
 A non-streamed answer is read whole (it is one JSON document, and it is inspected anyway).
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import httpx
+from .http1 import Connection, ResponseHeaders, UpstreamError
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -42,7 +43,7 @@ def request_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
     return kept
 
 
-def response_headers(headers: httpx.Headers, tier: str) -> list[tuple[bytes, bytes]]:
+def response_headers(headers: ResponseHeaders, tier: str) -> list[tuple[bytes, bytes]]:
     """A tier's response headers as passed to the client, plus the tier that answered."""
     kept = [
         (k, v)
@@ -58,33 +59,41 @@ class Opened:
     """A tier's answer, ready to pass on (status < 500)."""
 
     status: int
-    headers: httpx.Headers
-    first: bytes  # the body if not streamed, else its first chunk (b"" for an empty body)
+    headers: ResponseHeaders
+    first: bytes  # the body if not streamed, else its first bytes (b"" for an empty body)
     started: float  # time.perf_counter() when the request was sent
     first_byte: float  # when `first` arrived
-    response: httpx.Response | None = None  # still open for a stream; None once read whole
-    chunks: AsyncIterator[bytes] | None = None  # the open stream's body, after `first`
+    connection: Connection | None = None  # still reading a stream; None once read whole
     on_close: Callable[[], None] | None = None  # called once, when the stream is closed
+    ended: bool = field(default=False, init=False)  # the stream was read to its end
+
+    async def read(self) -> bytes:
+        """The stream's next bytes: all that arrived since the last read, in one piece (waiting
+        for some if none did); b"" at its end, when the stream is closed. Raises UpstreamError
+        when the tier fails mid-answer (the caller still closes the stream)."""
+        if self.connection is None:
+            return b""
+        data = await self.connection.read()
+        if not data:
+            self.ended = True
+            await self.close()
+        return data
 
     async def rest(self) -> AsyncIterator[bytes]:
-        """The stream's remaining chunks, as they arrive; closes the response at the end."""
-        if self.chunks is None:
-            return
+        """The stream's remaining bytes as they arrive; closes the stream at the end."""
         try:
-            async for chunk in self.chunks:
-                if chunk:
-                    yield chunk
+            while data := await self.read():
+                yield data
         finally:
             await self.close()
 
     async def close(self) -> None:
-        if self.response is not None:
-            response, self.response = self.response, None
-            try:
-                await response.aclose()
-            finally:
-                if self.on_close is not None:
-                    self.on_close()
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            if not self.ended:
+                connection.close()  # unread bytes of an answer: the connection cannot be reused
+            if self.on_close is not None:
+                self.on_close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,71 +103,43 @@ class Failed:
     code: int  # the tier's 5xx status, or 502 (unreachable/reset) or 504 (timed out)
     reason: str
     unreachable: bool = False  # True when no connection could be made at all
-    headers: httpx.Headers | None = None
+    headers: ResponseHeaders | None = None
     body: bytes = b""
 
 
-def timeout_extension(connect: float, read: float) -> dict[str, float]:
-    """The per-request timeouts, as httpx transports read them from the request's extensions."""
-    return {"connect": connect, "read": read, "write": read, "pool": connect}
+def failure(err: UpstreamError, unreachable: bool = False) -> Failed:
+    """What a broken call to a tier tells the caller."""
+    if err.timed_out:
+        return Failed(504, str(err))
+    if unreachable:
+        return Failed(502, f"unreachable: {err}", unreachable=True)
+    return Failed(502, f"connection failed: {err}")
 
 
 async def open_answer(
-    transport: httpx.AsyncBaseTransport,
-    url: httpx.URL,
-    body: bytes,
-    headers: Headers,
-    streamed: bool,
-    timeouts: dict[str, float],
-) -> Opened | Failed:
-    """Sends one request to a tier and reads as far as the first byte of its answer."""
+    connection: Connection, request: bytes, streamed: bool
+) -> tuple[Opened | Failed, bool]:
+    """Sends one encoded request (`http1.encode_request`) and reads as far as the first byte of
+    its answer. The flag says whether the connection is still held by an open stream; if not,
+    the caller gives it back (the pool keeps it only if it is reusable)."""
     started = time.perf_counter()
-    request = httpx.Request(
-        "POST", url, content=body, headers=list(headers), extensions={"timeout": timeouts}
-    )
-    response: httpx.Response | None = None
+    held = False
     try:
-        response = await transport.handle_async_request(request)
-        response.request = request
-        if response.status_code >= 500:
-            return await _failed_answer(response)
+        status, headers = await connection.send(request)
+        if status >= 500:
+            body = await connection.read_all(_MAX_ERROR_BODY)
+            return Failed(status, f"answered {status}", False, headers, body), False
         if not streamed:
-            content = await response.aread()
-            return Opened(
-                response.status_code, response.headers, content, started, time.perf_counter()
-            )
-        chunks = response.aiter_raw()
-        first = b""
-        async for chunk in chunks:
-            if chunk:
-                first = chunk
-                break
+            content = await connection.read_all()
+            return Opened(status, headers, content, started, time.perf_counter()), False
+        first = await connection.read()
+        held = bool(first)  # else the body was empty, and read to its end
         opened = Opened(
-            response.status_code, response.headers, first, started, time.perf_counter(),
-            response, chunks,
-        )  # fmt: skip
-        response = None  # handed over: the caller closes it
-        return opened
-    except httpx.TimeoutException as err:
-        return Failed(504, f"timed out ({type(err).__name__})")
-    except httpx.ConnectError as err:
-        return Failed(502, f"unreachable: {err or type(err).__name__}", unreachable=True)
-    except httpx.TransportError as err:
-        return Failed(502, f"connection failed: {err or type(err).__name__}")
+            status, headers, first, started, time.perf_counter(), connection if held else None
+        )
+        return opened, held
+    except UpstreamError as err:
+        return failure(err), False
     finally:
-        if response is not None:
-            await response.aclose()
-
-
-async def _failed_answer(response: httpx.Response) -> Failed:
-    body = b""
-    try:
-        async for chunk in response.aiter_raw():
-            body += chunk
-            if len(body) >= _MAX_ERROR_BODY:
-                break
-    except httpx.HTTPError:
-        pass  # the status already says it failed; the body is only a courtesy
-    return Failed(
-        response.status_code, f"answered {response.status_code}", False, response.headers, body
-    )
+        if not held and not connection.reusable:
+            connection.close()

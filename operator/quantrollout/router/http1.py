@@ -1,0 +1,318 @@
+"""A small HTTP/1.1 client connection for the calls to the tiers: an asyncio Protocol with the
+llhttp parser (`httptools`, the one uvicorn uses for the client side of the router).
+
+Why not httpx: per streamed chunk, httpx/httpcore go through h11 (pure Python), anyio cancel
+scopes for the read timeout and several layers of async iterators: ~100 us of CPU per chunk.
+At 200 streams of 25 tokens/s that kept the router's one event loop so busy that new streams
+waited tens of milliseconds for their first byte. Here a chunk costs one parser callback and
+an append; the reader is woken once for everything that arrived together, and takes it in one
+piece (so chunks that came in one read leave in one write).
+
+One `Connection` carries one request at a time (no pipelining) and is reused by `pool` when the
+previous answer was read to its end and both sides keep the connection alive. Bytes that are not
+read wait up to `HIGH_WATER`; past that the connection stops reading from its socket, so a slow
+client slows the tier down instead of filling the router's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import cast
+from urllib.parse import quote, urlsplit
+
+import httptools
+
+HIGH_WATER = 64 << 10
+
+
+class UpstreamError(Exception):
+    """The tier broke the connection or the HTTP framing; `timed_out` when it went silent."""
+
+    def __init__(self, reason: str, timed_out: bool = False) -> None:
+        super().__init__(reason)
+        self.timed_out = timed_out
+
+
+class ConnectError(UpstreamError):
+    """No connection could be made to the tier."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a tier listens: a base URL `http(s)://host[:port][/prefix]`, parsed once."""
+
+    scheme: str
+    host: str
+    port: int
+    host_header: bytes  # `host` or `host:port` when the port is not the scheme's default
+    prefix: str  # the base URL's path (no trailing slash), put before each request's path
+
+    @staticmethod
+    @lru_cache(maxsize=1024)
+    def parse(url: str) -> Origin:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) origin: {url!r}")
+        default = 443 if parts.scheme == "https" else 80
+        port = parts.port or default
+        host = parts.hostname
+        shown = f"[{host}]" if ":" in host else host
+        header = shown if port == default else f"{shown}:{port}"
+        return Origin(parts.scheme, host, port, header.encode("ascii"), parts.path.rstrip("/"))
+
+
+class ResponseHeaders:
+    """A response's header lines as received (names lower-cased), with a case-insensitive get."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+
+    def get(self, name: str, default: str = "") -> str:
+        key = name.lower().encode("latin-1")
+        for k, v in self.raw:
+            if k == key:
+                return v.decode("latin-1")
+        return default
+
+
+def encode_request(
+    origin: Origin, path: str, body: bytes, headers: Sequence[tuple[bytes, bytes]]
+) -> bytes:
+    """A POST request, head and body in one piece (one write: never a small write that waits
+    for the peer's delayed ACK). `headers` must not hold Host or Content-Length."""
+    path = origin.prefix + path
+    if not path.startswith("/") or any(c <= " " or c == "\x7f" for c in path):
+        path = quote(path if path.startswith("/") else "/" + path, safe="/?&=%:@!$'()*+,;~-._")
+    lines = [
+        b"POST " + path.encode("latin-1") + b" HTTP/1.1",
+        b"host: " + origin.host_header,
+        b"content-length: " + str(len(body)).encode(),
+    ]
+    lines.extend(k + b": " + v for k, v in headers)
+    lines.append(b"")
+    lines.append(body)
+    return b"\r\n".join(lines)
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection to one tier (see the module doc)."""
+
+    def __init__(self, read_timeout: float) -> None:
+        self._read_timeout = read_timeout
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._lost = False
+        self._busy = False  # a request was sent and its answer is not fully read
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the read deadline's, while one may run
+        self._deadline = 0.0  # loop.time() by which the awaited bytes must have come
+        self._error: UpstreamError | None = None
+        self.idle_since = time.monotonic()
+        self._reset_response()
+
+    def _reset_response(self) -> None:
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers_done = False
+        self._complete = False
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._paused = False
+        self._until_close = True  # no Content-Length or chunked framing: the body ends at EOF
+        self._keep_alive = False  # both sides keep the connection for the next request
+
+    # -- opening and reuse
+
+    @classmethod
+    async def open(
+        cls, origin: Origin, tls: ssl.SSLContext | None, connect_timeout: float, read_timeout: float
+    ) -> Connection:
+        loop = asyncio.get_running_loop()
+        connection = cls(read_timeout)
+        secure = tls if origin.scheme == "https" else None
+        try:
+            async with asyncio.timeout(connect_timeout):
+                await loop.create_connection(
+                    lambda: connection, origin.host, origin.port, ssl=secure,
+                    server_hostname=origin.host if secure else None,
+                )  # fmt: skip
+        except TimeoutError:
+            raise ConnectError("timed out connecting", timed_out=True) from None
+        except (OSError, ssl.SSLError) as err:
+            raise ConnectError(f"{err or type(err).__name__}") from None
+        return connection
+
+    @property
+    def reusable(self) -> bool:
+        """Open, idle, and kept alive by both sides."""
+        return not self._lost and not self._busy and self._transport is not None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the body received and not read yet."""
+        return self._buffered
+
+    def close(self) -> None:
+        """Drops the connection (an answer left unread cannot be skipped on a kept-alive one)."""
+        self._lost = True
+        self._stop_timer()
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- one request
+
+    async def send(self, request: bytes) -> tuple[int, ResponseHeaders]:
+        """Writes a request; returns the answer's status and headers once they arrived."""
+        assert self._transport is not None, "not connected"
+        assert not self._busy, "the connection is not idle"
+        self._busy = True
+        self._reset_response()
+        self._transport.write(request)
+        while not self._headers_done:
+            await self._wait()
+        return self._parser.get_status_code(), ResponseHeaders(self._headers)
+
+    async def read(self) -> bytes:
+        """Everything of the body that arrived since the last read (waiting for some if none
+        did); b"" at the end of the body, which frees the connection for the next request."""
+        while not self._chunks:
+            if self._complete:
+                self._finish()
+                return b""
+            await self._wait()
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        if self._paused and self._transport is not None and not self._lost:
+            self._paused = False
+            self._transport.resume_reading()
+        return data
+
+    async def read_all(self, limit: int | None = None) -> bytes:
+        """The rest of the body (at most about `limit` bytes, the rest left unread)."""
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await self.read():
+            parts.append(chunk)
+            size += len(chunk)
+            if limit is not None and size >= limit:
+                break
+        return b"".join(parts)
+
+    def _finish(self) -> None:
+        self._busy = False
+        self.idle_since = time.monotonic()
+        if not self._keep_alive:
+            self.close()
+
+    async def _wait(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._lost:
+            raise UpstreamError("connection closed")
+        waiter = self._waiter = self._loop.create_future()
+        # One timer per connection, moved on lazily: arming and cancelling one for each wait
+        # would cost more than the rest of passing a chunk on.
+        self._deadline = self._loop.time() + self._read_timeout
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self._lost:
+            return
+        if self._loop.time() >= self._deadline:
+            waiter.set_exception(UpstreamError("timed out reading", timed_out=True))
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not subclasses of asyncio.Transport, but have all of it.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._busy:  # nothing was asked: a tier talking out of turn is not to be trusted
+            self._fail(UpstreamError("data received while idle"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as err:
+            self._fail(UpstreamError(f"malformed answer: {err}"))
+            return
+        except httptools.HttpParserUpgrade:  # never asked for: the tier speaks something else
+            self._fail(UpstreamError("the tier switched protocols"))
+            return
+        if self._buffered >= HIGH_WATER and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._stop_timer()
+        if self._headers_done and self._until_close and not self._complete:
+            self._complete = True  # the body ran until the tier closed: that was its end
+        elif self._busy and not self._complete and self._error is None:
+            self._error = UpstreamError(
+                f"connection closed mid-answer ({exc or 'EOF'})"
+                if self._headers_done
+                else f"connection closed before an answer ({exc or 'EOF'})"
+            )
+        self._wake()
+
+    def _fail(self, error: UpstreamError) -> None:
+        self._error = error
+        self.close()
+        self._wake()
+
+    # -- httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.lower()
+        if key == b"content-length" or (key == b"transfer-encoding" and b"chunked" in value):
+            self._until_close = False
+        self._headers.append((key, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (we never ask for one): wait for the real one
+            self._headers = []
+            return
+        if status in (204, 304):
+            self._until_close = False
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+
+    def on_message_complete(self) -> None:
+        if self._headers_done:
+            self._complete = True
+            self._keep_alive = self._parser.should_keep_alive() and not self._until_close

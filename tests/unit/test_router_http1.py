@@ -1,0 +1,365 @@
+"""The router's HTTP/1.1 client leg (`router/http1.py`, with `pool` and `upstream` on top), against
+scripted servers on loopback that write exactly the bytes each test needs: framing, keep-alive,
+streams read as they arrive (merged only when they arrived together), backpressure, and every
+way a tier can fail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from quantrollout.router.http1 import (
+    HIGH_WATER,
+    ConnectError,
+    Connection,
+    Origin,
+    UpstreamError,
+    encode_request,
+)
+from quantrollout.router.pool import Upstreams
+from quantrollout.router.settings import RouterSettings
+from quantrollout.router.upstream import Failed, Opened
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """The request line, headers (lower-case names) and body a client sent."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    line, *lines = head[:-4].split(b"\r\n")
+    headers = dict(h.split(b": ", 1) for h in lines)
+    headers = {k.lower(): v for k, v in headers.items()}
+    body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+    return line, headers, body
+
+
+@asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[Origin]:
+    """A loopback server running `handler` for each connection."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield Origin.parse(f"http://127.0.0.1:{port}")
+    finally:
+        server.close()
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+)
+
+
+async def request(connection: Connection, origin: Origin, body: bytes = b"{}") -> int:
+    status, _ = await connection.send(encode_request(origin, "/v1/completions", body, []))
+    return status
+
+
+# -- the request
+
+
+def test_a_request_is_one_piece_with_host_length_and_the_base_path() -> None:
+    origin = Origin.parse("http://tier.llm.svc:8000/prefix/")
+    data = encode_request(origin, "/v1/chat/completions?x=1", b'{"a":1}', [(b"x-user-id", b"u")])
+    assert data == (
+        b"POST /prefix/v1/chat/completions?x=1 HTTP/1.1\r\nhost: tier.llm.svc:8000\r\n"
+        b'content-length: 7\r\nx-user-id: u\r\n\r\n{"a":1}'
+    )
+
+
+def test_origins() -> None:
+    assert Origin.parse("https://h").port == 443
+    assert Origin.parse("https://h").host_header == b"h"
+    assert Origin.parse("http://h:80").host_header == b"h"
+    assert Origin.parse("http://[::1]:81").host_header == b"[::1]:81"
+    with pytest.raises(ValueError, match="origin"):
+        Origin.parse("ftp://h")
+
+
+def test_a_path_with_spaces_is_escaped_not_sent_raw() -> None:
+    data = encode_request(Origin.parse("http://h"), "/v1/x y", b"", [])
+    assert data.startswith(b"POST /v1/x%20y HTTP/1.1\r\n")
+
+
+async def request_and_read(connection: Connection, origin: Origin) -> bytes:
+    await request(connection, origin)
+    return await connection.read_all()
+
+
+# -- answers and keep-alive
+
+
+async def test_answers_are_read_whole_and_the_connection_is_kept() -> None:
+    seen: list[bytes] = []
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        for n in range(2):
+            line, headers, body = await read_request(reader)
+            seen.append(line + b" " + headers[b"host"] + b" " + body)
+            writer.write(ok(b"answer %d" % n, b"content-type: application/json\r\n"))
+            await writer.drain()
+
+    async with serving(handler) as origin:
+        connection = await Connection.open(origin, None, 5, 5)
+        for n in range(2):
+            status, headers = await connection.send(
+                encode_request(origin, "/v1/completions", b"q%d" % n, [])
+            )
+            assert (status, headers.get("Content-Type")) == (200, "application/json")
+            assert await connection.read_all() == b"answer %d" % n
+            assert connection.reusable
+        connection.close()
+    assert connections == 1
+    assert seen[1] == b"POST /v1/completions HTTP/1.1 " + origin.host_header + b" q1"
+
+
+async def test_connection_close_and_a_body_until_eof_are_not_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
+        writer.close()
+
+    async with serving(handler) as origin:
+        connection = await Connection.open(origin, None, 5, 5)
+        assert await request(connection, origin) == 200
+        assert await connection.read_all() == b"all of it"
+        assert not connection.reusable
+
+    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ok(b"bye", b"connection: close\r\n"))
+        await writer.drain()
+
+    async with serving(closing) as origin:
+        connection = await Connection.open(origin, None, 5, 5)
+        assert await request(connection, origin) == 200
+        assert await connection.read_all() == b"bye"
+        assert not connection.reusable
+
+
+async def test_an_interim_100_answer_is_skipped() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"x"))
+        await writer.drain()
+        await reader.read()
+
+    async with serving(handler) as origin:
+        connection = await Connection.open(origin, None, 5, 5)
+        assert await request(connection, origin) == 200
+        assert await connection.read_all() == b"x"
+        connection.close()
+
+
+# -- streams
+
+
+async def test_a_stream_is_read_as_it_arrives_and_what_arrived_together_in_one_piece() -> None:
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(STREAM_HEAD + chunk(b"data: 1\n\n"))
+        await writer.drain()
+        await release.wait()
+        writer.write(chunk(b"data: 2\n\n") + chunk(b"data: 3\n\n") + chunk(b"data: 4\n\n"))
+        await writer.drain()
+        await release.wait()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with serving(handler) as origin:
+        connection = await Connection.open(origin, None, 5, 5)
+        assert await request(connection, origin) == 200
+        assert await connection.read() == b"data: 1\n\n"  # before the rest was even written
+        release.set()
+        got = await connection.read()
+        while got.count(b"data:") < 3:  # TCP may split what was written at once; never merge less
+            got += await connection.read()
+        assert got == b"data: 2\n\ndata: 3\n\ndata: 4\n\n"
+        assert await connection.read() == b""
+        assert connection.reusable
+        connection.close()
+
+
+async def test_a_reader_that_does_not_read_stops_the_socket() -> None:
+    written = 0
+    stuck, done_writing = asyncio.Event(), asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal written
+        await read_request(reader)
+        writer.write(STREAM_HEAD)
+        data = b"x" * 4096
+        piece = chunk(data)
+        try:
+            # Write until the kernel's buffers are full (the client stopped reading), with a
+            # bound far past them for a client that never stops.
+            while not stuck.is_set() and written < 1024 * HIGH_WATER:
+                writer.write(piece)
+                written += len(data)
+                try:
+                    await asyncio.wait_for(writer.drain(), 1)
+                except TimeoutError:
+                    stuck.set()
+            done_writing.set()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except ConnectionError:
+            pass
+
+    async with serving(handler) as origin:
+        connection = await Connection.open(origin, None, 5, 60)
+        assert await request(connection, origin) == 200
+        await asyncio.wait_for(done_writing.wait(), 120)
+        assert stuck.is_set()  # else the whole stream went into the router's memory
+        # What waits here is about HIGH_WATER (plus what one socket read brought at most).
+        assert connection.buffered <= HIGH_WATER + (256 << 10)
+        total = 0
+        while data := await connection.read():
+            total += len(data)
+        assert total == written
+        connection.close()
+
+
+# -- failures
+
+
+async def serve_once(script: bytes, close: bool = True) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(script)
+        await writer.drain()
+        if close:
+            writer.close()
+        else:
+            await reader.read()
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        (b"", "closed before an answer"),  # closed without a word
+        (b"HTTP/1.1 200 OK\r\ncontent-le", "closed before an answer"),  # closed mid-headers
+        (STREAM_HEAD + chunk(b"data: 1\n\n"), "closed mid-answer"),
+        (ok(b"0123456789")[:-4], "closed mid-answer"),  # closed before the declared length
+        (b"HTTP/1.1 200 OK\r\ncontent-length: nope\r\n\r\n", "malformed answer"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n..",
+         "switched protocols"),
+    ],
+)  # fmt: skip
+async def test_a_broken_answer_raises(script: bytes, reason: str) -> None:
+    async with serving(await serve_once(script)) as origin:
+        connection = await Connection.open(origin, None, 5, 5)
+        with pytest.raises(UpstreamError, match=reason) as failed:
+            await request_and_read(connection, origin)
+        assert not failed.value.timed_out
+        assert not connection.reusable
+
+
+async def test_a_silent_tier_times_out() -> None:
+    async with serving(await serve_once(STREAM_HEAD, close=False)) as origin:
+        connection = await Connection.open(origin, None, 5, 0.2)
+        assert await request(connection, origin) == 200
+        with pytest.raises(UpstreamError) as failed:
+            await connection.read()
+        assert failed.value.timed_out
+        connection.close()
+
+
+async def test_nobody_listening_is_a_connect_error() -> None:
+    async with serving(await serve_once(b"")) as origin:
+        pass  # closed: the port is free again
+    with pytest.raises(ConnectError):
+        await Connection.open(origin, None, 5, 5)
+
+
+# -- the pool
+
+
+async def test_the_pool_reuses_connections_and_drops_those_the_tier_closed() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(ok(b"one"))
+        await writer.drain()
+        await read_request(reader)
+        writer.write(ok(b"two"))
+        await writer.drain()
+        writer.close()  # as a tier closes a connection that idled past its keep-alive
+
+    async with serving(handler) as origin:
+        upstreams = Upstreams(RouterSettings())
+        base = f"http://127.0.0.1:{origin.port}"
+        answers = []
+        for _ in range(3):
+            opened = await upstreams.open(base, "/v1/completions", b"{}", [], False)
+            assert isinstance(opened, Opened)
+            answers.append(opened.first)
+            await asyncio.sleep(0.05)  # lets the close reach the client
+        await upstreams.aclose()
+    assert answers == [b"one", b"two", b"one"]
+    assert connections == 2
+
+
+async def test_a_stream_closed_early_gives_its_slot_back_but_not_its_connection() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(STREAM_HEAD + chunk(b"data: 1\n\n"))
+        await writer.drain()
+        await reader.read()
+
+    async with serving(handler) as origin:
+        upstreams = Upstreams(RouterSettings(max_connections=1, connect_timeout=0.5))
+        base = f"http://127.0.0.1:{origin.port}"
+        first = await upstreams.open(base, "/v1/completions", b"{}", [], True)
+        assert isinstance(first, Opened)
+        assert first.first == b"data: 1\n\n"
+        busy = await upstreams.open(base, "/v1/completions", b"{}", [], True)
+        assert isinstance(busy, Failed)
+        assert busy.code == 504  # the only slot is held by the open stream
+        await first.close()
+        again = await upstreams.open(base, "/v1/completions", b"{}", [], True)
+        assert isinstance(again, Opened)
+        await again.close()
+        await upstreams.aclose()
+    assert connections == 2  # the half-read answer's connection was not reused
+
+
+async def test_the_pool_turns_failures_into_answers_for_the_caller() -> None:
+    async with serving(await serve_once(b"")) as origin:
+        pass
+    upstreams = Upstreams(RouterSettings())
+    gone = await upstreams.open(f"http://127.0.0.1:{origin.port}", "/", b"", [], False)
+    assert isinstance(gone, Failed)
+    assert (gone.code, gone.unreachable) == (502, True)
+
+    error = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy"
+    async with serving(await serve_once(error, close=False)) as origin:
+        failed = await upstreams.open(f"http://127.0.0.1:{origin.port}", "/", b"", [], True)
+    assert isinstance(failed, Failed)
+    assert (failed.code, failed.body, failed.unreachable) == (503, b"busy", False)
+    await upstreams.aclose()
