@@ -10,6 +10,7 @@ identity, exactly as in a kubeadm cluster; the admin is in `system:masters`.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -42,12 +43,13 @@ class FakeNode:
     gpu_memory_mib: int = 81559
     cpu: str = "192"
     memory: str = "2Ti"
+    pods: int = 110
 
     def manifest(self) -> dict[str, Any]:
         capacity = {
             "cpu": self.cpu,
             "memory": self.memory,
-            "pods": "110",
+            "pods": str(self.pods),
             "ephemeral-storage": "2Ti",
             "nvidia.com/gpu": str(self.gpus),
         }
@@ -177,7 +179,9 @@ def etcd_data_dir(state_dir: Path) -> Path:
     # dominates every write the tests make. The data is disposable by design.
     shm = Path("/dev/shm")
     base = shm if shm.is_dir() and os.access(shm, os.W_OK) else state_dir
-    tag = base64.b32encode(str(state_dir.resolve()).encode()).decode().lower().rstrip("=")[-24:]
+    # A hash of the whole path: every pytest session's stack ends in .../stack0/controlplane, and
+    # a tag from the path's tail made concurrent sessions share (and delete) one etcd directory.
+    tag = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:24]
     return base / f"quantrollout-etcd-{tag}"
 
 
