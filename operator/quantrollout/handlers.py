@@ -182,7 +182,9 @@ async def _rollout_loop(
             await asyncio.wait_for(wakeup.wait(), timeout=timeout)
 
 
-def ensure_rollout_loop(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) -> None:
+def ensure_rollout_loop(
+    memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger, *, wake: bool = True
+) -> None:
     key = (namespace, name)
     task = _rollouts.get(key)
     if task is None or task.done():
@@ -190,7 +192,8 @@ def ensure_rollout_loop(memo: kopf.Memo, namespace: str, name: str, logger: kopf
             _rollout_loop(memo.kube, memo.providers, namespace, name, logger),
             name=f"rollout {namespace}/{name}",
         )
-    _wakeups[key].set()
+    elif wake:
+        _wakeups[key].set()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -198,20 +201,29 @@ async def quantizedmodel_event(
     type: str | None,
     name: str | None,
     namespace: str | None,
+    body: kopf.Body,
     memo: kopf.Memo,
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
-    """Keeps one rollout loop per existing model; a user's action annotation wakes it at once."""
+    """Keeps one rollout loop per existing model; a user's action annotation wakes it at once.
+
+    Any other change does not wake it: the loop's own status writes come back here as events
+    (waking it would cost one more read per evaluation per model), and spec and tier changes
+    wake it through the reconcile."""
     if not name or not namespace:
         return
+    key = (namespace, name)
     if type == "DELETED":
-        task = _rollouts.pop((namespace, name), None)
+        task = _rollouts.pop(key, None)
         if task:
             task.cancel()
+        _wakeups.pop(key, None)
+        _locks.pop(key, None)
         metrics.forget(namespace, name)
         return
-    ensure_rollout_loop(memo, namespace, name, logger)
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    ensure_rollout_loop(memo, namespace, name, logger, wake=driver.ACTION_ANNOTATION in annotations)
 
 
 @kopf.on.cleanup()

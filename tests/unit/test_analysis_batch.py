@@ -178,6 +178,9 @@ class FakeProvider:
             raise ConnectionError("refused")
         return [Series({"qr_leaf": "0", "namespace": "llm", "model": "m", "tier": "t"}, 1.0)]
 
+    def describe(self, err: Exception) -> str:
+        return f"prometheus at fake: {type(err).__name__}"
+
 
 def test_one_answer_is_shared_within_the_reuse_bound() -> None:
     now = [100.0]

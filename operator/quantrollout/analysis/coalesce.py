@@ -52,7 +52,7 @@ class Coalescer:
             try:
                 fresh = Answer(now, index=index(self.provider.series(query)))
             except Exception as err:  # every way a query can fail means "no data", never a value
-                fresh = Answer(now, error=f"prometheus: {type(err).__name__}: {str(err)[:200]}")
+                fresh = Answer(now, error=self.provider.describe(err))
             self.answers[query] = fresh
         self._forget_old(now)
         return fresh

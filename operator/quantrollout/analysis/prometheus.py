@@ -21,6 +21,10 @@ class MetricProvider(Protocol):
         """Every series of an instant query, with its labels; raises on any failure."""
         ...
 
+    def describe(self, err: Exception) -> str:
+        """A failed query in words (where it went and what happened)."""
+        ...
+
 
 @dataclass
 class PrometheusProvider:
