@@ -24,6 +24,8 @@ from quantrollout.manifests.vllm import MODEL_LABEL, resource_name, selector_lab
 
 # One reconcile at a time per model: the model's own handler and its children's events race otherwise.
 _locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+# Models with a reconcile queued that has not started yet (see `reconcile`).
+_queued: set[tuple[str, str]] = set()
 # Wakes a model's rollout daemon when its spec or tiers changed, instead of polling.
 _wakeups: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
 
@@ -47,14 +49,28 @@ def _now() -> str:
 async def reconcile(kube: Kube, qm: dict[str, Any], logger: kopf.Logger) -> None:
     meta = qm["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    async with _locks[(namespace, name)]:
-        # Re-read under the lock: the body that triggered us may be stale by now.
-        current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
-        if current is None or current["metadata"].get("deletionTimestamp"):
-            return
-        with metrics.RECONCILE.time():
-            await _reconcile_locked(kube, current, logger)
-    _wakeups[(namespace, name)].set()
+    key = (namespace, name)
+    if key in _queued:
+        # A reconcile of this model is already waiting and has not read anything yet: it will
+        # see this change too. Without this, a burst of Deployment/Pod events (a thousand models
+        # becoming ready) queues one full reconcile per event, each re-reading every child.
+        return
+    _queued.add(key)
+    started = False
+    try:
+        async with _locks[key]:
+            started = True
+            _queued.discard(key)  # from here on, a new change needs a new reconcile
+            # Re-read under the lock: the body that triggered us may be stale by now.
+            current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
+            if current is None or current["metadata"].get("deletionTimestamp"):
+                return
+            with metrics.RECONCILE.time():
+                await _reconcile_locked(kube, current, logger)
+    finally:
+        if not started:  # cancelled while waiting: nobody else is queued for this model
+            _queued.discard(key)
+    _wakeups[key].set()
 
 
 async def _reconcile_locked(kube: Kube, qm: dict[str, Any], logger: kopf.Logger) -> None:
