@@ -8,6 +8,7 @@ and writes status only when it changed: a steady model costs no API writes at al
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 from collections import defaultdict
@@ -17,7 +18,7 @@ import kopf
 
 from quantrollout import driver, health, metrics
 from quantrollout.api.crd import GROUP, PLURAL, VERSION
-from quantrollout.kube import Kube, new_api_client, owner_reference
+from quantrollout.kube import API_CONCURRENCY, Kube, new_api_client, owner_reference
 from quantrollout.manifests.drift import drifted
 from quantrollout.manifests.plan import plan as make_plan
 from quantrollout.manifests.vllm import MODEL_LABEL, resource_name, selector_labels
@@ -31,13 +32,17 @@ _wakeups: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Even
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Kopf's own bookkeeping goes into `status`, never into annotations: the object in Git and
     # the object in the cluster then differ only in `status`, so Argo CD sees no drift.
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
     # Events are for on-call humans: our own transitions (posted explicitly), not Kopf's chatter.
     settings.posting.level = 40  # logging.ERROR
+    # Every blocking Kubernetes and Prometheus call runs in the loop's default executor.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(API_CONCURRENCY, thread_name_prefix="io")
+    )
     memo.kube = Kube(new_api_client())
     memo.providers = driver.Providers()
 
