@@ -43,12 +43,13 @@ class FakeNode:
     gpu_memory_mib: int = 81559
     cpu: str = "192"
     memory: str = "2Ti"
+    pods: int = 110
 
     def manifest(self) -> dict[str, Any]:
         capacity = {
             "cpu": self.cpu,
             "memory": self.memory,
-            "pods": "110",
+            "pods": str(self.pods),
             "ephemeral-storage": "2Ti",
             "nvidia.com/gpu": str(self.gpus),
         }

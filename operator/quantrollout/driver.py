@@ -24,9 +24,12 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from quantrollout import metrics, notify
+from quantrollout.analysis import batch
+from quantrollout.analysis.batch import Series
+from quantrollout.analysis.coalesce import REUSE_FRACTION, Coalescer
 from quantrollout.analysis.judge import Measurement, judge
-from quantrollout.analysis.prometheus import MetricProvider, PrometheusProvider
-from quantrollout.analysis.rules import Scope, default_window, queries, samples_expression
+from quantrollout.analysis.prometheus import PrometheusProvider
+from quantrollout.analysis.rules import Scope, default_window, queries, window_for
 from quantrollout.api.durations import parse_duration
 from quantrollout.api.resolve import tiers
 from quantrollout.api.spec import Analysis, QuantizedModelSpec
@@ -90,11 +93,12 @@ def action_of(qm: dict[str, Any]) -> Action | None:
 
 @dataclass
 class Providers:
-    """One metric provider per Prometheus endpoint and credentials, shared across models."""
+    """One metric provider (and its coalescer) per Prometheus endpoint and credentials, shared
+    across models: models that share one share its batched answers."""
 
-    cache: dict[tuple[str, str | None, bool], MetricProvider] = field(default_factory=dict)
+    cache: dict[tuple[str, str | None, bool], Coalescer] = field(default_factory=dict)
 
-    def for_model(self, kube: Kube, namespace: str, spec: QuantizedModelSpec) -> MetricProvider:
+    def for_model(self, kube: Kube, namespace: str, spec: QuantizedModelSpec) -> Coalescer:
         prom = spec.prometheus
         url = prom.url if prom else os.environ.get("QR_PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL)
         token = None
@@ -110,14 +114,16 @@ class Providers:
                     if isinstance(err, ApiException)
                     else "no such key"
                 )
-                return Unavailable(
-                    f"cannot read the Prometheus token from Secret {namespace}/{ref.name} "
-                    f"key {ref.key}: {why}"
+                return Coalescer(
+                    Unavailable(
+                        f"cannot read the Prometheus token from Secret {namespace}/{ref.name} "
+                        f"key {ref.key}: {why}"
+                    )
                 )
         verify = not (prom and prom.insecure_skip_verify)
         key = (url, token, verify)
         if key not in self.cache:
-            self.cache[key] = PrometheusProvider(url, token=token, verify_tls=verify)
+            self.cache[key] = Coalescer(PrometheusProvider(url, token=token, verify_tls=verify))
         return self.cache[key]
 
 
@@ -151,6 +157,12 @@ class Unavailable:
     def measure(self, expr: str) -> Measurement:
         return Measurement(unavailable=self.reason)
 
+    def series(self, expr: str) -> list[Series]:
+        raise LookupError(self.reason)
+
+    def describe(self, err: Exception) -> str:
+        return self.reason
+
 
 @dataclass(frozen=True)
 class TickResult:
@@ -159,13 +171,33 @@ class TickResult:
     gone: bool = False  # the model no longer exists
 
 
+def _measure_batched(
+    coalescer: Coalescer, f: batch.Formula, w: str, who: batch.Who, max_age_s: float
+) -> Measurement:
+    answer = coalescer.answer(batch.batched_query(f, w), max_age_s)
+    if answer.index is None:
+        return Measurement(unavailable=answer.error)
+    return batch.split(f, answer.index, who)
+
+
 def _evaluate(
-    provider: MetricProvider, spec: QuantizedModelSpec, scope: Scope, stage: str
+    coalescer: Coalescer, spec: QuantizedModelSpec, scope: Scope, stage: str
 ) -> tuple[Evaluation, list[dict[str, Any]]]:
+    """Built-in rules are measured through one batched query per rule shared by every model
+    (see analysis.batch and analysis.coalesce); custom rules with their own query, per model."""
     analysis = analysis_of(spec)
+    max_age_s = REUSE_FRACTION * parse_duration(analysis.interval)
+    who = batch.Who(scope.namespace, scope.model, scope.baseline, scope.target)
     rules = queries(analysis, scope, stage)
-    samples = provider.measure(samples_expression(scope, default_window(analysis)))
-    measured: list[Measurement] = [provider.measure(r.expr) for r in rules]
+    samples = _measure_batched(coalescer, batch.SAMPLES, default_window(analysis), who, max_age_s)
+    measured: list[Measurement] = []
+    for rule in rules:
+        f = batch.formula(rule.source) if rule.source else None
+        if f is None or rule.source is None:
+            measured.append(coalescer.provider.measure(rule.expr))
+        else:
+            w = window_for(rule.source, analysis)
+            measured.append(_measure_batched(coalescer, f, w, who, max_age_s))
     evaluation, results = judge(rules, measured, samples, analysis.min_samples)
     return evaluation, [r.to_wire() for r in results]
 
@@ -220,9 +252,9 @@ async def _tick_once(
         evaluation, results = measured.evaluation, measured.results
     elif due:
         scope = Scope(namespace=namespace, model=name, baseline=baseline.name, target=target.name)
-        provider = await asyncio.to_thread(providers.for_model, kube, namespace, spec)
+        coalescer = await asyncio.to_thread(providers.for_model, kube, namespace, spec)
         stage = steps[min(state.step, len(steps) - 1)].stage
-        fresh, results = await asyncio.to_thread(_evaluate, provider, spec, scope, stage)
+        fresh, results = await asyncio.to_thread(_evaluate, coalescer, spec, scope, stage)
         logger.info(f"analysis {fresh.verdict}: {'; '.join(fresh.reasons) or 'all rules pass'}")
         evaluation = fresh
 

@@ -8,6 +8,7 @@ and writes status only when it changed: a steady model costs no API writes at al
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 from collections import defaultdict
@@ -19,25 +20,31 @@ from kubernetes.client.exceptions import ApiException
 
 from quantrollout import driver, health, metrics
 from quantrollout.api.crd import GROUP, PLURAL, VERSION
-from quantrollout.kube import Kube, new_api_client, owner_reference
+from quantrollout.kube import API_CONCURRENCY, Kube, new_api_client, owner_reference
 from quantrollout.manifests.drift import drifted
 from quantrollout.manifests.plan import plan as make_plan
 from quantrollout.manifests.vllm import MODEL_LABEL, resource_name, selector_labels
 
 # One reconcile at a time per model: the model's own handler and its children's events race otherwise.
 _locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+# Models with a reconcile queued that has not started yet (see `reconcile`).
+_queued: set[tuple[str, str]] = set()
 # Wakes a model's rollout daemon when its spec or tiers changed, instead of polling.
 _wakeups: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Kopf's own bookkeeping goes into `status`, never into annotations: the object in Git and
     # the object in the cluster then differ only in `status`, so Argo CD sees no drift.
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
     # Events are for on-call humans: our own transitions (posted explicitly), not Kopf's chatter.
     settings.posting.level = 40  # logging.ERROR
+    # Every blocking Kubernetes and Prometheus call runs in the loop's default executor.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(API_CONCURRENCY, thread_name_prefix="io")
+    )
     memo.kube = Kube(new_api_client())
     memo.providers = driver.Providers()
 
@@ -49,14 +56,28 @@ def _now() -> str:
 async def reconcile(kube: Kube, qm: dict[str, Any], logger: kopf.Logger) -> None:
     meta = qm["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    async with _locks[(namespace, name)]:
-        # Re-read under the lock: the body that triggered us may be stale by now.
-        current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
-        if current is None or current["metadata"].get("deletionTimestamp"):
-            return
-        with metrics.RECONCILE.time():
-            await _reconcile_locked(kube, current, logger)
-    _wakeups[(namespace, name)].set()
+    key = (namespace, name)
+    if key in _queued:
+        # A reconcile of this model is already waiting and has not read anything yet: it will
+        # see this change too. Without this, a burst of Deployment/Pod events (a thousand models
+        # becoming ready) queues one full reconcile per event, each re-reading every child.
+        return
+    _queued.add(key)
+    started = False
+    try:
+        async with _locks[key]:
+            started = True
+            _queued.discard(key)  # from here on, a new change needs a new reconcile
+            # Re-read under the lock: the body that triggered us may be stale by now.
+            current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
+            if current is None or current["metadata"].get("deletionTimestamp"):
+                return
+            with metrics.RECONCILE.time():
+                await _reconcile_locked(kube, current, logger)
+    finally:
+        if not started:  # cancelled while waiting: nobody else is queued for this model
+            _queued.discard(key)
+    _wakeups[key].set()
 
 
 async def _reconcile_locked(kube: Kube, qm: dict[str, Any], logger: kopf.Logger) -> None:
@@ -198,7 +219,9 @@ async def _rollout_loop(
             await asyncio.wait_for(wakeup.wait(), timeout=timeout)
 
 
-def ensure_rollout_loop(memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger) -> None:
+def ensure_rollout_loop(
+    memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger, *, wake: bool = True
+) -> None:
     key = (namespace, name)
     task = _rollouts.get(key)
     if task is None or task.done():
@@ -206,7 +229,8 @@ def ensure_rollout_loop(memo: kopf.Memo, namespace: str, name: str, logger: kopf
             _rollout_loop(memo.kube, memo.providers, namespace, name, logger),
             name=f"rollout {namespace}/{name}",
         )
-    _wakeups[key].set()
+    elif wake:
+        _wakeups[key].set()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -214,20 +238,29 @@ async def quantizedmodel_event(
     type: str | None,
     name: str | None,
     namespace: str | None,
+    body: kopf.Body,
     memo: kopf.Memo,
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
-    """Keeps one rollout loop per existing model; a user's action annotation wakes it at once."""
+    """Keeps one rollout loop per existing model; a user's action annotation wakes it at once.
+
+    Any other change does not wake it: the loop's own status writes come back here as events
+    (waking it would cost one more read per evaluation per model), and spec and tier changes
+    wake it through the reconcile."""
     if not name or not namespace:
         return
+    key = (namespace, name)
     if type == "DELETED":
-        task = _rollouts.pop((namespace, name), None)
+        task = _rollouts.pop(key, None)
         if task:
             task.cancel()
+        _wakeups.pop(key, None)
+        _locks.pop(key, None)
         metrics.forget(namespace, name)
         return
-    ensure_rollout_loop(memo, namespace, name, logger)
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    ensure_rollout_loop(memo, namespace, name, logger, wake=driver.ACTION_ANNOTATION in annotations)
 
 
 @kopf.on.cleanup()

@@ -18,13 +18,21 @@ FIELD_MANAGER = "quantrollout"
 APPLY = "application/apply-patch+yaml"
 
 
+# Blocking API calls in flight at once (threads, and as many pooled connections): with the
+# defaults (cpu + 4 threads, 5 x cpu connections) a 2-core node served 1,000 models' reconciles
+# through 6 threads, each mostly waiting on the API server.
+API_CONCURRENCY = 32
+
+
 def new_api_client() -> client.ApiClient:
     """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube)."""
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = API_CONCURRENCY
+    return client.ApiClient(configuration)
 
 
 def _json(response: Any) -> dict[str, Any]:

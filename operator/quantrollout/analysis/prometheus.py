@@ -10,11 +10,20 @@ from typing import Protocol
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
+from .batch import Series
 from .judge import Measurement
 
 
 class MetricProvider(Protocol):
     def measure(self, expr: str) -> Measurement: ...
+
+    def series(self, expr: str) -> list[Series]:
+        """Every series of an instant query, with its labels; raises on any failure."""
+        ...
+
+    def describe(self, err: Exception) -> str:
+        """A failed query in words (where it went and what happened)."""
+        ...
 
 
 @dataclass
@@ -34,14 +43,21 @@ class PrometheusProvider:
         self.queries = 0
 
     def measure(self, expr: str) -> Measurement:
-        self.queries += 1
         try:
-            result = self._client.custom_query(expr, timeout=self.timeout_s)
+            result = self.series(expr)
         except Exception as err:  # every way a query can fail means "no data", never a value
-            text = str(err)
-            if "timed out" in text.lower():  # requests wraps a read timeout in a ConnectionError
-                why = f"no answer within the {self.timeout_s:g}s timeout"
-            else:
-                why = f"{type(err).__name__}: {text[:200]}"
-            return Measurement(unavailable=f"prometheus at {self.url}: {why}")
-        return Measurement.of([float(series["value"][1]) for series in result])
+            return Measurement(unavailable=self.describe(err))
+        return Measurement.of([one.value for one in result])
+
+    def series(self, expr: str) -> list[Series]:
+        self.queries += 1
+        result = self._client.custom_query(expr, timeout=self.timeout_s)
+        return [Series(one["metric"], float(one["value"][1])) for one in result]
+
+    def describe(self, err: Exception) -> str:
+        text = str(err)
+        if "timed out" in text.lower():  # requests wraps a read timeout in a ConnectionError
+            why = f"no answer within the {self.timeout_s:g}s timeout"
+        else:
+            why = f"{type(err).__name__}: {text[:200]}"
+        return f"prometheus at {self.url}: {why}"

@@ -49,6 +49,7 @@ class RuleQuery:
     expr: str
     compare: Compare
     threshold: float
+    source: Rule | None = None  # the rule it came from (its window and how it can be batched)
 
     def breached(self, value: float) -> bool:
         return value > self.threshold if self.compare == "max" else value < self.threshold
@@ -150,5 +151,5 @@ def queries(analysis: Analysis, scope: Scope, stage: str) -> list[RuleQuery]:
         for compare in ("max", "min"):
             bound = getattr(rule, compare)
             if bound is not None:
-                found.append(RuleQuery(rule.name, expr, compare, parse_threshold(bound)))
+                found.append(RuleQuery(rule.name, expr, compare, parse_threshold(bound), rule))
     return found
