@@ -43,7 +43,7 @@ from .support import Models, example, wait_for
 STAGES = ("shadow", "ab", "gradual", "full")
 MIN_KILLS, MIN_KILLS_PER_STAGE = 50, 5
 CONCURRENT = 5  # models rolling out at once
-POOL = 28  # models at most (each has its own simulators, so the router knows them from its start)
+POOL = 40  # models at most (each has its own simulators, so the router knows them from its start)
 FINISH_BOUND_S = 600.0  # creation to Succeeded/RolledBack while the kills go on (loaded machine)
 # Thresholds a healthy tier meets on a machine loaded by other test sessions: the latency rule
 # reads vLLM's own TTFT (the router's end-to-end latency there measures the machine's load).

@@ -28,8 +28,9 @@ from kubernetes.client.exceptions import ApiException
 from localstack.lab import Lab, OperatorProcess
 from localstack.load import Load
 from localstack.stack import Stack
+from quantrollout.analysis.batch import SAMPLES, batched_query
 from quantrollout.analysis.prometheus import PrometheusProvider
-from quantrollout.analysis.rules import Scope, default_window, samples_expression
+from quantrollout.analysis.rules import default_window
 from quantrollout.api.crd import GROUP, PLURAL, VERSION
 from quantrollout.api.spec import Analysis
 from quantrollout.manifests.vllm import MODEL_LABEL, TIER_LABEL
@@ -389,9 +390,10 @@ def test_conflicting_status_writes_are_retried_and_never_promote_stale_state(
                                 "rollback": {"at": when, "reasons": ["rolled back by another writer"]}}},
                 )  # fmt: skip
 
-            scope = Scope(namespace=namespace, model=NAME, baseline=BASELINE, target=TARGET)
+            # The sample count is asked first in every evaluation (one batched query, see
+            # analysis.batch): the other writer strikes between the operator's read and write.
             window = default_window(Analysis.model_validate(obj["spec"]["rollout"]["analysis"]))
-            proxy.arm(samples_expression(scope, window), roll_back_behind_its_back)
+            proxy.arm(batched_query(SAMPLES, window), roll_back_behind_its_back)
             wait_for("the operator's next evaluation", proxy.hook_fired.is_set, 30)
             wait_for(
                 "the operator to lose the race (409)",

@@ -83,8 +83,13 @@ def test_httproute_follows_the_rollout_and_abort_rolls_back(
         "aborted by OpenAPI-Generator"
     )  # the field manager that set the annotation
     assert reason.endswith("(annotation quantrollout.io/action=abort)")
-    assert "quantrollout.io/action" not in (
-        (models.get("llama3-8b") or {})["metadata"].get("annotations") or {}
+    # Acted on once, then removed (after the status that records it).
+    wait_for(
+        "the action annotation removed",
+        lambda: (
+            "quantrollout.io/action"
+            not in ((models.get("llama3-8b") or {})["metadata"].get("annotations") or {})
+        ),
     )
     degraded = models.wait_condition("llama3-8b", "Degraded", "True", "RolledBack")
     assert degraded["message"].startswith("all traffic back on the baseline: aborted by ")
