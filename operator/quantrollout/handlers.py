@@ -109,9 +109,14 @@ async def _reconcile_locked(kube: Kube, qm: dict[str, Any], logger: kopf.Logger)
                 deployment = live
         unschedulable = None
         if deployment is not None and not health.observe_deployment(deployment, None).ready:
-            unschedulable = await asyncio.to_thread(
-                kube.unschedulable_message, namespace, selector_labels(name, tier)
-            )
+            selector = selector_labels(name, tier)
+            unschedulable = unschedulable_message(namespace, selector)
+            if unschedulable is None and _reported_unschedulable(qm):
+                # Said so before, and no pod event says so now: either it was placed, or this
+                # operator just started and the pod events are still coming. Ask the API once.
+                unschedulable = await asyncio.to_thread(
+                    kube.unschedulable_message, namespace, selector
+                )
         observed[tier.name] = health.observe_deployment(deployment, unschedulable)
 
     previous = qm.get("status") or {}
@@ -163,19 +168,57 @@ async def deployment_event(
     await _reconcile_owner(namespace, labels, memo, logger)
 
 
-def _unschedulable(status: kopf.Status, **_: Any) -> bool:
-    return any(
-        c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
-        for c in status.get("conditions") or []
-    )
+# The scheduler's reason for each of our pods it cannot place, kept from the pod events Kopf
+# already watches: (namespace, pod) -> (its labels, the message). The reconcile reads it here
+# instead of listing a tier's pods each time it is not ready (at 1,000 models, that list on every
+# Deployment event held the operator's I/O threads while tiers came up); it lists only to
+# clear a reason it reported before.
+_unplaced: dict[tuple[str, str], tuple[dict[str, str], str]] = {}
 
 
-@kopf.on.event("", "v1", "pods", labels={MODEL_LABEL: kopf.PRESENT}, when=_unschedulable)
-async def pod_unschedulable(
-    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+def _unschedulable(status: dict[str, Any]) -> str | None:
+    for c in status.get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable":
+            return str(c.get("message") or "unschedulable")
+    return None
+
+
+def unschedulable_message(namespace: str, selector: dict[str, str]) -> str | None:
+    """The scheduler's message for the first pod of `selector` it could not place, if any."""
+    for (ns, _), (pod_labels, message) in sorted(_unplaced.items()):
+        if ns == namespace and selector.items() <= pod_labels.items():
+            return message
+    return None
+
+
+def _reported_unschedulable(qm: dict[str, Any]) -> bool:
+    conditions = (qm.get("status") or {}).get("conditions") or []
+    return any(c.get("reason") == "Unschedulable" for c in conditions)
+
+
+@kopf.on.event("", "v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})
+async def pod_event(
+    type: str | None,
+    name: str | None,
+    namespace: str | None,
+    labels: kopf.Labels,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
 ) -> None:
-    """The scheduler cannot place a tier's pod: say so in the model's status."""
-    await _reconcile_owner(namespace, labels, memo, logger)
+    """A tier's pod that the scheduler cannot place (or no longer cannot): say so in the model's status."""
+    if not name or not namespace:
+        return
+    key = (namespace, name)
+    message = None if type == "DELETED" else _unschedulable(dict(status))
+    before = _unplaced.get(key)
+    if message is None:
+        _unplaced.pop(key, None)
+    else:
+        _unplaced[key] = (dict(labels), message)
+    if (before[1] if before else None) != message:
+        await _reconcile_owner(namespace, labels, memo, logger)
 
 
 # One rollout loop per model. Not a Kopf daemon: those put a finalizer on the model, and a
