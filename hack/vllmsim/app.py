@@ -39,6 +39,16 @@ from vllmsim.wire import parse_request as parse_completion_request
 TIER_HEADER = "x-vllmsim-tier"
 
 
+async def _sleep_at_least(seconds: float) -> None:
+    """asyncio.sleep, but never shorter: uvloop's millisecond timers may fire a little early,
+    and a configured latency is a floor the tests and the rules rely on."""
+    deadline = time.monotonic() + seconds
+    await asyncio.sleep(seconds)
+    left = deadline - time.monotonic()
+    if left > 0:
+        await asyncio.sleep(left + 0.001)  # the timer's granularity is 1 ms
+
+
 class SimState:
     def __init__(
         self, model: str, tier: str | None = None, config: SimConfig | None = None
@@ -86,14 +96,14 @@ async def _stream(
 ) -> AsyncIterator[bytes]:
     track = metrics.track()  # here, not before: a stream never started must not stay counted
     try:
-        await asyncio.sleep(config.latency_ms / 1000)
+        await _sleep_at_least(config.latency_ms / 1000)
         track.first_token()
         if envelope.kind == "chat":  # vLLM opens a chat stream with the role
             yield _sse(envelope.chunk("", role=True))
         pieces = as_chunks(gen.tokens)
         for i, piece in enumerate(pieces):
             if i:
-                await asyncio.sleep(config.token_delay_ms / 1000)
+                await _sleep_at_least(config.token_delay_ms / 1000)
             last = i == len(pieces) - 1
             yield _sse(envelope.chunk(piece, gen.finish_reason if last else None))
         if not pieces:
@@ -125,9 +135,9 @@ async def _complete(state: SimState, kind: Kind, request: Request) -> Response:
         )
     track = state.metrics.track()
     try:
-        await asyncio.sleep(config.latency_ms / 1000)
+        await _sleep_at_least(config.latency_ms / 1000)
         track.first_token()
-        await asyncio.sleep(config.token_delay_ms * max(0, len(gen.tokens) - 1) / 1000)
+        await _sleep_at_least(config.token_delay_ms * max(0, len(gen.tokens) - 1) / 1000)
         track.finish(gen.finish_reason, gen.prompt_tokens, len(gen.tokens))
     finally:
         track.close()
