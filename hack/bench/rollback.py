@@ -31,6 +31,7 @@ from localstack import stack as localstack
 from localstack.crds import apply_crds, gateway_api_crds
 from localstack.lab import OperatorProcess
 from localstack.procs import free_port
+from localstack.prometheus import served_queries
 from quantrollout.api.crd import GROUP, PLURAL, VERSION, build_crd
 from quantrollout.api.durations import parse_duration
 
@@ -54,15 +55,6 @@ def query(prom_url: str, expr: str) -> float | None:
     data = httpx.get(f"{prom_url}/api/v1/query", params={"query": expr}, timeout=2).json()
     result = data["data"]["result"]
     return float(result[0]["value"][1]) if result else None
-
-
-def served_queries(prom: str) -> float:
-    """Prometheus's own count of /api/v1/query requests, read from its /metrics (it does not scrape itself here)."""
-    total = 0.0
-    for line in httpx.get(f"{prom}/metrics", timeout=2).text.splitlines():
-        if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def queries_per_evaluation(

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from kubernetes import client, config
 
@@ -120,15 +119,6 @@ def audit_events(audit: Path, start: float, end: float) -> list[dict[str, Any]]:
             if start <= ts < end:
                 found.append(ev)
     return found
-
-
-def served_queries(prom: str) -> float:
-    """Prometheus's own count of /api/v1/query requests (it does not scrape itself here)."""
-    total = 0.0
-    for line in httpx.get(f"{prom}/metrics", timeout=10).text.splitlines():
-        if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def pct(values: list[float], p: float) -> float:
@@ -280,9 +270,9 @@ def main() -> int:
             time.sleep(2)
         time.sleep(interval_s)  # one more round, so nothing left over from the ramp
         before = {qm["metadata"]["name"]: qm for qm in listed()}
-        q0, wall0, mono0 = served_queries(prom.url), time.time(), time.monotonic()
+        q0, wall0, mono0 = prometheus.served_queries(prom.url), time.time(), time.monotonic()
         time.sleep(args.steady_seconds)
-        q1, wall1, mono1 = served_queries(prom.url), time.time(), time.monotonic()
+        q1, wall1, mono1 = prometheus.served_queries(prom.url), time.time(), time.monotonic()
         after = {qm["metadata"]["name"]: qm for qm in listed()}
         time.sleep(3)  # the audit batch is flushed
         steady_events = audit_events(audit, wall0, wall1)

@@ -103,6 +103,18 @@ class Prometheus:
         self.supervisor.stop_all()
 
 
+def served_queries(url: str) -> float:
+    """Prometheus's own count of /api/v1/query requests, from its /metrics (the benchmarks count
+    the operator's queries with it; Prometheus does not scrape itself here)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def up(config: PrometheusConfig) -> Prometheus:
     binary = shutil.which("prometheus")
     if not binary:
