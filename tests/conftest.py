@@ -75,6 +75,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
         terminalreporter.write_line(f"--- {log}")
         for line in lines:
             terminalreporter.write_line("    " + line[:300])
+    # Last, so that a CI log that keeps only its tail still says what failed and why.
+    terminalreporter.section("failures, again (their last lines)")
+    stats = terminalreporter.stats
+    for report in stats.get("failed", []) + stats.get("error", []):
+        terminalreporter.write_line(f"--- {report.nodeid} ({report.when})")
+        for line in report.longreprtext.splitlines()[-25:]:
+            terminalreporter.write_line("    " + line[:300])
 
 
 @pytest.fixture(scope="session")

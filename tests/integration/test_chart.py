@@ -113,6 +113,43 @@ def _install(kube: ApiClient, docs: list[dict[str, Any]], tmp: Path) -> None:
             }
             if doc["kind"] in create:
                 create[doc["kind"]](CHART_NS, doc, dry_run="All")
+    _wait_for_grants(kube, docs)
+
+
+def _wait_for_grants(kube: ApiClient, docs: list[dict[str, Any]]) -> None:
+    """Waits until the API server's authorizer grants every verb of every role the chart binds
+    (RBAC is read from an informer: just-created bindings take a moment to count, and a process
+    started before then would log a denial the test counts as a missing verb)."""
+    roles = {(d["kind"], d["metadata"]["name"]): d for d in docs if d["kind"].endswith("Role")}
+    checks: list[client.V1SubjectAccessReviewSpec] = []
+    for binding in (d for d in docs if d["kind"].endswith("RoleBinding")):
+        role = roles[(binding["roleRef"]["kind"], binding["roleRef"]["name"])]
+        namespace = (
+            binding["metadata"].get("namespace") if binding["kind"] == "RoleBinding" else None
+        )
+        for subject in binding["subjects"]:
+            user = f"system:serviceaccount:{subject['namespace']}:{subject['name']}"
+            for rule in role["rules"]:
+                attributes = client.V1ResourceAttributes(
+                    namespace=namespace or "default", verb=rule["verbs"][0],
+                    group=rule["apiGroups"][0], resource=rule["resources"][0],
+                    name=(rule.get("resourceNames") or [None])[0],
+                )  # fmt: skip
+                checks.append(
+                    client.V1SubjectAccessReviewSpec(user=user, resource_attributes=attributes)
+                )
+    authz = client.AuthorizationV1Api(kube)
+
+    def all_granted() -> bool:
+        return all(
+            authz.create_subject_access_review(
+                client.V1SubjectAccessReview(spec=spec)
+            ).status.allowed
+            for spec in checks
+        )
+
+    assert checks
+    wait_for("the chart's RBAC to be in force", all_granted, timeout=30)
 
 
 def leader_election_args(docs: list[dict[str, Any]]) -> tuple[str, ...]:
