@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from quantrollout.router.answers import Answer, from_json, from_sse, sse_events
+from hypothesis import given
+from hypothesis import strategies as st
+
+from quantrollout.router.answers import Answer, StreamedAnswer, from_json, from_sse, sse_events
 
 
 def sse(*events: Any, done: bool = True) -> bytes:
@@ -82,3 +85,59 @@ def test_an_unfinished_or_broken_stream_is_read_as_far_as_it_goes() -> None:
     assert from_sse(b"") is None
     assert from_sse(b"data: [DONE]\n\n") is None
     assert from_sse(b'data: {"error": {"message": "x"}}\n\n') is None
+
+
+# --- read as it passes: however the network splits a stream, the same answer ------------------
+
+contents = st.lists(st.one_of(st.none(), st.text(max_size=12)), max_size=40)
+
+
+@st.composite
+def framed_streams(draw: st.DrawFn) -> tuple[bytes, list[str | None]]:
+    """A chat stream with the framing tiers use: LF or CRLF, comments, a JSON event sometimes
+    spread over several data lines, sometimes usage, sometimes no [DONE]."""
+    parts = draw(contents)
+    eol = draw(st.sampled_from([b"\n", b"\r\n"]))
+    out = b""
+    for content in parts:
+        if draw(st.booleans()) and draw(st.booleans()):
+            out += b": keep-alive" + eol + eol
+        data = json.dumps(chat_chunk(content), indent=draw(st.sampled_from([None, 1]))).encode()
+        lines = data.split(b"\n")
+        out += b"".join(b"data: " + line + eol for line in lines) + eol
+    if draw(st.booleans()):
+        out += b"data: [DONE]" + eol + eol
+    return out, parts
+
+
+@given(framed_streams(), st.data())
+def test_any_split_of_a_stream_reads_as_the_whole(
+    framed: tuple[bytes, list[str | None]], data: st.DataObject
+) -> None:
+    stream, parts = framed
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+    reader = StreamedAnswer()
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        reader.feed(stream[start:end])
+    got = reader.answer()
+    assert got == from_sse(stream)
+    texts = [p for p in parts if p]
+    expected = Answer("".join(texts), len(texts)) if parts else None
+    assert got == expected
+
+
+FRAGMENTS = [b"data: ", b"data:", b"\n", b"\r\n", b"\r", b": c", b"x", b"[DONE]", b",",
+             b'{"choices":[{"text":"a"}]}', b'{"choices":[{"index":1,"text":"b"}]}', b"{"]  # fmt: skip
+
+
+@given(
+    st.lists(st.sampled_from(FRAGMENTS), max_size=40).map(b"".join),
+    st.lists(st.integers(0, 300), max_size=8),
+)
+def test_any_split_of_any_bytes_reads_as_the_whole(stream: bytes, cuts: list[int]) -> None:
+    reader = StreamedAnswer()
+    bounds = sorted(min(c, len(stream)) for c in cuts)
+    for start, end in zip([0, *bounds], [*bounds, len(stream)], strict=True):
+        reader.feed(stream[start:end])
+    assert reader.answer() == from_sse(stream)
+    assert sse_events(stream) == sse_events(stream.replace(b"\r\n", b"\n"))

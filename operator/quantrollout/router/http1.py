@@ -176,17 +176,25 @@ class Connection(asyncio.Protocol):
         self._reset_response()
         self._transport.write(request)
         while not self._headers_done:
-            await self._wait()
+            await self.arrival()
         return self._parser.get_status_code(), ResponseHeaders(self._headers)
 
     async def read(self) -> bytes:
         """Everything of the body that arrived since the last read (waiting for some if none
         did); b"" at the end of the body, which frees the connection for the next request."""
-        while not self._chunks:
+        while (data := self.take()) is None:
+            await self.arrival()
+        return data
+
+    def take(self) -> bytes | None:
+        """What `read` would return, without waiting: None when nothing arrived yet (then await
+        `arrival()` and take again). A relay that awaits the arrival itself is woken straight
+        from the socket's callback, not through a stack of coroutines."""
+        if not self._chunks:
             if self._complete:
                 self._finish()
                 return b""
-            await self._wait()
+            return None
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
         self._buffered = 0
@@ -212,7 +220,10 @@ class Connection(asyncio.Protocol):
         if not self._keep_alive:
             self.close()
 
-    async def _wait(self) -> None:
+    def arrival(self) -> asyncio.Future[None]:
+        """A future done when more of the answer arrives (or the connection ends); it raises
+        UpstreamError when the tier fails or goes silent for the read timeout. Raises at once
+        when the connection already failed."""
         if self._error is not None:
             raise self._error
         if self._lost:
@@ -223,10 +234,7 @@ class Connection(asyncio.Protocol):
         self._deadline = self._loop.time() + self._read_timeout
         if self._timer is None:
             self._timer = self._loop.call_at(self._deadline, self._check_deadline)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        return waiter
 
     def _check_deadline(self) -> None:
         self._timer = None
@@ -234,6 +242,7 @@ class Connection(asyncio.Protocol):
         if waiter is None or waiter.done() or self._lost:
             return
         if self._loop.time() >= self._deadline:
+            self._waiter = None
             waiter.set_exception(UpstreamError("timed out reading", timed_out=True))
         else:
             self._timer = self._loop.call_at(self._deadline, self._check_deadline)
@@ -244,8 +253,9 @@ class Connection(asyncio.Protocol):
             self._timer = None
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- asyncio.Protocol
 

@@ -1,18 +1,43 @@
 """Turning what a tier answered into its quality signals: read the answer out of the bytes
-passed on, run the checks, count. Runs after the client has its last byte."""
+passed on (a stream as it passes, piece by piece), run the checks, count."""
 
 from __future__ import annotations
 
-from .answers import Answer, from_json, from_sse
+from .answers import Answer, StreamedAnswer, from_json
 from .metrics import TierMetrics
 from .quality import has_repetition_loop, is_refusal
 
 
-def read_answer(body: bytes, content_type: str) -> Answer | None:
-    """The answer in a body (an SSE stream or one JSON document), or None if it is none."""
+class WholeAnswer:
+    """A non-streamed answer: one JSON document, kept and read at the end."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def feed(self, piece: bytes) -> None:
+        self._parts.append(piece)
+
+    def answer(self) -> Answer | None:
+        return from_json(b"".join(self._parts))
+
+
+AnswerReader = StreamedAnswer | WholeAnswer
+
+
+def answer_reader(content_type: str) -> AnswerReader:
+    """A reader for a body of this type: feed it the body's pieces, then ask for the answer."""
     if content_type.startswith("text/event-stream"):
-        return from_sse(body)
-    return from_json(body)
+        return StreamedAnswer()
+    return WholeAnswer()
+
+
+def read_answer(body: bytes, content_type: str) -> Answer | None:
+    """The answer in a whole body (an SSE stream or one JSON document), or None if it is none."""
+    reader = answer_reader(content_type)
+    reader.feed(body)
+    return reader.answer()
 
 
 def record(metrics: TierMetrics, answer: Answer) -> None:

@@ -16,7 +16,7 @@ import time
 from .agreement import agreement
 from .call import Call, Tier
 from .http1 import UpstreamError
-from .inspect_answer import read_answer, record
+from .inspect_answer import AnswerReader, answer_reader, record
 from .pool import Upstreams
 from .upstream import Failed, Opened
 
@@ -82,19 +82,16 @@ class Shadows:
         if isinstance(opened, Failed):
             target.metrics.shadow("error")
             return None
-        body = await _collect(opened, max_bytes)
-        if body is None:
+        reader = answer_reader(opened.headers.get("content-type", ""))
+        size = await _read(opened, reader, max_bytes)
+        if size is None:
             target.metrics.shadow("error")
             return None
         done = time.perf_counter()
         target.metrics.latency.observe(done - opened.started)
         if call.streamed:
             target.metrics.ttft.observe(opened.first_byte - opened.started)
-        answer = (
-            read_answer(body, opened.headers.get("content-type", ""))
-            if opened.status == 200
-            else None
-        )
+        answer = reader.answer() if opened.status == 200 and size <= max_bytes else None
         if answer is None:
             target.metrics.shadow("skipped")
             return None
@@ -102,18 +99,19 @@ class Shadows:
         return answer.text
 
 
-async def _collect(opened: Opened, max_bytes: int) -> bytes | None:
-    """The whole answer, or None if the tier failed mid-answer; b"" (not inspected) when it is
-    longer than `max_bytes`."""
-    parts = [opened.first]
+async def _read(opened: Opened, reader: AnswerReader, max_bytes: int) -> int | None:
+    """Reads the whole answer, feeding `reader` as the pieces arrive while the answer is at most
+    `max_bytes` long; its size, or None if the tier failed mid-answer."""
     size = len(opened.first)
+    if size <= max_bytes:
+        reader.feed(opened.first)
     try:
         async for chunk in opened.rest():
             size += len(chunk)
             if size <= max_bytes:
-                parts.append(chunk)
+                reader.feed(chunk)
     except UpstreamError:
         return None
     finally:
         await opened.close()
-    return b"".join(parts) if size <= max_bytes else b""
+    return size
