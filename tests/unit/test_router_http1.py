@@ -236,6 +236,118 @@ async def test_a_reader_that_does_not_read_stops_the_socket() -> None:
         connection.close()
 
 
+async def until_end(connection: Connection) -> None:
+    """What a relay does once it passed the stream on: wait for the end (or the failure)."""
+    while connection.take() is None:
+        await connection.arrival()
+
+
+async def test_a_passed_on_stream_goes_to_the_sink_as_it_arrives_with_no_waiter_woken() -> None:
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(STREAM_HEAD + chunk(b"data: 1\n\n"))
+        await writer.drain()
+        await release.wait()
+        writer.write(chunk(b"data: 2\n\n"))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(chunk(b"data: 3\n\n") + b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with serving(handler) as origin:
+        connection = await Connection.open(origin, None, 5, 5)
+        assert await request(connection, origin) == 200
+        first = await connection.read()
+        got: list[bytes] = []
+        arrived = asyncio.Event()
+
+        def sink(data: bytes) -> bool:
+            got.append(data)
+            arrived.set()
+            return True
+
+        connection.pass_on(sink)
+        waiter = connection.arrival()
+        release.set()
+        await arrived.wait()
+        assert got == [b"data: 2\n\n"]  # handed over by the socket's callback ...
+        assert not waiter.done()  # ... and nobody woken for it
+        await waiter  # woken once: at the end
+        assert connection.take() == b""
+        assert [first, *got] == [b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]
+        assert connection.reusable
+        connection.close()
+
+
+async def test_a_sink_that_is_backed_up_stops_the_socket_until_resumed() -> None:
+    written = 0
+    stuck, done_writing = asyncio.Event(), asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal written
+        await read_request(reader)
+        writer.write(STREAM_HEAD)
+        piece = chunk(b"x" * 4096)
+        while not stuck.is_set() and written < 1024 * HIGH_WATER:
+            writer.write(piece)
+            written += 4096
+            try:
+                await asyncio.wait_for(writer.drain(), 1)
+            except TimeoutError:
+                stuck.set()
+        done_writing.set()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with serving(handler) as origin:
+        connection = await Connection.open(origin, None, 5, 60)
+        assert await request(connection, origin) == 200
+        received = len(await connection.read())
+        backed_up = True
+
+        def sink(data: bytes) -> bool:
+            nonlocal received
+            received += len(data)
+            return not backed_up
+
+        connection.pass_on(sink)
+        await connection.arrival()  # woken: the sink said it is backed up
+        assert connection.held_back
+        await asyncio.wait_for(done_writing.wait(), 120)
+        assert stuck.is_set()  # the tier could not write on: nothing piled up in the router
+        assert received <= HIGH_WATER + (256 << 10)
+        backed_up = False
+        connection.resume()
+        await until_end(connection)
+        assert received == written
+        connection.close()
+
+
+async def test_a_passed_on_stream_times_out_only_when_the_tier_goes_silent() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(STREAM_HEAD)
+        for _ in range(8):  # 0.8 s of answer, a piece every 0.1 s: never 0.3 s without one
+            writer.write(chunk(b"data: x\n\n"))
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        await reader.read()  # then silence
+
+    async with serving(handler) as origin:
+        connection = await Connection.open(origin, None, 5, read_timeout=0.3)
+        assert await request(connection, origin) == 200
+        pieces = [await connection.read()]
+        connection.pass_on(lambda data: pieces.append(data) is None)
+        with pytest.raises(UpstreamError) as failed:
+            await until_end(connection)
+        assert failed.value.timed_out
+        assert b"".join(pieces) == b"data: x\n\n" * 8
+        connection.close()
+
+
 # -- failures
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
@@ -115,10 +115,12 @@ class Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None  # the read deadline's, while one may run
         self._deadline = 0.0  # loop.time() by which the awaited bytes must have come
         self._error: UpstreamError | None = None
+        self._sink: Callable[[bytes], bool] | None = None  # see `pass_on`
         self.idle_since = time.monotonic()
         self._reset_response()
 
     def _reset_response(self) -> None:
+        self._sink = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._headers_done = False
         self._complete = False
@@ -203,6 +205,36 @@ class Connection(asyncio.Protocol):
             self._transport.resume_reading()
         return data
 
+    def pass_on(self, sink: Callable[[bytes], bool]) -> None:
+        """From now on the body's bytes go to `sink` as they arrive, straight from the socket's
+        callback: no task is woken for each piece. `take` then returns only None (more to come)
+        or b"" (the end), and `arrival` is done at the end, on a failure, or when `sink` said
+        its side is backed up (returned False): reading then stays paused until `resume`."""
+        self._sink = sink
+        self._flush()
+
+    @property
+    def held_back(self) -> bool:
+        """Reading is paused because the sink's side is backed up."""
+        return self._paused and self._sink is not None
+
+    def resume(self) -> None:
+        """Reads on after the sink's side drained."""
+        if self._paused and self._transport is not None and not self._lost:
+            self._paused = False
+            self._transport.resume_reading()
+
+    def _flush(self) -> None:
+        assert self._sink is not None
+        if not self._chunks:
+            return
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        if not self._sink(data) and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+
     async def read_all(self, limit: int | None = None) -> bytes:
         """The rest of the body (at most about `limit` bytes, the rest left unread)."""
         parts: list[bytes] = []
@@ -275,7 +307,12 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:  # never asked for: the tier speaks something else
             self._fail(UpstreamError("the tier switched protocols"))
             return
-        if self._buffered >= HIGH_WATER and not self._paused and self._transport is not None:
+        if self._sink is not None:
+            self._deadline = self._loop.time() + self._read_timeout  # bytes came: not silent
+            self._flush()
+            if not self._complete and not self._paused:
+                return  # nothing a waiter waits for
+        elif self._buffered >= HIGH_WATER and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
         self._wake()

@@ -19,8 +19,9 @@ from .answers import Answer
 from .asgi import Receive, Send, send_error
 from .call import Call, Tier
 from .http1 import UpstreamError
-from .inspect_answer import AnswerReader, answer_reader, read_answer, record
+from .inspect_answer import answer_reader, read_answer, record
 from .pool import Upstreams
+from .relay import relay
 from .shadow import Shadows
 from .upstream import Failed, Opened, response_headers
 
@@ -150,9 +151,7 @@ class Proxy:
         last = b""
         size = 0
         try:
-            # In a task of its own: each chunk wakes the relay's one frame, not the dozen of
-            # the request's (server, app, routing, proxy) that its task would resume through.
-            size = await asyncio.ensure_future(_relay(send, opened, reader, self._max_inspect))
+            size = await relay(send, opened, reader, self._max_inspect)
         except UpstreamError as err:
             log.info("tier %s failed mid-stream: %s", tier.name, err)
             last = _sse_error(f"tier {tier.name} failed mid-answer", 502)
@@ -190,29 +189,6 @@ def _count(tier: Tier, answer: Answer | None) -> str | None:
         return None
     record(tier.metrics, answer)
     return answer.text
-
-
-async def _relay(send: Send, opened: Opened, reader: AnswerReader, max_read: int) -> int:
-    """Passes a stream on from its first bytes to its end; returns the size of the whole.
-
-    Whatever arrived from the tier while a send was under way is taken, and sent, in one piece.
-    Each piece is read for the inspection once it is on its way to the client (while the
-    stream is at most `max_read` bytes long): the work of reading an answer is spread over its
-    pieces, not left in one block at the end that would hold up every other stream."""
-    connection = opened.connection
-    data = opened.first
-    size = len(data)
-    while data:
-        await send({"type": "http.response.body", "body": data, "more_body": True})
-        if size <= max_read:
-            reader.feed(data)
-        assert connection is not None  # held by the stream until its end
-        while (taken := connection.take()) is None:
-            await connection.arrival()
-        data = taken
-        size += len(data)
-    opened.ended = True
-    return size
 
 
 def _sse_error(message: str, code: int) -> bytes:
