@@ -433,6 +433,82 @@ async def test_the_pool_reuses_connections_and_drops_those_the_tier_closed() -> 
     assert connections == 2
 
 
+async def test_a_request_the_tier_closed_the_kept_connection_on_goes_once_more_on_a_new_one() -> (
+    None
+):
+    connections: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections) + 1)
+        first = len(connections) == 1
+        await read_request(reader)
+        writer.write(ok(b"one" if first else b"again"))
+        await writer.drain()
+        if first:
+            # The next request arrives just as this tier gives up on the idle connection:
+            # closed, and not a byte of an answer.
+            await read_request(reader)
+            writer.close()
+        else:
+            await reader.read()
+
+    async with serving(handler) as origin:
+        upstreams = Upstreams(RouterSettings())
+        base = f"http://127.0.0.1:{origin.port}"
+        first = await upstreams.open(base, "/v1/completions", b"{}", [], False)
+        assert isinstance(first, Opened)
+        second = await upstreams.open(base, "/v1/completions", b"{}", [], False)
+        assert isinstance(second, Opened), second
+        assert (first.first, second.first) == (b"one", b"again")
+        assert connections == [1, 2]
+        await upstreams.aclose()
+
+
+async def test_a_kept_connection_closed_mid_answer_is_not_sent_again() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(ok(b"one"))
+        await writer.drain()
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-le")  # the tier began to answer, then died
+        await writer.drain()
+        writer.close()
+
+    async with serving(handler) as origin:
+        upstreams = Upstreams(RouterSettings())
+        base = f"http://127.0.0.1:{origin.port}"
+        assert isinstance(await upstreams.open(base, "/v1/completions", b"{}", [], False), Opened)
+        failed = await upstreams.open(base, "/v1/completions", b"{}", [], False)
+        assert isinstance(failed, Failed)
+        assert failed.code == 502
+        assert connections == 1
+        await upstreams.aclose()
+
+
+async def test_a_new_connection_closed_before_an_answer_is_not_sent_again() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.close()  # the tier took the request and died: sending it again is not safe
+
+    async with serving(handler) as origin:
+        upstreams = Upstreams(RouterSettings())
+        failed = await upstreams.open(
+            f"http://127.0.0.1:{origin.port}", "/v1/completions", b"{}", [], False
+        )
+        assert isinstance(failed, Failed)
+        assert failed.code == 502
+        assert connections == 1
+        await upstreams.aclose()
+
+
 async def test_a_stream_closed_early_gives_its_slot_back_but_not_its_connection() -> None:
     connections = 0
 

@@ -31,11 +31,13 @@ HIGH_WATER = 64 << 10
 
 
 class UpstreamError(Exception):
-    """The tier broke the connection or the HTTP framing; `timed_out` when it went silent."""
+    """The tier broke the connection or the HTTP framing; `timed_out` when it went silent,
+    `unanswered` when the connection ended before a single byte of the answer came."""
 
-    def __init__(self, reason: str, timed_out: bool = False) -> None:
+    def __init__(self, reason: str, timed_out: bool = False, unanswered: bool = False) -> None:
         super().__init__(reason)
         self.timed_out = timed_out
+        self.unanswered = unanswered
 
 
 class ConnectError(UpstreamError):
@@ -116,11 +118,13 @@ class Connection(asyncio.Protocol):
         self._deadline = 0.0  # loop.time() by which the awaited bytes must have come
         self._error: UpstreamError | None = None
         self._sink: Callable[[bytes], bool] | None = None  # see `pass_on`
+        self.requests = 0  # sent on this connection so far
         self.idle_since = time.monotonic()
         self._reset_response()
 
     def _reset_response(self) -> None:
         self._sink = None
+        self._answered = False  # some byte of the answer came
         self._headers: list[tuple[bytes, bytes]] = []
         self._headers_done = False
         self._complete = False
@@ -175,6 +179,7 @@ class Connection(asyncio.Protocol):
         assert self._transport is not None, "not connected"
         assert not self._busy, "the connection is not idle"
         self._busy = True
+        self.requests += 1
         self._reset_response()
         self._transport.write(request)
         while not self._headers_done:
@@ -259,7 +264,7 @@ class Connection(asyncio.Protocol):
         if self._error is not None:
             raise self._error
         if self._lost:
-            raise UpstreamError("connection closed")
+            raise UpstreamError("connection closed", unanswered=not self._answered)
         waiter = self._waiter = self._loop.create_future()
         # One timer per connection, moved on lazily: arming and cancelling one for each wait
         # would cost more than the rest of passing a chunk on.
@@ -299,6 +304,7 @@ class Connection(asyncio.Protocol):
         if not self._busy:  # nothing was asked: a tier talking out of turn is not to be trusted
             self._fail(UpstreamError("data received while idle"))
             return
+        self._answered = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as err:
@@ -329,7 +335,8 @@ class Connection(asyncio.Protocol):
             self._error = UpstreamError(
                 f"connection closed mid-answer ({exc or 'EOF'})"
                 if self._headers_done
-                else f"connection closed before an answer ({exc or 'EOF'})"
+                else f"connection closed before an answer ({exc or 'EOF'})",
+                unanswered=not self._answered,
             )
         self._wake()
 

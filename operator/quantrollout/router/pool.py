@@ -6,6 +6,14 @@ are in flight to the tiers at once; more wait up to `connect_timeout` for a free
 as a timeout (504, or a fallback to the baseline). A connection is kept for the next request
 only when its answer was read to the end and neither side asked to close it; one that idled
 longer than `KEEPALIVE` seconds, or that the tier closed meanwhile, is dropped when met.
+
+A tier may close an idle connection just as a request goes out on it. When a reused connection
+ends before a single byte of the answer, the request is sent once more, on a new connection
+(whose failure then stands): counting it as the tier's error would feed a false error rate to
+the analysis. The one case where this repeats work is a tier that read the request and died
+before answering, and a completion has no side effect to repeat. `KEEPALIVE` is kept under
+vLLM's own idle limit (its HTTP server closes connections idle for 5 s), so that the race is
+rare in the first place.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from .http1 import ConnectError, Connection, Origin, encode_request
 from .settings import RouterSettings
 from .upstream import Failed, Headers, Opened, failure, open_answer
 
-KEEPALIVE = 30.0
+KEEPALIVE = 4.0  # seconds; vLLM's server (uvicorn) closes connections idle for 5 s
 
 
 class Upstreams:
@@ -30,11 +38,12 @@ class Upstreams:
         self._slots = asyncio.Semaphore(settings.max_connections)
         self._idle: dict[Origin, list[Connection]] = {}
 
-    async def _take(self, origin: Origin) -> Connection:
-        """An idle kept-alive connection to `origin`, else a new one (ConnectError if none)."""
+    async def _take(self, origin: Origin, fresh: bool = False) -> Connection:
+        """An idle kept-alive connection to `origin` (unless `fresh`), else a new one
+        (ConnectError if none can be made)."""
         idle = self._idle.get(origin)
         now = time.monotonic()
-        while idle:
+        while idle and not fresh:
             connection = idle.pop()
             if connection.reusable and now - connection.idle_since < KEEPALIVE:
                 return connection
@@ -62,21 +71,27 @@ class Upstreams:
                 return Failed(504, "timed out waiting for a free connection to the tiers")
         else:
             await self._slots.acquire()  # a slot is free: returns at once
-        try:
-            connection = await self._take(origin)
-        except ConnectError as err:
-            self._slots.release()
-            return failure(err, unreachable=True)
-        except BaseException:
-            self._slots.release()
-            raise
-        try:
-            result, held = await open_answer(
-                connection, encode_request(origin, path, body, headers), streamed
-            )
-        except BaseException:  # cancelled: open_answer closed the connection; free the slot
-            self._give_back(origin, connection)
-            raise
+        request = encode_request(origin, path, body, headers)
+        fresh = False
+        while True:
+            try:
+                connection = await self._take(origin, fresh)
+            except ConnectError as err:
+                self._slots.release()
+                return failure(err, unreachable=True)
+            except BaseException:
+                self._slots.release()
+                raise
+            try:
+                result, held = await open_answer(connection, request, streamed)
+            except BaseException:  # cancelled: open_answer closed the connection; free the slot
+                self._give_back(origin, connection)
+                raise
+            if isinstance(result, Failed) and result.unanswered and connection.requests > 1:
+                connection.close()  # the tier closed it as the request went out: once more,
+                fresh = True  # on a new connection (its first request: never a third time)
+                continue
+            break
         if held:
             assert isinstance(result, Opened)
             result.on_close = lambda: self._give_back(origin, connection)

@@ -105,6 +105,7 @@ class Failed:
     unreachable: bool = False  # True when no connection could be made at all
     headers: ResponseHeaders | None = None
     body: bytes = b""
+    unanswered: bool = False  # the connection ended before any byte of an answer
 
 
 def failure(err: UpstreamError, unreachable: bool = False) -> Failed:
@@ -113,7 +114,7 @@ def failure(err: UpstreamError, unreachable: bool = False) -> Failed:
         return Failed(504, str(err))
     if unreachable:
         return Failed(502, f"unreachable: {err}", unreachable=True)
-    return Failed(502, f"connection failed: {err}")
+    return Failed(502, f"connection failed: {err}", unanswered=err.unanswered)
 
 
 async def open_answer(
