@@ -6,12 +6,14 @@ scopes for the read timeout and several layers of async iterators: ~100 us of CP
 At 200 streams of 25 tokens/s that kept the router's one event loop so busy that new streams
 waited tens of milliseconds for their first byte. Here a chunk costs one parser callback and
 an append; the reader is woken once for everything that arrived together, and takes it in one
-piece (so chunks that came in one read leave in one write).
+piece (so chunks that came in one read leave in one write). A stream can also be passed on
+(`pass_on`): its pieces then go to a sink from the socket's callback, with no reader woken.
 
 One `Connection` carries one request at a time (no pipelining) and is reused by `pool` when the
 previous answer was read to its end and both sides keep the connection alive. Bytes that are not
-read wait up to `HIGH_WATER`; past that the connection stops reading from its socket, so a slow
-client slows the tier down instead of filling the router's memory.
+read wait up to `HIGH_WATER` (a sink says when its side is backed up); past that the connection
+stops reading from its socket, so a slow client slows the tier down instead of filling the
+router's memory.
 """
 
 from __future__ import annotations
