@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from quantrollout import driver, health, metrics
 from quantrollout.api.crd import GROUP, PLURAL, VERSION
-from quantrollout.kube import API_CONCURRENCY, Kube, new_api_client, owner_reference
+from quantrollout.kube import API_CONCURRENCY, Kube, going_away, new_api_client, owner_reference
 from quantrollout.manifests.drift import drifted
 from quantrollout.manifests.plan import plan as make_plan
 from quantrollout.manifests.vllm import MODEL_LABEL, resource_name, selector_labels
@@ -72,8 +72,15 @@ async def reconcile(kube: Kube, qm: dict[str, Any], logger: kopf.Logger) -> None
             current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
             if current is None or current["metadata"].get("deletionTimestamp"):
                 return
-            with metrics.RECONCILE.time():
-                await _reconcile_locked(kube, current, logger)
+            try:
+                with metrics.RECONCILE.time():
+                    await _reconcile_locked(kube, current, logger)
+            except ApiException as err:
+                if not going_away(err):
+                    raise
+                # Deleted (or its namespace) since it was read: nothing left to reconcile.
+                logger.info(f"not reconciled: {name} or its namespace is being deleted")
+                return
     finally:
         if not started:  # cancelled while waiting: nobody else is queued for this model
             _queued.discard(key)

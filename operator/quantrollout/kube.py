@@ -35,6 +35,14 @@ def new_api_client() -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def going_away(err: ApiException) -> bool:
+    """The API refused because what we write to is being deleted: the object is gone (404), or
+    its namespace is terminating (403 with the NamespaceTerminating cause, not an RBAC denial)."""
+    if err.status == 404:
+        return True
+    return err.status == 403 and '"NamespaceTerminating"' in str(err.body or "")
+
+
 def _json(response: Any) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(response.data)
     return data

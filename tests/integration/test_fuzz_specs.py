@@ -324,3 +324,9 @@ def module_namespace(kube: ApiClient) -> Any:
         yield name
     finally:
         core.delete_namespace(name)
+        # Its dozens of tiers hold most of the fake nodes' GPUs: the next tests need them back.
+        wait_for(
+            f"the pods of {name} to be deleted",
+            lambda: not core.list_namespaced_pod(name).items,
+            timeout=120,
+        )

@@ -27,8 +27,10 @@ from .support import Models, example, wait_for
 SERVED = "meta-llama/Meta-Llama-3-8B-Instruct"
 RULES = [
     {"name": "error-rate", "max": "5%"},
-    {"name": "latency-p99", "max": "400ms"},
-    {"name": "ttft-p99", "max": "400ms"},  # from vLLM's own series, scraped with the tier label
+    # 1 s, not less: one healthy request slowed past 250 ms by a busy machine puts the p99 of a
+    # few samples in the (0.25, 0.5] bucket, read as ~0.46 s. Past 1 s takes a real fault.
+    {"name": "latency-p99", "max": "1s"},
+    {"name": "ttft-p99", "max": "1s"},  # from vLLM's own series, scraped with the tier label
     {"name": "repetition-rate", "max": "20%"},
     {"name": "shadow-agreement", "min": "80%"},
 ]
@@ -97,7 +99,7 @@ def test_a_healthy_target_goes_all_the_way_to_full(
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
-        ({"latency_ms": 900}, "latency-p99 "),
+        ({"latency_ms": 1500}, "latency-p99 "),
         ({"repetition_rate": 0.6}, "repetition-rate "),
     ],
 )
