@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from quantrollout.router.answers import Answer, StreamedAnswer, from_json, from_sse, sse_events
+from quantrollout.router.inspect_answer import AnswerReader
 
 
 def sse(*events: Any, done: bool = True) -> bytes:
@@ -140,3 +142,20 @@ def test_any_split_of_any_bytes_reads_as_the_whole(stream: bytes, cuts: list[int
     for start, end in zip([0, *bounds], [*bounds, len(stream)], strict=True):
         reader.feed(stream[start:end])
     assert reader.answer() == from_sse(stream)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "expected"),
+    [
+        ("text/event-stream", sse(chat_chunk("a"), chat_chunk(" b")), Answer("a b", 2)),
+        ("application/json", json.dumps({"choices": [{"text": "a b"}]}).encode(), Answer("a b", 2)),
+    ],
+)
+def test_a_body_over_the_limit_is_not_read(
+    content_type: str, body: bytes, expected: Answer
+) -> None:
+    for limit, answer in ((len(body), expected), (len(body) - 1, None)):
+        reader = AnswerReader(content_type, limit)
+        for i in range(0, len(body), 7):
+            reader.feed(body[i : i + 7])
+        assert reader.answer() == answer, limit

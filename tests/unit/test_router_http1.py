@@ -348,6 +348,13 @@ async def test_a_passed_on_stream_times_out_only_when_the_tier_goes_silent() -> 
         connection.close()
 
 
+async def ask(upstreams: Upstreams, origin: Origin, streamed: bool = False) -> Opened | Failed:
+    """One request to `origin` through the pool."""
+    return await upstreams.open(
+        f"http://127.0.0.1:{origin.port}", "/v1/completions", b"{}", [], streamed
+    )
+
+
 # -- failures
 
 
@@ -421,10 +428,9 @@ async def test_the_pool_reuses_connections_and_drops_those_the_tier_closed() -> 
 
     async with serving(handler) as origin:
         upstreams = Upstreams(RouterSettings())
-        base = f"http://127.0.0.1:{origin.port}"
         answers = []
         for _ in range(3):
-            opened = await upstreams.open(base, "/v1/completions", b"{}", [], False)
+            opened = await ask(upstreams, origin)
             assert isinstance(opened, Opened)
             answers.append(opened.first)
             await asyncio.sleep(0.05)  # lets the close reach the client
@@ -454,55 +460,44 @@ async def test_a_request_the_tier_closed_the_kept_connection_on_goes_once_more_o
 
     async with serving(handler) as origin:
         upstreams = Upstreams(RouterSettings())
-        base = f"http://127.0.0.1:{origin.port}"
-        first = await upstreams.open(base, "/v1/completions", b"{}", [], False)
+        first = await ask(upstreams, origin)
         assert isinstance(first, Opened)
-        second = await upstreams.open(base, "/v1/completions", b"{}", [], False)
+        second = await ask(upstreams, origin)
         assert isinstance(second, Opened), second
         assert (first.first, second.first) == (b"one", b"again")
         assert connections == [1, 2]
         await upstreams.aclose()
 
 
-async def test_a_kept_connection_closed_mid_answer_is_not_sent_again() -> None:
+@pytest.mark.parametrize(
+    ("kept", "last_words"),
+    [
+        (True, b"HTTP/1.1 200 OK\r\ncontent-le"),  # on a kept connection, it began to answer
+        (False, b""),  # on a new connection, it said nothing
+    ],
+)
+async def test_a_request_the_tier_took_and_died_on_is_not_sent_again(
+    kept: bool, last_words: bytes
+) -> None:
     connections = 0
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
+        if kept:
+            await read_request(reader)
+            writer.write(ok(b"one"))
+            await writer.drain()
         await read_request(reader)
-        writer.write(ok(b"one"))
-        await writer.drain()
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-le")  # the tier began to answer, then died
+        writer.write(last_words)  # then died: sending the request again is not safe
         await writer.drain()
         writer.close()
 
     async with serving(handler) as origin:
         upstreams = Upstreams(RouterSettings())
-        base = f"http://127.0.0.1:{origin.port}"
-        assert isinstance(await upstreams.open(base, "/v1/completions", b"{}", [], False), Opened)
-        failed = await upstreams.open(base, "/v1/completions", b"{}", [], False)
-        assert isinstance(failed, Failed)
-        assert failed.code == 502
-        assert connections == 1
-        await upstreams.aclose()
-
-
-async def test_a_new_connection_closed_before_an_answer_is_not_sent_again() -> None:
-    connections = 0
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        await read_request(reader)
-        writer.close()  # the tier took the request and died: sending it again is not safe
-
-    async with serving(handler) as origin:
-        upstreams = Upstreams(RouterSettings())
-        failed = await upstreams.open(
-            f"http://127.0.0.1:{origin.port}", "/v1/completions", b"{}", [], False
-        )
+        if kept:
+            assert isinstance(await ask(upstreams, origin), Opened)
+        failed = await ask(upstreams, origin)
         assert isinstance(failed, Failed)
         assert failed.code == 502
         assert connections == 1
@@ -522,15 +517,14 @@ async def test_a_stream_closed_early_gives_its_slot_back_but_not_its_connection(
 
     async with serving(handler) as origin:
         upstreams = Upstreams(RouterSettings(max_connections=1, connect_timeout=0.5))
-        base = f"http://127.0.0.1:{origin.port}"
-        first = await upstreams.open(base, "/v1/completions", b"{}", [], True)
+        first = await ask(upstreams, origin, streamed=True)
         assert isinstance(first, Opened)
         assert first.first == b"data: 1\n\n"
-        busy = await upstreams.open(base, "/v1/completions", b"{}", [], True)
+        busy = await ask(upstreams, origin, streamed=True)
         assert isinstance(busy, Failed)
         assert busy.code == 504  # the only slot is held by the open stream
         await first.close()
-        again = await upstreams.open(base, "/v1/completions", b"{}", [], True)
+        again = await ask(upstreams, origin, streamed=True)
         assert isinstance(again, Opened)
         await again.close()
         await upstreams.aclose()

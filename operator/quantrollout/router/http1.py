@@ -204,12 +204,8 @@ class Connection(asyncio.Protocol):
                 self._finish()
                 return b""
             return None
-        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks.clear()
-        self._buffered = 0
-        if self._paused and self._transport is not None and not self._lost:
-            self._paused = False
-            self._transport.resume_reading()
+        data = self._arrived()
+        self.resume()  # room again for what the tier sends next
         return data
 
     def pass_on(self, sink: Callable[[bytes], bool]) -> None:
@@ -225,8 +221,15 @@ class Connection(asyncio.Protocol):
         """Reading is paused because the sink's side is backed up."""
         return self._paused and self._sink is not None
 
+    def _pause(self) -> None:
+        """Stops reading from the socket until `resume` (what waits is enough for now)."""
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+
     def resume(self) -> None:
-        """Reads on after the sink's side drained."""
+        """Reads on from the socket if reading was paused (a reader took what waited, or a
+        sink's side drained)."""
         if self._paused and self._transport is not None and not self._lost:
             self._paused = False
             self._transport.resume_reading()
@@ -235,12 +238,15 @@ class Connection(asyncio.Protocol):
         assert self._sink is not None
         if not self._chunks:
             return
+        if not self._sink(self._arrived()):
+            self._pause()
+
+    def _arrived(self) -> bytes:
+        """The body bytes received and not yet taken, in one piece, taken."""
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
         self._buffered = 0
-        if not self._sink(data) and not self._paused and self._transport is not None:
-            self._paused = True
-            self._transport.pause_reading()
+        return data
 
     async def read_all(self, limit: int | None = None) -> bytes:
         """The rest of the body (at most about `limit` bytes, the rest left unread)."""
@@ -320,9 +326,8 @@ class Connection(asyncio.Protocol):
             self._flush()
             if not self._complete and not self._paused:
                 return  # nothing a waiter waits for
-        elif self._buffered >= HIGH_WATER and not self._paused and self._transport is not None:
-            self._paused = True
-            self._transport.pause_reading()
+        elif self._buffered >= HIGH_WATER:
+            self._pause()
         self._wake()
 
     def eof_received(self) -> bool | None:

@@ -23,21 +23,26 @@ class WholeAnswer:
         return from_json(b"".join(self._parts))
 
 
-AnswerReader = StreamedAnswer | WholeAnswer
+class AnswerReader:
+    """Reads one answer's body (an SSE stream or one JSON document) as it passes: `feed` each
+    piece, then ask for the `answer`. A body longer than `limit` bytes is passed on but not
+    read: past the limit nothing more is kept, and there is no answer."""
 
+    __slots__ = ("_body", "_left")
 
-def answer_reader(content_type: str) -> AnswerReader:
-    """A reader for a body of this type: feed it the body's pieces, then ask for the answer."""
-    if content_type.startswith("text/event-stream"):
-        return StreamedAnswer()
-    return WholeAnswer()
+    def __init__(self, content_type: str, limit: int) -> None:
+        streamed = content_type.startswith("text/event-stream")
+        self._body = StreamedAnswer() if streamed else WholeAnswer()
+        self._left = limit
 
+    def feed(self, piece: bytes) -> None:
+        self._left -= len(piece)
+        if self._left >= 0:
+            self._body.feed(piece)
 
-def read_answer(body: bytes, content_type: str) -> Answer | None:
-    """The answer in a whole body (an SSE stream or one JSON document), or None if it is none."""
-    reader = answer_reader(content_type)
-    reader.feed(body)
-    return reader.answer()
+    def answer(self) -> Answer | None:
+        """The answer in what was fed, or None if it is none or the body was over the limit."""
+        return self._body.answer() if self._left >= 0 else None
 
 
 def record(metrics: TierMetrics, answer: Answer) -> None:

@@ -19,7 +19,7 @@ from .answers import Answer
 from .asgi import Receive, Send, send_error
 from .call import Call, Tier
 from .http1 import UpstreamError
-from .inspect_answer import answer_reader, read_answer, record
+from .inspect_answer import AnswerReader, record
 from .pool import Upstreams
 from .relay import relay
 from .shadow import Shadows
@@ -138,20 +138,21 @@ class Proxy:
         await send({"type": "http.response.body", "body": opened.first, "more_body": False})
         tier.metrics.request(opened.status)
         tier.metrics.latency.observe(opened.first_byte - opened.started)
-        if opened.status != 200 or len(opened.first) > self._max_inspect:
+        if opened.status != 200:
             return None
-        return _count(tier, read_answer(opened.first, opened.headers.get("content-type", "")))
+        reader = AnswerReader(opened.headers.get("content-type", ""), self._max_inspect)
+        reader.feed(opened.first)
+        return _count(tier, reader.answer())
 
     async def _stream(
         self, send: Send, tier: Tier, opened: Opened, watch: DisconnectWatch
     ) -> str | None:
         headers = response_headers(opened.headers, tier.name)
         await send({"type": "http.response.start", "status": opened.status, "headers": headers})
-        reader = answer_reader(opened.headers.get("content-type", ""))
+        reader = AnswerReader(opened.headers.get("content-type", ""), self._max_inspect)
         last = b""
-        size = 0
         try:
-            size = await relay(send, opened, reader, self._max_inspect)
+            await relay(send, opened, reader)
         except UpstreamError as err:
             log.info("tier %s failed mid-stream: %s", tier.name, err)
             last = _sse_error(f"tier {tier.name} failed mid-answer", 502)
@@ -162,7 +163,7 @@ class Proxy:
         tier.metrics.request(502 if last else opened.status)
         tier.metrics.ttft.observe(opened.first_byte - opened.started)
         tier.metrics.latency.observe(time.perf_counter() - opened.started)
-        if last or opened.status != 200 or size > self._max_inspect:
+        if last or opened.status != 200:
             return None
         return _count(tier, reader.answer())
 

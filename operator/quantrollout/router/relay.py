@@ -22,38 +22,33 @@ from .inspect_answer import AnswerReader
 from .upstream import Opened
 
 
-async def relay(send: Send, opened: Opened, reader: AnswerReader, max_read: int) -> int:
+async def relay(send: Send, opened: Opened, reader: AnswerReader) -> None:
     """Passes a stream on from its first bytes (`opened.first`; the response head was sent) to
-    its end, feeding `reader` while the stream is at most `max_read` bytes long. Returns the
-    size of the whole stream; raises UpstreamError when the tier fails mid-answer."""
+    its end, feeding each piece to `reader` once it is on its way to the client: the work of
+    reading an answer is spread over its pieces, not left in one block at the end that would
+    hold up every other stream. Raises UpstreamError when the tier fails mid-answer."""
     client = _client_side(send)
     if client is not None:
-        return await _onto_transport(client, opened, reader, max_read)
+        await _onto_transport(client, opened, reader)
+        return
     # In a task of its own: each piece wakes the relay's one frame, not the dozen of the
     # request's (server, app, routing, proxy) that its task would resume through.
-    return await asyncio.ensure_future(_through_send(send, opened, reader, max_read))
+    await asyncio.ensure_future(_through_send(send, opened, reader))
 
 
-async def _through_send(send: Send, opened: Opened, reader: AnswerReader, max_read: int) -> int:
+async def _through_send(send: Send, opened: Opened, reader: AnswerReader) -> None:
     """`relay` through ASGI `send`. Whatever arrived from the tier while a send was under way is
-    taken, and sent, in one piece.
-    Each piece is read for the inspection once it is on its way to the client (while the
-    stream is at most `max_read` bytes long): the work of reading an answer is spread over its
-    pieces, not left in one block at the end that would hold up every other stream."""
+    taken, and sent, in one piece."""
     connection = opened.connection
     data = opened.first
-    size = len(data)
     while data:
         await send({"type": "http.response.body", "body": data, "more_body": True})
-        if size <= max_read:
-            reader.feed(data)
+        reader.feed(data)
         assert connection is not None  # held by the stream until its end
         while (taken := connection.take()) is None:
             await connection.arrival()
         data = taken
-        size += len(data)
     opened.ended = True
-    return size
 
 
 class _ClientSide(Protocol):
@@ -77,22 +72,17 @@ def _client_side(send: Send) -> _ClientSide | None:
     return client
 
 
-async def _onto_transport(
-    client: _ClientSide, opened: Opened, reader: AnswerReader, max_read: int
-) -> int:
-    """`_through_send` without a task step per piece: the tier's bytes are written onto the client's
-    connection (framed as HTTP/1.1 chunks, as uvicorn frames them) from the callback in which
-    they arrive. This task only waits for the end, and for the client when it is backed up."""
+async def _onto_transport(client: _ClientSide, opened: Opened, reader: AnswerReader) -> None:
+    """`_through_send` without a task step per piece: the tier's bytes are written onto the
+    client's connection (framed as HTTP/1.1 chunks, as uvicorn frames them) from the callback in
+    which they arrive. This task only waits for the end, and for the client when it is backed
+    up."""
     transport, flow = client.transport, client.flow
-    size = 0
 
     def sink(data: bytes) -> bool:
-        nonlocal size
         if not transport.is_closing():  # else the client left: its request is being cancelled
             transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-        size += len(data)
-        if size <= max_read:
-            reader.feed(data)
+        reader.feed(data)
         return not flow.write_paused
 
     connection = opened.connection
@@ -107,4 +97,3 @@ async def _onto_transport(
         else:
             await connection.arrival()
     opened.ended = True
-    return size

@@ -16,7 +16,7 @@ import time
 from .agreement import agreement
 from .call import Call, Tier
 from .http1 import UpstreamError
-from .inspect_answer import AnswerReader, answer_reader, record
+from .inspect_answer import AnswerReader, record
 from .pool import Upstreams
 from .upstream import Failed, Opened
 
@@ -82,16 +82,15 @@ class Shadows:
         if isinstance(opened, Failed):
             target.metrics.shadow("error")
             return None
-        reader = answer_reader(opened.headers.get("content-type", ""))
-        size = await _read(opened, reader, max_bytes)
-        if size is None:
+        reader = AnswerReader(opened.headers.get("content-type", ""), max_bytes)
+        if not await _read(opened, reader):
             target.metrics.shadow("error")
             return None
         done = time.perf_counter()
         target.metrics.latency.observe(done - opened.started)
         if call.streamed:
             target.metrics.ttft.observe(opened.first_byte - opened.started)
-        answer = reader.answer() if opened.status == 200 and size <= max_bytes else None
+        answer = reader.answer() if opened.status == 200 else None
         if answer is None:
             target.metrics.shadow("skipped")
             return None
@@ -99,19 +98,15 @@ class Shadows:
         return answer.text
 
 
-async def _read(opened: Opened, reader: AnswerReader, max_bytes: int) -> int | None:
-    """Reads the whole answer, feeding `reader` as the pieces arrive while the answer is at most
-    `max_bytes` long; its size, or None if the tier failed mid-answer."""
-    size = len(opened.first)
-    if size <= max_bytes:
-        reader.feed(opened.first)
+async def _read(opened: Opened, reader: AnswerReader) -> bool:
+    """Reads the whole answer, feeding `reader` as the pieces arrive; False if the tier failed
+    mid-answer."""
+    reader.feed(opened.first)
     try:
         async for chunk in opened.rest():
-            size += len(chunk)
-            if size <= max_bytes:
-                reader.feed(chunk)
+            reader.feed(chunk)
     except UpstreamError:
-        return None
+        return False
     finally:
         await opened.close()
-    return size
+    return True
