@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)/hack
 .PHONY: demo test lint generate typecheck unit integration deps venv tools cluster-up cluster-down cluster-status bench clean
 
 test: deps venv tools lint typecheck
-	$(PY) -m pytest
+	QR_REQUIRE_TOOLS=1 $(PY) -m pytest
 
 unit: venv
 	$(PY) -m pytest -m "not integration"

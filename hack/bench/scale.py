@@ -165,6 +165,13 @@ def main() -> int:
         "--pods-per-node", type=int, default=110, help="GPUs and pod slots per fake node"
     )
     parser.add_argument("--ready-timeout", type=int, default=3600)
+    parser.add_argument(
+        "--controller-qps",
+        type=int,
+        default=0,
+        help="kube-controller-manager's API rate per controller (0: its default, 20 per second, "
+        "burst 30); the ramp of 2 Deployments, ReplicaSets and Pods per model waits on it",
+    )
     parser.add_argument("--keep", action="store_true", help="print the state directory and keep it")
     args = parser.parse_args()
     interval_s = parse_duration(args.interval)
@@ -181,6 +188,10 @@ def main() -> int:
         state / "cp", api_port=free_port(), etcd_port=free_port(), etcd_peer_port=free_port(), nodes=nodes,
         extra_apiserver_args=(f"--audit-policy-file={state / 'audit-policy.yaml'}", f"--audit-log-path={audit}",
                               "--audit-log-mode=batch", "--audit-log-maxsize=0"),
+        extra_controller_manager_args=(
+            (f"--kube-api-qps={args.controller_qps}", f"--kube-api-burst={2 * args.controller_qps}")
+            if args.controller_qps else ()
+        ),
         start_timeout=300,
     )  # fmt: skip
     print(
@@ -301,7 +312,8 @@ def main() -> int:
         print()
         print(f"models: {args.models} (examples/llama3-8b-awq.yaml, 1 replica per tier, shadow 1 h, "
               f"analysis every {args.interval}); {len(nodes)} fake GPU nodes x {args.pods_per_node} GPUs; "
-              f"{os.cpu_count()} cores")  # fmt: skip
+              f"{os.cpu_count()} cores; kube-controller-manager API rate "
+              f"{args.controller_qps or 'default (20/s)'}")  # fmt: skip
         print(f"apply -> Ready (both tiers Available), per model: median {statistics.median(per_model):.1f} s, "
               f"p99 {pct(per_model, 99):.1f} s, max {max(per_model):.1f} s; first apply -> all Ready "
               f"{all_ready - ramp_start:.1f} s")  # fmt: skip

@@ -117,6 +117,7 @@ class ControlPlaneConfig:
     service_cidr: str = "10.96.0.0/16"
     pod_cidr: str = "10.244.0.1/16"
     extra_apiserver_args: tuple[str, ...] = ()
+    extra_controller_manager_args: tuple[str, ...] = ()
     start_timeout: float = 90.0
 
     @property
@@ -425,6 +426,7 @@ def _start(cp: ControlPlane, bins: Binaries) -> None:
             f"--cluster-signing-cert-file={pki.ca.cert}",
             f"--cluster-signing-key-file={pki.ca.key}",
             "--v=1",
+            *cfg.extra_controller_manager_args,
         ],
     )
     sup.start(

@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from quantrollout import metrics, notify
 from quantrollout.analysis import batch
 from quantrollout.analysis.batch import Series
-from quantrollout.analysis.coalesce import REUSE_FRACTION, Coalescer
+from quantrollout.analysis.coalesce import Coalescer
 from quantrollout.analysis.judge import Measurement, judge
 from quantrollout.analysis.prometheus import PrometheusProvider
 from quantrollout.analysis.rules import Scope, default_window, queries, window_for
@@ -50,9 +50,8 @@ from quantrollout.rollout.machine import (
     Inputs,
     RolloutState,
     decide,
-    evaluation_due,
-    next_evaluation_at,
 )
+from quantrollout.rollout.schedule import evaluation_due, next_evaluation_at, phase_s, round_start
 from quantrollout.rollout.steps import rollout_id, stages_hash, steps_for
 from quantrollout.traffic.desired import builtin_config, http_route_rules
 
@@ -61,20 +60,33 @@ _notifications: set[asyncio.Task[int]] = set()  # keeps fire-and-forget webhook 
 # Models whose HTTPRoute was written by a decision whose status write then lost a race (409):
 # the next tick writes both again from the fresh state, even if that decides nothing new.
 _routes_ahead: set[tuple[str, str]] = set()
+# Why each model's traffic could not be written, while it cannot: the Warning Event is sent when
+# the reason appears or changes, not on every retry (an on-call reading Events sees it once).
+_traffic_refused: dict[tuple[str, str], str] = {}
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
-_TRAFFIC_RETRY_S = 30.0  # how soon a tick that could not write traffic tries again
+_TRAFFIC_RETRY_S = 30.0  # the longest a tick that could not write traffic waits to try again
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drops what the ticks remember of a deleted model."""
+    _routes_ahead.discard((namespace, name))
+    _traffic_refused.pop((namespace, name), None)
 
 
 def analysis_of(spec: QuantizedModelSpec) -> Analysis:
     return spec.rollout.analysis if spec.rollout and spec.rollout.analysis else Analysis()
 
 
-def settings_of(analysis: Analysis) -> AnalysisSettings:
+def settings_of(analysis: Analysis, namespace: str = "", name: str = "") -> AnalysisSettings:
+    """The machine's analysis settings; the model's namespace and name place its evaluations on
+    the shared clock (`rollout.schedule`), and do not change any decision."""
+    interval_s = parse_duration(analysis.interval)
     return AnalysisSettings(
-        interval_s=parse_duration(analysis.interval),
+        interval_s=interval_s,
         failure_limit=analysis.failure_limit,
         on_metrics_unavailable=analysis.on_metrics_unavailable,
         metrics_unavailable_grace_s=parse_duration(analysis.metrics_unavailable_grace),
+        phase_s=phase_s(namespace, name, interval_s),
     )
 
 
@@ -172,24 +184,24 @@ class TickResult:
 
 
 def _measure_batched(
-    coalescer: Coalescer, f: batch.Formula, w: str, who: batch.Who, max_age_s: float
+    coalescer: Coalescer, f: batch.Formula, w: str, who: batch.Who, since: float
 ) -> Measurement:
-    answer = coalescer.answer(batch.batched_query(f, w), max_age_s)
+    answer = coalescer.answer(batch.batched_query(f, w), since)
     if answer.index is None:
         return Measurement(unavailable=answer.error)
     return batch.split(f, answer.index, who)
 
 
 def _evaluate(
-    coalescer: Coalescer, spec: QuantizedModelSpec, scope: Scope, stage: str
+    coalescer: Coalescer, spec: QuantizedModelSpec, scope: Scope, stage: str, since: float
 ) -> tuple[Evaluation, list[dict[str, Any]]]:
     """Built-in rules are measured through one batched query per rule shared by every model
-    (see analysis.batch and analysis.coalesce); custom rules with their own query, per model."""
+    of the round that began at `since` (see analysis.batch and analysis.coalesce); custom rules
+    with their own query, per model."""
     analysis = analysis_of(spec)
-    max_age_s = REUSE_FRACTION * parse_duration(analysis.interval)
     who = batch.Who(scope.namespace, scope.model, scope.baseline, scope.target)
     rules = queries(analysis, scope, stage)
-    samples = _measure_batched(coalescer, batch.SAMPLES, default_window(analysis), who, max_age_s)
+    samples = _measure_batched(coalescer, batch.SAMPLES, default_window(analysis), who, since)
     measured: list[Measurement] = []
     for rule in rules:
         f = batch.formula(rule.source) if rule.source else None
@@ -197,7 +209,7 @@ def _evaluate(
             measured.append(coalescer.provider.measure(rule.expr))
         else:
             w = window_for(rule.source, analysis)
-            measured.append(_measure_batched(coalescer, f, w, who, max_age_s))
+            measured.append(_measure_batched(coalescer, f, w, who, since))
     evaluation, results = judge(rules, measured, samples, analysis.min_samples)
     return evaluation, [r.to_wire() for r in results]
 
@@ -239,6 +251,7 @@ async def _tick_once(
     baseline, target = tiers(spec)
     steps = steps_for(spec)
     analysis = analysis_of(spec)
+    settings = settings_of(analysis, namespace, name)
     status = qm.get("status") or {}
     state = state_from_status(status)
     now = datetime.datetime.now(datetime.UTC)
@@ -247,14 +260,15 @@ async def _tick_once(
     evaluation: Evaluation | None = None
     results: list[dict[str, Any]] | None = None
     key = (int(qm["metadata"].get("generation", 0)), state.rollout_id, state.step)
-    due = state.rollout_id == rollout_id(spec) and evaluation_due(state, settings_of(analysis), now)
+    due = state.rollout_id == rollout_id(spec) and evaluation_due(state, settings, now)
     if due and measured is not None and measured.key == key:
         evaluation, results = measured.evaluation, measured.results
     elif due:
         scope = Scope(namespace=namespace, model=name, baseline=baseline.name, target=target.name)
         coalescer = await asyncio.to_thread(providers.for_model, kube, namespace, spec)
         stage = steps[min(state.step, len(steps) - 1)].stage
-        fresh, results = await asyncio.to_thread(_evaluate, coalescer, spec, scope, stage)
+        since = round_start(now, settings)
+        fresh, results = await asyncio.to_thread(_evaluate, coalescer, spec, scope, stage, since)
         logger.info(f"analysis {fresh.verdict}: {'; '.join(fresh.reasons) or 'all rules pass'}")
         evaluation = fresh
 
@@ -262,7 +276,7 @@ async def _tick_once(
         state,
         Inputs(
             rollout_id=rollout_id(spec), steps=steps, stages_hash=stages_hash(steps),
-            analysis=settings_of(analysis), now=now, paused=bool(spec.rollout and spec.rollout.paused),
+            analysis=settings, now=now, paused=bool(spec.rollout and spec.rollout.paused),
             tiers_ready=tiers_ready(status), target_down=target_down(status, target.name),
             evaluation=evaluation, action=action,
         ),
@@ -296,12 +310,23 @@ async def _tick_once(
                     f"cannot write HTTPRoute {route.namespace or namespace}/{route.name}: "
                     f"HTTP {err.status} {err.reason}; the rollout holds until it can"
                 )
+                if _traffic_refused.get((namespace, name)) != why:
+                    _traffic_refused[(namespace, name)] = why
+                    kopf.event(
+                        kopf.Body(cast(kopf.RawBody, qm)),
+                        type="Warning", reason="TrafficNotApplied", message=why,
+                    )  # fmt: skip
+                    logger.warning(why)
+                else:
+                    logger.info(f"still {why}")
+                return TickResult(max(1.0, min(_TRAFFIC_RETRY_S, settings.interval_s)))
+            if _traffic_refused.pop((namespace, name), None) is not None:
+                message = f"HTTPRoute {route.namespace or namespace}/{route.name} written again"
                 kopf.event(
                     kopf.Body(cast(kopf.RawBody, qm)),
-                    type="Warning", reason="TrafficNotApplied", message=why,
+                    type="Normal", reason="TrafficApplied", message=message,
                 )  # fmt: skip
-                logger.warning(why)
-                return TickResult(_TRAFFIC_RETRY_S)
+                logger.info(message)
         patch["traffic"] = traffic
         if evaluation is not None:
             patch["lastAnalysis"] = {
@@ -337,9 +362,7 @@ async def _tick_once(
         task.add_done_callback(_notifications.discard)
     if action is not None:
         await asyncio.to_thread(kube.remove_annotation, namespace, name, ACTION_ANNOTATION)
-    return TickResult(
-        _wake_in(new, settings_of(analysis), now), _phase_view(new) != _phase_view(state)
-    )
+    return TickResult(_wake_in(new, settings, now), _phase_view(new) != _phase_view(state))
 
 
 def _phase_view(state: RolloutState) -> tuple[str, tuple[str, ...]]:

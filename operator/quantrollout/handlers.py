@@ -308,6 +308,7 @@ async def quantizedmodel_event(
         _wakeups.pop(key, None)
         _locks.pop(key, None)
         metrics.forget(namespace, name)
+        driver.forget(namespace, name)
         return
     annotations = body.get("metadata", {}).get("annotations") or {}
     ensure_rollout_loop(memo, namespace, name, logger, wake=driver.ACTION_ANNOTATION in annotations)

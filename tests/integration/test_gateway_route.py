@@ -95,3 +95,42 @@ def test_httproute_follows_the_rollout_and_abort_rolls_back(
     assert degraded["message"].startswith("all traffic back on the baseline: aborted by ")
     reasons = [e.reason for e in client.CoreV1Api(kube).list_namespaced_event(namespace).items]
     assert "RolledBack" in reasons
+
+
+def test_a_missing_httproute_holds_the_rollout_and_says_so_once(
+    kube: ApiClient, namespace: str, operator: Any, gateway_crds: None
+) -> None:
+    """No HTTPRoute yet: the rollout holds without recording traffic it could not apply, with one
+    Warning Event however often it retries (every interval, here 1 s); once the route exists the
+    next retry writes it, says so in a Normal Event, and the rollout goes on."""
+    qm = example()
+    qm["spec"]["traffic"] = {"router": "gateway-api", "httpRoute": {"name": "llm"}}
+    qm["spec"]["rollout"]["analysis"]["interval"] = "1s"
+    models = Models(kube, namespace)
+    models.create(qm)
+    core = client.CoreV1Api(kube)
+    retry_line = f"still cannot write HTTPRoute {namespace}/llm"
+
+    def events(reason: str) -> list[Any]:
+        return [e for e in core.list_namespaced_event(namespace).items if e.reason == reason]
+
+    (refused,) = wait_for("the TrafficNotApplied event", lambda: events("TrafficNotApplied"))
+    assert f"cannot write HTTPRoute {namespace}/llm: HTTP 404" in refused.message
+    wait_for("three retries", lambda: operator.log.read_text().count(retry_line) >= 3)
+    assert len(events("TrafficNotApplied")) == 1
+    assert ((models.get("llama3-8b") or {}).get("status") or {}).get("traffic") is None
+
+    client.CustomObjectsApi(kube).create_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "httproutes", {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "llm"},
+        "spec": {"parentRefs": [{"name": "inference-gateway"}], "rules": [{"backendRefs": [{"name": "llama3-8b-fp16", "port": 8000}]}]},
+    })  # fmt: skip
+    wait_for("the route to mirror to the target", lambda: mirror(route(kube, namespace)) == 100)
+    (applied,) = wait_for("the TrafficApplied event", lambda: events("TrafficApplied"))
+    assert applied.type == "Normal"
+    assert applied.message == f"HTTPRoute {namespace}/llm written again"
+
+    def recorded() -> dict[str, Any]:
+        return dict(((models.get("llama3-8b") or {}).get("status") or {}).get("traffic") or {})
+
+    wait_for("the traffic recorded in status", lambda: recorded().get("mirrorPercent") == 100)
+    assert len(events("TrafficNotApplied")) == 1

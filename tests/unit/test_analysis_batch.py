@@ -182,21 +182,19 @@ class FakeProvider:
         return f"prometheus at fake: {type(err).__name__}"
 
 
-def test_one_answer_is_shared_within_the_reuse_bound() -> None:
+def test_one_answer_is_shared_within_a_round() -> None:
     now = [100.0]
     provider = FakeProvider()
     c = Coalescer(provider, clock=lambda: now[0])
-    first = c.answer("q", max_age_s=15)
-    now[0] += 15
-    assert c.answer("q", max_age_s=15) is first  # 15 s old: still within the bound
-    assert c.answer("other", max_age_s=15) is not first  # another query text: its own answer
-    now[0] += 0.1
-    assert c.answer("q", max_age_s=15) is not first  # too old now: asked again
+    first = c.answer("q", since=90)  # the round began at 90; the first asker sends at 100
+    now[0] += 25
+    assert c.answer("q", since=90) is first  # 25 s later, same round: the same answer
+    assert c.answer("q", since=100) is first  # a round that began as it was sent: still shared
+    assert c.answer("other", since=90) is not first  # another query text: its own answer
+    assert c.answer("q", since=120) is not first  # the next round asks again
     assert provider.asked == ["q", "other", "q"]
-    now[0] += 1
-    assert c.answer("q", max_age_s=15) is c.answer("q", max_age_s=15)
-    assert c.answer("q", max_age_s=0.5) is not None  # a model with a shorter bound asks afresh
-    assert provider.asked.count("q") == 3
+    assert c.answer("q", since=120) is c.answer("q", since=110)
+    assert provider.asked.count("q") == 2
 
 
 def test_a_failed_query_is_unavailable_for_everyone_in_the_round() -> None:
@@ -204,14 +202,14 @@ def test_a_failed_query_is_unavailable_for_everyone_in_the_round() -> None:
     provider = FakeProvider()
     provider.fail = True
     c = Coalescer(provider, clock=lambda: now[0])
-    failed = c.answer("q", 5)
+    failed = c.answer("q", since=0)
     assert failed.index is None
     assert failed.error
     assert "ConnectionError" in failed.error
-    assert c.answer("q", 5) is failed
+    assert c.answer("q", since=0) is failed
     provider.fail = False
     now[0] += 6
-    assert c.answer("q", 5).index is not None  # the next round asks again
+    assert c.answer("q", since=5).index is not None  # the next round asks again
     assert len(provider.asked) == 2
 
 
@@ -220,7 +218,9 @@ def test_models_asking_at_once_share_one_query_in_flight() -> None:
     provider.gate = threading.Event()
     c = Coalescer(provider)
     got: list[object] = []
-    threads = [threading.Thread(target=lambda: got.append(c.answer("q", 30))) for _ in range(20)]
+    threads = [
+        threading.Thread(target=lambda: got.append(c.answer("q", since=0))) for _ in range(20)
+    ]
     for t in threads:
         t.start()
     provider.gate.set()

@@ -18,8 +18,8 @@ from quantrollout.rollout.machine import (
     Inputs,
     RolloutState,
     decide,
-    evaluation_due,
 )
+from quantrollout.rollout.schedule import evaluation_due
 from quantrollout.rollout.steps import Step, stages_hash
 
 T0 = datetime.datetime(2026, 11, 23, 10, 0, tzinfo=datetime.UTC)

@@ -66,6 +66,7 @@ class AnalysisSettings:
     failure_limit: int
     on_metrics_unavailable: Literal["pause", "rollback"]
     metrics_unavailable_grace_s: float
+    phase_s: float = 0.0  # the model's offset into each round of the shared clock (schedule)
 
 
 @dataclass(frozen=True)
@@ -96,23 +97,6 @@ class Decision:
 
 
 ACTIVE: tuple[Phase, ...] = ("Progressing", "Paused")
-
-
-def evaluation_due(state: RolloutState, analysis: AnalysisSettings, now: datetime.datetime) -> bool:
-    """Analysis runs only while a rollout is active, once per interval (by time, not by calls)."""
-    if state.phase not in ACTIVE:
-        return False
-    if state.last_evaluation_at is None:
-        return True
-    return (now - state.last_evaluation_at).total_seconds() >= analysis.interval_s
-
-
-def next_evaluation_at(state: RolloutState, analysis: AnalysisSettings) -> datetime.datetime | None:
-    if state.phase not in ACTIVE:
-        return None
-    if state.last_evaluation_at is None:
-        return datetime.datetime.min.replace(tzinfo=datetime.UTC)
-    return state.last_evaluation_at + datetime.timedelta(seconds=analysis.interval_s)
 
 
 def _at_step(
