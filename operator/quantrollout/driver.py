@@ -299,7 +299,7 @@ async def _tick_once(
             # Traffic first: the HTTPRoute before the status that records it.
             try:
                 await asyncio.to_thread(
-                    kube.apply_http_route, route.namespace or namespace, route.name, rules
+                    kube.write_http_route_rules, route.namespace or namespace, route.name, rules
                 )
             except ApiException as err:
                 if err.status not in (403, 404):

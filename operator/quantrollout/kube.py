@@ -153,15 +153,15 @@ class Kube:
         secret = _json(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
         return base64.b64decode((secret.get("data") or {})[key]).decode()
 
-    def apply_http_route(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
-        """Server-side apply of the rules we own in the user's HTTPRoute (it must exist)."""
-        body = {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec,
-        }
+    def write_http_route_rules(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        """Replaces the rules of the user's HTTPRoute, which must exist: a JSON patch of an
+        object that is not there is a 404, where a server-side apply would create a route with
+        no parentRefs, attached to no Gateway, and the rollout would count it as traffic set."""
+        ops = [
+            {"op": "test", "path": "/metadata/name", "value": name},
+            *({"op": "add", "path": f"/spec/{key}", "value": value} for key, value in spec.items()),
+        ]
         self.custom.patch_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", namespace, "httproutes", name, body,
-            field_manager=FIELD_MANAGER, force=True, _content_type=APPLY,
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", name, ops,
+            field_manager=FIELD_MANAGER, _content_type="application/json-patch+json",
         )  # fmt: skip
