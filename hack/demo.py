@@ -22,10 +22,11 @@ from typing import Any
 
 import httpx
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 
 from localstack import stack as localstack
 from localstack.crds import apply_crds
+from localstack.kubeapi import api_client, get_custom
 from localstack.lab import Lab, OperatorProcess, fast_rollout
 from localstack.load import Load
 from quantrollout.api.crd import GROUP, PLURAL, VERSION, build_crd
@@ -43,7 +44,7 @@ def load_example(name: str) -> dict[str, Any]:
 
 
 def get_status(custom: client.CustomObjectsApi, name: str) -> dict[str, Any]:
-    obj = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
+    obj = get_custom(custom, GROUP, VERSION, NAMESPACE, PLURAL, name)
     return dict(obj.get("status") or {})
 
 
@@ -104,13 +105,17 @@ def main() -> int:
         localstack.down()
         running = localstack.up()
     stack = running
-    api = config.new_client_from_config(config_file=str(stack.controlplane.kubeconfig))
+    api = api_client(stack.controlplane.kubeconfig)
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     apply_crds(api, [build_crd()])
-    if any(ns.metadata.name == NAMESPACE for ns in core.list_namespace().items):
+
+    def namespaces() -> list[str]:
+        return [str(ns.metadata.name) for ns in core.list_namespace().items if ns.metadata]
+
+    if NAMESPACE in namespaces():
         say(f"removing the previous demo namespace '{NAMESPACE}'")
         core.delete_namespace(NAMESPACE)
-        while any(ns.metadata.name == NAMESPACE for ns in core.list_namespace().items):
+        while NAMESPACE in namespaces():
             time.sleep(0.5)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
 

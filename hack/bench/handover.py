@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from localstack import stack as localstack
 from localstack.crds import apply_crds
+from localstack.kubeapi import api_client, get_custom
 from localstack.lab import OperatorProcess
 from localstack.procs import free_port
 from quantrollout.api.crd import GROUP, PLURAL, VERSION, build_crd
@@ -89,7 +90,7 @@ def main() -> int:
             for name in ("a", "b")
         }
         try:
-            api = config.new_client_from_config(config_file=str(stack.controlplane.kubeconfig))
+            api = api_client(stack.controlplane.kubeconfig)
             apply_crds(api, [build_crd()])
             core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
             coordination = client.CoordinationV1Api(api)
@@ -102,22 +103,23 @@ def main() -> int:
                              "rules": [{"name": "custom", "query": "vector(0)", "max": "1"}]},
             }  # fmt: skip
             custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, obj)
-            for proc in replicas.values():
-                proc.start()
+            for replica in replicas.values():
+                replica.start()
 
             def version() -> str:
-                got = custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "llama3-8b")
+                got = get_custom(custom, GROUP, VERSION, NS, PLURAL, "llama3-8b")
                 return str(got["metadata"]["resourceVersion"])
 
             def analysed() -> bool:
-                got = custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "llama3-8b")
+                got = get_custom(custom, GROUP, VERSION, NS, PLURAL, "llama3-8b")
                 return bool(((got.get("status") or {}).get("lastAnalysis") or {}).get("verdict"))
 
             until("a first analysis", analysed)
             figures: dict[str, list[tuple[float, float]]] = {"SIGKILL": [], "SIGTERM": []}
             for trial in range(args.trials):
                 sig = signal.SIGKILL if trial % 2 == 0 else signal.SIGTERM
-                leader = until("a leader", lambda: holder(coordination)) and holder(coordination)
+                until("a leader", lambda: holder(coordination))
+                leader = holder(coordination)
                 other = "b" if leader == "a" else "a"
                 proc = replicas[leader].proc
                 assert proc is not None
@@ -138,8 +140,8 @@ def main() -> int:
                     lambda log=log, waits=waits: log.read_text().count("waiting to lead") > waits,
                 )
         finally:
-            for proc in replicas.values():
-                proc.stop()
+            for replica in replicas.values():
+                replica.stop()
             stack.down()
 
     print(
@@ -147,9 +149,9 @@ def main() -> int:
     )
     for name, rows in figures.items():
         if rows:
-            leased, acting = [r[0] for r in rows], [r[1] for r in rows]
-            print(f"{name}: Lease handed over median {statistics.median(leased):.2f} s (max {max(leased):.2f}); "
-                  f"rollout ticking again median {statistics.median(acting):.2f} s (max {max(acting):.2f}), "
+            handed, ticking = [r[0] for r in rows], [r[1] for r in rows]
+            print(f"{name}: Lease handed over median {statistics.median(handed):.2f} s (max {max(handed):.2f}); "
+                  f"rollout ticking again median {statistics.median(ticking):.2f} s (max {max(ticking):.2f}), "
                   f"{len(rows)} trials")  # fmt: skip
     return 0
 

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from localstack import controlplane
 from localstack.crds import apply_crds
+from localstack.kubeapi import api_client, get_custom
 from localstack.procs import free_port
 from quantrollout.api.crd import GROUP, PLURAL, VERSION, build_crd
 
@@ -82,7 +83,7 @@ def main() -> int:
         cp = controlplane.up(cfg)
         operator = None
         try:
-            api = config.new_client_from_config(config_file=str(cp.kubeconfig))
+            api = api_client(cp.kubeconfig)
             apply_crds(api, [build_crd()])
             operator = subprocess.Popen(
                 [str(Path(sys.executable).parent / "quantrollout"), "run", "-A", "--standalone"],
@@ -112,9 +113,7 @@ def main() -> int:
 
                 def is_ready(ns: str = ns) -> bool:
                     try:
-                        qm = custom.get_namespaced_custom_object(
-                            GROUP, VERSION, ns, PLURAL, "llama3-8b"
-                        )
+                        qm = get_custom(custom, GROUP, VERSION, ns, PLURAL, "llama3-8b")
                     except ApiException:
                         return False
                     conds = qm.get("status", {}).get("conditions") or []

@@ -25,10 +25,11 @@ from typing import Any
 
 import httpx
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 
 from localstack import stack as localstack
 from localstack.crds import apply_crds, gateway_api_crds
+from localstack.kubeapi import api_client, get_custom
 from localstack.lab import OperatorProcess
 from localstack.procs import free_port
 from localstack.prometheus import served_queries
@@ -101,7 +102,7 @@ def main() -> int:
             stack.controlplane.kubeconfig, Path(tmp) / "operator.log", stack.prometheus.url
         )
         try:
-            api = config.new_client_from_config(config_file=str(stack.controlplane.kubeconfig))
+            api = api_client(stack.controlplane.kubeconfig)
             apply_crds(api, [build_crd(), *gateway_api_crds("httproutes")])
             stack.prometheus.add_targets(
                 "bench", [f"127.0.0.1:{server.server_address[1]}"], {"job": "bench"}
@@ -132,13 +133,11 @@ def main() -> int:
                 custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj)
 
                 def get(ns: str = ns) -> dict[str, Any]:
-                    return dict(
-                        custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "llama3-8b")
-                    )
+                    return get_custom(custom, GROUP, VERSION, ns, PLURAL, "llama3-8b")
 
                 def route_weight(ns: str = ns) -> int:
-                    r = custom.get_namespaced_custom_object(
-                        "gateway.networking.k8s.io", "v1", ns, "httproutes", "llm"
+                    r = get_custom(
+                        custom, "gateway.networking.k8s.io", "v1", ns, "httproutes", "llm"
                     )
                     refs = ((r.get("spec", {}).get("rules") or [{}])[0]).get("backendRefs") or []
                     return int(refs[1]["weight"]) if len(refs) > 1 else -1

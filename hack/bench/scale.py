@@ -36,13 +36,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 
 from localstack import controlplane, prometheus
 from localstack.crds import apply_crds
+from localstack.kubeapi import api_client
 from localstack.lab import OperatorProcess
 from localstack.procs import free_port
 from localstack.routerseries import RouterSeries, RouterSeriesServer, TierRates
@@ -146,12 +147,14 @@ def is_ready(qm: dict[str, Any]) -> bool:
 def operator_identity(api: client.ApiClient) -> None:
     core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=OPERATOR_NS)))
-    core.create_namespaced_service_account(OPERATOR_NS, {"metadata": {"name": OPERATOR_SA}})
-    rbac.create_cluster_role_binding({
+    core.create_namespaced_service_account(
+        OPERATOR_NS, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=OPERATOR_SA))
+    )
+    rbac.create_cluster_role_binding(cast(Any, {
         "metadata": {"name": "qr-scale-operator"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
         "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NS}],
-    })  # fmt: skip
+    }))  # fmt: skip
 
 
 def main() -> int:
@@ -206,7 +209,7 @@ def main() -> int:
                 state / "prometheus", port=free_port(), scrape_interval="5s"
             )
         )
-        api = config.new_client_from_config(config_file=str(cp.kubeconfig))
+        api = api_client(cp.kubeconfig)
         apply_crds(api, [build_crd()])
         operator_identity(api)
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
@@ -247,7 +250,7 @@ def main() -> int:
             body = custom.list_namespaced_custom_object(
                 GROUP, VERSION, NAMESPACE, PLURAL, _preload_content=False
             )
-            return list(json.loads(body.data)["items"])
+            return list(json.loads(cast(Any, body).data)["items"])
 
         deadline = ramp_start + args.ready_timeout
         last_print = 0.0

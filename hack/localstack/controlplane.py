@@ -152,14 +152,19 @@ class ControlPlane:
         return self.state_dir / "pki"
 
     def api_ready(self) -> bool:
-        return (
-            _get(
-                self.server + "/readyz",
-                self.pki / "ca.crt",
-                CertPair(self.pki / "admin.crt", self.pki / "admin.key"),
+        """Whether the API server answers ready; False when nothing listens (a stack left behind
+        by a reboot, say) or its certificates are gone."""
+        try:
+            return (
+                _get(
+                    self.server + "/readyz",
+                    self.pki / "ca.crt",
+                    CertPair(self.pki / "admin.crt", self.pki / "admin.key"),
+                )
+                == 200
             )
-            == 200
-        )
+        except OSError:  # urllib's URLError and ssl's errors are OSErrors
+            return False
 
     @property
     def audit_log(self) -> Path:

@@ -26,7 +26,8 @@ def apply_crds(api: client.ApiClient, bodies: list[dict[str, Any]], timeout: flo
         while True:
             got = ext.read_custom_resource_definition(body["metadata"]["name"])
             if any(
-                c.type == "Established" and c.status == "True" for c in got.status.conditions or []
+                c.type == "Established" and c.status == "True"
+                for c in (got.status.conditions if got.status else None) or []
             ):
                 break
             if time.monotonic() > deadline:

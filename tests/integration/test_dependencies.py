@@ -195,10 +195,7 @@ def log_lines(operator: OperatorProcess, text: str) -> list[str]:
 
 
 def api_up(stack: Stack) -> bool:
-    try:
-        return stack.controlplane.api_ready()
-    except OSError:
-        return False
+    return stack.controlplane.api_ready()
 
 
 def at(text: str) -> datetime.datetime:
