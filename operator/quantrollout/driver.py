@@ -282,6 +282,8 @@ async def _tick_once(
         ),
     )  # fmt: skip
     new = decision.state
+    body = kopf.Body(cast(kopf.RawBody, qm))
+    gateway = spec.traffic and spec.traffic.router == "gateway-api" and spec.traffic.http_route
     if new != state or evaluation is not None or (namespace, name) in _routes_ahead:
         patch = status_from_state(new, steps)
         sticky = next((s.sticky_header for s in steps if s.sticky_header), None)
@@ -290,8 +292,8 @@ async def _tick_once(
             baseline=baseline, target=target, target_weight=new.target_weight,
             mirror_percent=new.mirror_percent, sticky_header=sticky,
         )  # fmt: skip
-        if spec.traffic and spec.traffic.router == "gateway-api" and spec.traffic.http_route:
-            route = spec.traffic.http_route
+        if gateway:
+            route = f"{gateway.namespace or namespace}/{gateway.name}"
             rules = http_route_rules(
                 name=name, baseline=baseline, target=target,
                 target_weight=new.target_weight, mirror_percent=new.mirror_percent,
@@ -299,7 +301,7 @@ async def _tick_once(
             # Traffic first: the HTTPRoute before the status that records it.
             try:
                 await asyncio.to_thread(
-                    kube.write_http_route_rules, route.namespace or namespace, route.name, rules
+                    kube.write_http_route_rules, gateway.namespace or namespace, gateway.name, rules
                 )
             except ApiException as err:
                 if err.status not in (403, 404):
@@ -307,25 +309,19 @@ async def _tick_once(
                 # No route (or no Gateway API at all, or no right to it): nothing is recorded,
                 # so the rollout holds where it is until the route can be written.
                 why = (
-                    f"cannot write HTTPRoute {route.namespace or namespace}/{route.name}: "
-                    f"HTTP {err.status} {err.reason}; the rollout holds until it can"
+                    f"cannot write HTTPRoute {route}: HTTP {err.status} {err.reason}; "
+                    "the rollout holds until it can"
                 )
                 if _traffic_refused.get((namespace, name)) != why:
                     _traffic_refused[(namespace, name)] = why
-                    kopf.event(
-                        kopf.Body(cast(kopf.RawBody, qm)),
-                        type="Warning", reason="TrafficNotApplied", message=why,
-                    )  # fmt: skip
+                    kopf.event(body, type="Warning", reason="TrafficNotApplied", message=why)
                     logger.warning(why)
                 else:
                     logger.info(f"still {why}")
                 return TickResult(max(1.0, min(_TRAFFIC_RETRY_S, settings.interval_s)))
             if _traffic_refused.pop((namespace, name), None) is not None:
-                message = f"HTTPRoute {route.namespace or namespace}/{route.name} written again"
-                kopf.event(
-                    kopf.Body(cast(kopf.RawBody, qm)),
-                    type="Normal", reason="TrafficApplied", message=message,
-                )  # fmt: skip
+                message = f"HTTPRoute {route} written again"
+                kopf.event(body, type="Normal", reason="TrafficApplied", message=message)
                 logger.info(message)
         patch["traffic"] = traffic
         if evaluation is not None:
@@ -341,7 +337,7 @@ async def _tick_once(
         except ApiException as err:
             if err.status != 409:
                 raise
-            if spec.traffic and spec.traffic.router == "gateway-api" and spec.traffic.http_route:
+            if gateway:
                 _routes_ahead.add((namespace, name))
             return Conflict(
                 Measured(key, evaluation, results or []) if evaluation else None,
@@ -351,7 +347,6 @@ async def _tick_once(
     metrics.observe(namespace, name, state, new, steps)  # once applied: a lost race counts nothing
     if evaluation is not None:
         metrics.evaluated(namespace, name, evaluation.verdict)
-    body = kopf.Body(cast(kopf.RawBody, qm))
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         logger.info(f"{event.reason}: {event.message}")

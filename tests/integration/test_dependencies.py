@@ -194,10 +194,6 @@ def log_lines(operator: OperatorProcess, text: str) -> list[str]:
     return [ln for ln in operator.log.read_text(errors="replace").splitlines() if text in ln]
 
 
-def api_up(stack: Stack) -> bool:
-    return stack.controlplane.api_ready()
-
-
 def at(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -277,7 +273,7 @@ def test_an_api_server_restart_mid_rollout_resumes_the_same_stage(
                     > failed_ticks
                 ),
             )
-            assert not api_up(stack)
+            assert not stack.controlplane.api_ready()
             assert operator.proc.poll() is None, "the operator exited during the API outage"
         finally:
             back = datetime.datetime.now(datetime.UTC)  # the API was down until at least now

@@ -196,43 +196,48 @@ async def test_a_stream_is_read_as_it_arrives_and_what_arrived_together_in_one_p
         connection.close()
 
 
-async def test_a_reader_that_does_not_read_stops_the_socket() -> None:
-    written = 0
-    stuck, done_writing = asyncio.Event(), asyncio.Event()
+class StallingTier:
+    """A tier that streams 4 KiB chunks until its socket takes no more for a second (the reader
+    stopped reading), with a bound far past every buffer for a reader that never stops; then it
+    ends the stream. `written` counts the bytes of data it sent."""
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal written
+    def __init__(self) -> None:
+        self.written = 0
+        self.stuck, self.done_writing = asyncio.Event(), asyncio.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(STREAM_HEAD)
         data = b"x" * 4096
         piece = chunk(data)
         try:
-            # Write until the kernel's buffers are full (the client stopped reading), with a
-            # bound far past them for a client that never stops.
-            while not stuck.is_set() and written < 1024 * HIGH_WATER:
+            while not self.stuck.is_set() and self.written < 1024 * HIGH_WATER:
                 writer.write(piece)
-                written += len(data)
+                self.written += len(data)
                 try:
                     await asyncio.wait_for(writer.drain(), 1)
                 except TimeoutError:
-                    stuck.set()
-            done_writing.set()
+                    self.stuck.set()
+            self.done_writing.set()
             writer.write(b"0\r\n\r\n")
             await writer.drain()
         except ConnectionError:
             pass
 
-    async with serving(handler) as origin:
+
+async def test_a_reader_that_does_not_read_stops_the_socket() -> None:
+    tier = StallingTier()
+    async with serving(tier) as origin:
         connection = await Connection.open(origin, None, 5, 60)
         assert await request(connection, origin) == 200
-        await asyncio.wait_for(done_writing.wait(), 120)
-        assert stuck.is_set()  # else the whole stream went into the router's memory
+        await asyncio.wait_for(tier.done_writing.wait(), 120)
+        assert tier.stuck.is_set()  # else the whole stream went into the router's memory
         # What waits here is about HIGH_WATER (plus what one socket read brought at most).
         assert connection.buffered <= HIGH_WATER + (256 << 10)
         total = 0
         while data := await connection.read():
             total += len(data)
-        assert total == written
+        assert total == tier.written
         connection.close()
 
 
@@ -283,26 +288,8 @@ async def test_a_passed_on_stream_goes_to_the_sink_as_it_arrives_with_no_waiter_
 
 
 async def test_a_sink_that_is_backed_up_stops_the_socket_until_resumed() -> None:
-    written = 0
-    stuck, done_writing = asyncio.Event(), asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal written
-        await read_request(reader)
-        writer.write(STREAM_HEAD)
-        piece = chunk(b"x" * 4096)
-        while not stuck.is_set() and written < 1024 * HIGH_WATER:
-            writer.write(piece)
-            written += 4096
-            try:
-                await asyncio.wait_for(writer.drain(), 1)
-            except TimeoutError:
-                stuck.set()
-        done_writing.set()
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-
-    async with serving(handler) as origin:
+    tier = StallingTier()
+    async with serving(tier) as origin:
         connection = await Connection.open(origin, None, 5, 60)
         assert await request(connection, origin) == 200
         received = len(await connection.read())
@@ -316,13 +303,13 @@ async def test_a_sink_that_is_backed_up_stops_the_socket_until_resumed() -> None
         connection.pass_on(sink)
         await connection.arrival()  # woken: the sink said it is backed up
         assert connection.held_back
-        await asyncio.wait_for(done_writing.wait(), 120)
-        assert stuck.is_set()  # the tier could not write on: nothing piled up in the router
+        await asyncio.wait_for(tier.done_writing.wait(), 120)
+        assert tier.stuck.is_set()  # the tier could not write on: nothing piled up in the router
         assert received <= HIGH_WATER + (256 << 10)
         backed_up = False
         connection.resume()
         await until_end(connection)
-        assert received == written
+        assert received == tier.written
         connection.close()
 
 
