@@ -20,9 +20,11 @@ lint: venv
 	$(PY) -m ruff check operator hack tests
 	$(PY) -m ruff format --check operator hack tests
 	$(PY) hack/gen-crd.py --check
+	$(PY) hack/gen-docs.py --check
 
 generate: venv
 	$(PY) hack/gen-crd.py
+	$(PY) hack/gen-docs.py
 
 typecheck: venv
 	$(PY) -m mypy

@@ -33,6 +33,8 @@ from quantrollout.analysis.rules import Scope, default_window, queries, window_f
 from quantrollout.api.durations import parse_duration
 from quantrollout.api.resolve import tiers
 from quantrollout.api.spec import Analysis, QuantizedModelSpec
+from quantrollout.defaults import ACTION_ANNOTATION as ACTION_ANNOTATION  # handlers read it here
+from quantrollout.defaults import PROMETHEUS_URL
 from quantrollout.kube import Kube
 from quantrollout.manifests.plan import Problem, parse_spec
 from quantrollout.manifests.plan import plan as make_plan
@@ -55,7 +57,6 @@ from quantrollout.rollout.schedule import evaluation_due, next_evaluation_at, ph
 from quantrollout.rollout.steps import rollout_id, stages_hash, steps_for
 from quantrollout.traffic.desired import builtin_config, http_route_rules
 
-ACTION_ANNOTATION = "quantrollout.io/action"
 _notifications: set[asyncio.Task[int]] = set()  # keeps fire-and-forget webhook calls alive
 # Models whose HTTPRoute was written by a decision whose status write then lost a race (409):
 # the next tick writes both again from the fresh state, even if that decides nothing new.
@@ -63,7 +64,6 @@ _routes_ahead: set[tuple[str, str]] = set()
 # Why each model's traffic could not be written, while it cannot: the Warning Event is sent when
 # the reason appears or changes, not on every retry (an on-call reading Events sees it once).
 _traffic_refused: dict[tuple[str, str], str] = {}
-DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 _TRAFFIC_RETRY_S = 30.0  # the longest a tick that could not write traffic waits to try again
 
 
@@ -112,7 +112,7 @@ class Providers:
 
     def for_model(self, kube: Kube, namespace: str, spec: QuantizedModelSpec) -> Coalescer:
         prom = spec.prometheus
-        url = prom.url if prom else os.environ.get("QR_PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL)
+        url = prom.url if prom else os.environ.get("QR_PROMETHEUS_URL", PROMETHEUS_URL)
         token = None
         if prom and prom.token_secret_ref:
             ref = prom.token_secret_ref

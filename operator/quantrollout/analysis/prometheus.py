@@ -10,6 +10,8 @@ from typing import Protocol
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
+from quantrollout import defaults
+
 from .batch import Series
 from .judge import Measurement
 
@@ -31,7 +33,7 @@ class PrometheusProvider:
     url: str
     token: str | None = field(default=None, repr=False)  # a secret: never in a log line
     verify_tls: bool = True
-    timeout_s: float = 5.0
+    timeout_s: float = defaults.PROMETHEUS_TIMEOUT_S
 
     def __post_init__(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None

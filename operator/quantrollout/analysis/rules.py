@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from quantrollout import defaults
 from quantrollout import signals as s
 from quantrollout.api.durations import format_duration, parse_duration
 from quantrollout.api.spec import Analysis, Rule
@@ -19,14 +20,10 @@ from quantrollout.api.thresholds import parse_threshold
 
 Compare = Literal["max", "min"]
 
-# What runs when spec.rollout.analysis.rules is not given.
-DEFAULT_RULES = (
-    Rule(name="error-rate", max="1%"),
-    Rule(name="latency-p99-ratio", max="1.5"),
-    Rule(name="repetition-rate", max="15%"),
-    Rule(name="refusal-rate-increase", max="10%"),
-    Rule(name="output-length-ratio", min="60%"),
-    Rule(name="shadow-agreement", min="80%"),
+# What runs when spec.rollout.analysis.rules is not given (quantrollout.defaults.RULES).
+DEFAULT_RULES = tuple(
+    Rule.model_validate({"name": name, compare: threshold})
+    for name, compare, threshold in defaults.RULES
 )
 SHADOW_ONLY = frozenset({"shadow-agreement"})
 
@@ -60,8 +57,9 @@ class RuleQuery:
 
 
 def default_window(analysis: Analysis) -> str:
-    """Four analysis intervals, and at least 20s (a few scrapes)."""
-    return format_duration(max(4 * parse_duration(analysis.interval), 20))
+    """A few analysis intervals, and at least a few scrapes (quantrollout.defaults)."""
+    seconds = defaults.WINDOW_INTERVALS * parse_duration(analysis.interval)
+    return format_duration(max(seconds, defaults.WINDOW_MIN_S))
 
 
 def window_for(rule: Rule, analysis: Analysis) -> str:

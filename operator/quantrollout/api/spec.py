@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, WithJsonSchema
 
+from quantrollout import defaults as d
+
 from .base import ApiModel, cel, validations
 from .durations import DURATION_PATTERN
 from .thresholds import THRESHOLD_PATTERN
@@ -260,24 +262,31 @@ class Stage(ApiModel):
         None,
         ge=1,
         le=100,
-        description="shadow: % of requests mirrored to the target (default 100).",
+        description=f"shadow: % of requests mirrored to the target (default {d.SHADOW_MIRROR_PERCENT}).",
     )
     weight: int | None = Field(
-        None, ge=1, le=99, description="ab: % of live traffic on the target (default 10)."
+        None,
+        ge=1,
+        le=99,
+        description=f"ab: % of live traffic on the target (default {d.AB_WEIGHT}).",
     )
     sticky_by: str | None = Field(
         None,
         pattern=r"^header:[A-Za-z0-9-]{1,64}$",
-        description="ab: keep each user on one tier, keyed by this request header (default header:x-user-id).",
+        description=f"ab: keep each user on one tier, keyed by this request header (default {d.AB_STICKY_BY}).",
     )
     weights: list[Annotated[int, Field(ge=1, le=99)]] | None = Field(
         None,
         min_length=1,
         max_length=20,
-        description="gradual: the weights, strictly increasing within (0, 100) (default [25, 50, 75]).",
+        description=f"gradual: the weights, strictly increasing within (0, 100) (default {list(d.GRADUAL_WEIGHTS)}).",
     )
-    step_duration: str | None = _duration("gradual: time at each weight (default 1h).")  # type: ignore[assignment]
-    duration: str | None = _duration("shadow/ab: time in the stage (defaults 30m and 24h).")  # type: ignore[assignment]
+    step_duration: str | None = _duration(
+        f"gradual: time at each weight (default {d.GRADUAL_STEP_DURATION})."
+    )  # type: ignore[assignment]
+    duration: str | None = _duration(
+        f"shadow/ab: time in the stage (defaults {d.SHADOW_DURATION} and {d.AB_DURATION})."
+    )  # type: ignore[assignment]
 
 
 BuiltinRule = Literal[
@@ -323,31 +332,37 @@ class Rule(ApiModel):
         max_length=4096,
         description="custom: a PromQL query returning one value.",
     )
-    window: str | None = _duration("Range the rule looks back over (default 5m).")  # type: ignore[assignment]
+    window: str | None = _duration(
+        f"Range the rule looks back over (default {d.WINDOW_INTERVALS} analysis intervals,"
+        f" at least {d.WINDOW_MIN_S}s)."
+    )  # type: ignore[assignment]
 
 
 class Analysis(ApiModel):
-    interval: str = _duration("Time between evaluations.", "30s")  # type: ignore[assignment]
+    interval: str = _duration("Time between evaluations.", d.ANALYSIS_INTERVAL)  # type: ignore[assignment]
     failure_limit: int = Field(
-        2, ge=1, le=100, description="Consecutive failed evaluations before rollback."
+        d.FAILURE_LIMIT, ge=1, le=100, description="Consecutive failed evaluations before rollback."
     )
     min_samples: int = Field(
-        50,
+        d.MIN_SAMPLES,
         ge=0,
         le=10_000_000,
         description="Fewer requests than this in a window is inconclusive, never a pass.",
     )
     on_metrics_unavailable: Literal["pause", "rollback"] = Field(
-        "pause",
+        d.ON_METRICS_UNAVAILABLE,
         description="What to do when metrics are missing: hold (pause) or roll back. Never promote.",
     )
     metrics_unavailable_grace: str = _duration(
-        "How long metrics may be missing before onMetricsUnavailable applies.", "5m"
+        "How long metrics may be missing before onMetricsUnavailable applies.",
+        d.METRICS_UNAVAILABLE_GRACE,
     )  # type: ignore[assignment]
     rules: list[Rule] | None = Field(
         None,
         max_length=32,
-        description="Rules judging every step (default: latency, errors, quality).",
+        description="Rules judging every step (default: "
+        + ", ".join(f"{name} {cmp} {value}" for name, cmp, value in d.RULES)
+        + ").",
     )
 
 
@@ -356,7 +371,10 @@ class Rollout(ApiModel):
         None,
         min_length=1,
         max_length=4,
-        description="Stages in order (default shadow 30m, ab 10% 24h, gradual 25/50/75 1h each, full).",
+        description=(
+            f"Stages in order (default shadow {d.SHADOW_DURATION}, ab {d.AB_WEIGHT}% {d.AB_DURATION},"
+            f" gradual {'/'.join(map(str, d.GRADUAL_WEIGHTS))} {d.GRADUAL_STEP_DURATION} each, full)."
+        ),
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["name"],
@@ -400,7 +418,7 @@ class PrometheusRef(ApiModel):
     url: str = Field(
         pattern=r"^https?://[^\s]+$",
         max_length=1024,
-        description="Base URL of the Prometheus HTTP API.",
+        description=f"Base URL of the Prometheus HTTP API (without spec.prometheus: the operator's QR_PROMETHEUS_URL, by default {d.PROMETHEUS_URL}).",
     )
     token_secret_ref: SecretKeyRef | None = Field(None, description="Bearer token for Prometheus.")
     insecure_skip_verify: bool = Field(

@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from quantrollout import __version__
+from quantrollout import __version__, defaults
 from quantrollout.cli.run import add_arguments as add_run_arguments
 
 
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--prometheus-url", default=None, metavar="URL",
         help="Prometheus for models that name none (default: $QR_PROMETHEUS_URL, "
-        "else http://prometheus-operated.monitoring.svc:9090)",
+        f"else {defaults.PROMETHEUS_URL})",
     )  # fmt: skip
     run.add_argument(
         "--log-format", choices=["plain", "full", "json"], default="full",

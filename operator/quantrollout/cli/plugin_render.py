@@ -22,10 +22,9 @@ from quantrollout.api.durations import format_duration
 from quantrollout.api.spec import QuantizedModelSpec, Rule
 from quantrollout.api.status import QuantizedModelStatus, RuleResult, TierStatus
 from quantrollout.api.thresholds import parse_threshold
+from quantrollout.defaults import ACTION_ANNOTATION, ACTIONS
 from quantrollout.rollout.steps import Step, steps_for
 
-ACTION_ANNOTATION = "quantrollout.io/action"
-ACTIONS = ("promote", "abort", "retry")
 NONE = "-"
 
 _STATUS_KEYS = frozenset(

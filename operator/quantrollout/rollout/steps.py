@@ -7,15 +7,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from quantrollout import defaults
 from quantrollout.api.durations import parse_duration
 from quantrollout.api.spec import QuantizedModelSpec, Stage, StageName
 
-DEFAULT_STAGES = (
-    Stage(name="shadow", mirror_percent=100, duration="30m"),
-    Stage(name="ab", weight=10, duration="24h", sticky_by="header:x-user-id"),
-    Stage(name="gradual", weights=[25, 50, 75], step_duration="1h"),
-    Stage(name="full"),
-)
+# The stages of quantrollout.defaults, as the API's models.
+DEFAULT_STAGES = tuple(Stage.model_validate(stage) for stage in defaults.STAGES)
 
 
 @dataclass(frozen=True)
@@ -36,18 +33,19 @@ def steps_for(spec: QuantizedModelSpec) -> tuple[Step, ...]:
                 Step(
                     "shadow",
                     0,
-                    stage.mirror_percent or 100,
-                    parse_duration(stage.duration or "30m"),
+                    stage.mirror_percent or defaults.SHADOW_MIRROR_PERCENT,
+                    parse_duration(stage.duration or defaults.SHADOW_DURATION),
                 )
             )
         elif stage.name == "ab":
-            sticky = (stage.sticky_by or "header:x-user-id").removeprefix("header:")
-            steps.append(
-                Step("ab", stage.weight or 10, 0, parse_duration(stage.duration or "24h"), sticky)
-            )
+            sticky = (stage.sticky_by or defaults.AB_STICKY_BY).removeprefix("header:")
+            duration = parse_duration(stage.duration or defaults.AB_DURATION)
+            steps.append(Step("ab", stage.weight or defaults.AB_WEIGHT, 0, duration, sticky))
         elif stage.name == "gradual":
-            hold = parse_duration(stage.step_duration or "1h")
-            steps += [Step("gradual", w, 0, hold) for w in stage.weights or [25, 50, 75]]
+            hold = parse_duration(stage.step_duration or defaults.GRADUAL_STEP_DURATION)
+            steps += [
+                Step("gradual", w, 0, hold) for w in stage.weights or defaults.GRADUAL_WEIGHTS
+            ]
         else:
             steps.append(Step("full", 100, 0, None))
     return tuple(steps)
