@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/hack
 
-.PHONY: demo test lint generate typecheck unit integration deps venv tools cluster-up cluster-down cluster-status bench clean
+.PHONY: demo test lint generate typecheck unit integration deps venv tools cluster-up cluster-down cluster-status bench dist image clean
 
 test: deps venv tools lint typecheck
 	QR_REQUIRE_TOOLS=1 $(PY) -m pytest
@@ -44,6 +44,16 @@ tools:
 	@hack/tools.sh kube >/dev/null
 	@hack/tools.sh kwok >/dev/null
 	@hack/tools.sh helm >/dev/null
+	@hack/tools.sh ocitool >/dev/null
+
+# The sdist and wheel in dist/ (python -m build).
+dist: venv
+	$(PY) hack/dist.py dist
+
+# The operator/router image as an OCI layout, without a container engine (needs root: debootstrap,
+# chroot); prints where the layout is. Push it with any OCI tool, e.g. `crane push LAYOUT REF`.
+image: deps venv
+	$(PY) hack/dist.py image
 
 demo: deps venv tools
 	$(PY) hack/demo.py
@@ -62,4 +72,4 @@ bench: deps venv tools
 
 clean:
 	-@hack/cluster down
-	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache dist

@@ -4,10 +4,11 @@
 #           binary from hack/controlplane (k8s.io/kubernetes at KUBE_VERSION)
 #   kwok  - the KWOK controller that plays kubelet for fake nodes
 #   helm  - for chart lint/template
+#   ocitool - writes and validates OCI image layouts (hack/ocitool, go-containerregistry)
 # Everything lands under $QR_CACHE (default ~/.cache/quantrollout), keyed by version and by a
 # hash of the Go module that built it, so a second run builds nothing.
 #
-# usage: hack/tools.sh [kube|kwok|helm|gateway-crds|all]   (prints KEY=path lines for what it ensured)
+# usage: hack/tools.sh [kube|kwok|helm|gateway-crds|ocitool|all]   (prints KEY=path lines for what it ensured)
 set -euo pipefail
 
 KUBE_VERSION=v1.33.13
@@ -77,6 +78,23 @@ ensure_helm() {
   echo "HELM=$cache/bin/helm-$HELM_VERSION/helm"
 }
 
+ensure_ocitool() {
+  local key dest tmp
+  key=$(cat "$here/ocitool/go.mod" "$here/ocitool/go.sum" "$here/ocitool/main.go" | sha256sum | cut -c1-12)
+  dest="$cache/bin/ocitool-$key"
+  if [ ! -x "$dest/ocitool" ]; then
+    need_go
+    tmp=$(mktemp -d "$cache/bin/.build.XXXXXX")
+    echo "building ocitool (go-containerregistry), once per machine..." >&2
+    if ! (cd "$here/ocitool" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$tmp/ocitool" .) >"$tmp/build.log" 2>&1; then
+      local why; why=$(tail -n 1 "$tmp/build.log"); rm -rf "$tmp"
+      die "building hack/ocitool failed: $why"
+    fi
+    mkdir -p "$dest" && mv "$tmp/ocitool" "$dest/ocitool" && rm -rf "$tmp"
+  fi
+  echo "OCITOOL=$dest/ocitool"
+}
+
 # The Gateway API CRDs (standard channel) from the Go module proxy: a download, no build.
 ensure_gateway_crds() {
   local dir
@@ -91,6 +109,7 @@ case "${1:-all}" in
   kwok) ensure_kwok ;;
   helm) ensure_helm ;;
   gateway-crds) ensure_gateway_crds ;;
+  ocitool) ensure_ocitool ;;
   all) ensure_kube; ensure_kwok; ensure_helm ;;
-  *) die "unknown tool '$1' (kube|kwok|helm|gateway-crds|all)" ;;
+  *) die "unknown tool '$1' (kube|kwok|helm|gateway-crds|ocitool|all)" ;;
 esac
