@@ -251,7 +251,9 @@ def app_layer(rootfs: Path, wheel: Path, house: Path, out: Path) -> None:
     pip = next((staging / "wheels").glob("pip-*.whl"))
     try:
         chroot = ["chroot", str(rootfs)]
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+        # SOURCE_DATE_EPOCH: pip's compiled files are hash-based, not stamped with install times.
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
+               "SOURCE_DATE_EPOCH": str(EPOCH)}  # fmt: skip
         subprocess.run(
             [*chroot, "/usr/bin/python3", "-m", "venv", "--without-pip", VENV], check=True, env=env
         )
