@@ -48,6 +48,7 @@ BASE_PACKAGES = ("python3", "ca-certificates")
 USER = "65532:65532"  # "nonroot", as distroless images call it
 VENV = "/opt/quantrollout"
 ENTRYPOINT = f"{VENV}/bin/quantrollout"
+WHEEL_EPOCH = 315532800  # 1980-01-01, the earliest time a zip file can hold
 EPOCH = 0  # every file's mtime in the layers, and the image's creation time: digests are stable
 # Left out of the base layer: documentation, manuals, translations and apt's downloaded lists.
 PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
@@ -87,6 +88,8 @@ def build_dist(outdir: Path) -> Dist:
         [sys.executable, "-m", "build", "--outdir", str(outdir), str(REPO)],
         capture_output=True,
         text=True,
+        # Fixed times in the wheel's zip, so the same sources give the same wheel (and image).
+        env={**os.environ, "SOURCE_DATE_EPOCH": str(WHEEL_EPOCH)},
     )
     if built.returncode:
         sys.stderr.write(built.stdout + built.stderr)
