@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from quantrollout import defaults
+from quantrollout import __version__, defaults
 from quantrollout.analysis.rules import DEFAULT_RULES, Scope, default_window, queries
 from quantrollout.api.crd import build_crd
 from quantrollout.api.durations import parse_duration
@@ -96,3 +96,30 @@ def test_the_chart_and_the_cli_default_to_the_same_prometheus() -> None:
     assert values["operator"]["prometheusURL"] == defaults.PROMETHEUS_URL
     url = schema("spec", "prometheus", "url")["description"]
     assert defaults.PROMETHEUS_URL in url
+
+
+def test_the_docs_written_by_hand_state_the_same_defaults() -> None:
+    """README and the runbook summarise some defaults in prose; they must be these."""
+    readme = " ".join((REPO / "README.md").read_text().split())
+    weights = "/".join(map(str, defaults.GRADUAL_WEIGHTS))
+    sticky = defaults.AB_STICKY_BY.removeprefix("header:")
+    assert (
+        f"the stages are shadow {defaults.SHADOW_DURATION}, A/B {defaults.AB_WEIGHT}% for "
+        f"{defaults.AB_DURATION} sticky by `{sticky}`, gradual {weights}% for "
+        f"{defaults.GRADUAL_STEP_DURATION} each, full; the analysis runs every "
+        f"{defaults.ANALYSIS_INTERVAL} with {len(defaults.RULES)} quality and latency rules"
+    ) in readme
+    timeout = f"`no answer within the {defaults.PROMETHEUS_TIMEOUT_S:g}s timeout`"
+    runbook = " ".join((REPO / "docs" / "runbook.md").read_text().split())
+    assert timeout in readme
+    assert timeout in runbook
+    assert f"`metricsUnavailableGrace` (default {defaults.METRICS_UNAVAILABLE_GRACE})" in runbook
+    assert f"`operator.prometheusURL` | `{defaults.PROMETHEUS_URL}`" in readme
+
+
+def test_the_chart_runs_the_package_version_by_default() -> None:
+    """The chart's default image tag is its appVersion, which `make image` tags: the package's."""
+    chart = yaml.safe_load((REPO / "charts" / "quantrollout" / "Chart.yaml").read_text())
+    values = yaml.safe_load((REPO / "charts" / "quantrollout" / "values.yaml").read_text())
+    assert chart["appVersion"] == __version__
+    assert values["image"]["tag"] == ""
