@@ -181,7 +181,8 @@ def render_rules() -> str:
     for name in names:
         rule = Rule.model_validate({"name": name, "max": "1"})
         formula = batch.formula(rule)
-        out.append(f"## {name}\n\n{_WHAT[name]}.\n\nPer model:\n\n```promql")
+        what = _WHAT[name]
+        out.append(f"## {name}\n\n{what[0].upper()}{what[1:]}.\n\nPer model:\n\n```promql")
         out.append(expression(rule, EXAMPLE, window))
         out.append("```\n")
         if formula is not None:
