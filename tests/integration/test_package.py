@@ -194,20 +194,32 @@ def test_the_entrypoint_runs_as_non_root_and_prints_the_version(
     assert python.split()[0] == "/opt/quantrollout/bin/python"
 
 
-def test_the_chart_runs_the_image_this_build_tags(image: qrdist.Image) -> None:
+def test_the_chart_runs_the_image_this_build_tags(image: qrdist.Image, unpacked: Path) -> None:
+    """The chart's default image is this build, and each of its containers' arguments parse in
+    it, as the chart's pod user: the chart sets args only, so the image's entrypoint runs them."""
     helm = tool_path("helm", "HELM")
     rendered = subprocess.run(
-        [helm, "template", "qr", str(CHART), "--namespace", "quantrollout-system", "--kube-version", "1.33.13"],
+        [helm, "template", "qr", str(CHART), "--namespace", "quantrollout-system",
+         "--kube-version", "1.33.13"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    images = {
-        c["image"]
+    pods = [
+        doc["spec"]["template"]["spec"]
         for doc in yaml.safe_load_all(rendered)
         if doc and doc["kind"] == "Deployment"
-        for c in doc["spec"]["template"]["spec"]["containers"]
-    }
-    assert images == {image.reference}
+    ]
+    containers = [c for pod in pods for c in pod["containers"]]
+    assert {c["image"] for c in containers} == {image.reference}
     assert image.reference == f"{qrdist.REPOSITORY}:{__version__}"
+    _, config = manifest_and_config(image)
+    env = dict(item.split("=", 1) for item in config["config"]["Env"])
+    for pod, container in ((p, c) for p in pods for c in p["containers"]):
+        assert "command" not in container, container["name"]
+        user = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+        chroot = ["chroot", f"--userspec={user}", str(unpacked)]
+        # --help last: every argument before it is parsed (names, choices, types), then it exits.
+        usage = run([*chroot, *config["config"]["Entrypoint"], *container["args"], "--help"], env)
+        assert usage.startswith(f"usage: quantrollout {container['args'][0]}"), usage
 
 
 def test_the_dockerfile_builds_the_same_image() -> None:
