@@ -89,7 +89,12 @@ def build_dist(outdir: Path) -> Dist:
         capture_output=True,
         text=True,
         # Fixed times in the wheel's zip, so the same sources give the same wheel (and image).
-        env={**os.environ, "SOURCE_DATE_EPOCH": str(WHEEL_EPOCH)},
+        # PIP_CONSTRAINT: the isolated build environment's setuptools and wheel are pinned too.
+        env={
+            **os.environ,
+            "SOURCE_DATE_EPOCH": str(WHEEL_EPOCH),
+            "PIP_CONSTRAINT": str(REPO / "hack" / "constraints.txt"),
+        },  # fmt: skip
     )
     if built.returncode:
         sys.stderr.write(built.stdout + built.stderr)
