@@ -94,7 +94,7 @@ def build_dist(outdir: Path) -> Dist:
             **os.environ,
             "SOURCE_DATE_EPOCH": str(WHEEL_EPOCH),
             "PIP_CONSTRAINT": str(REPO / "hack" / "constraints.txt"),
-        },  # fmt: skip
+        },
     )
     if built.returncode:
         sys.stderr.write(built.stdout + built.stderr)
