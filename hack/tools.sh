@@ -4,16 +4,18 @@
 #           binary from hack/controlplane (k8s.io/kubernetes at KUBE_VERSION)
 #   kwok  - the KWOK controller that plays kubelet for fake nodes
 #   helm  - for chart lint/template
+#   versitygw - an S3-compatible object server (posix backend) for the preflight artifact tests
 # Everything lands under $QR_CACHE (default ~/.cache/quantrollout), keyed by version and by a
 # hash of the Go module that built it, so a second run builds nothing.
 #
-# usage: hack/tools.sh [kube|kwok|helm|gateway-crds|all]   (prints KEY=path lines for what it ensured)
+# usage: hack/tools.sh [kube|kwok|helm|gateway-crds|versitygw|all]   (prints KEY=path lines for what it ensured)
 set -euo pipefail
 
 KUBE_VERSION=v1.33.13
 KWOK_VERSION=v0.7.0
 HELM_VERSION=v3.21.4
 GATEWAY_API_VERSION=v1.3.0
+VERSITYGW_VERSION=v1.8.0
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${QR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/quantrollout}
@@ -77,6 +79,11 @@ ensure_helm() {
   echo "HELM=$cache/bin/helm-$HELM_VERSION/helm"
 }
 
+ensure_versitygw() {
+  go_install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" versitygw "$cache/bin/versitygw-$VERSITYGW_VERSION"
+  echo "VERSITYGW=$cache/bin/versitygw-$VERSITYGW_VERSION/versitygw"
+}
+
 # The Gateway API CRDs (standard channel) from the Go module proxy: a download, no build.
 ensure_gateway_crds() {
   local dir
@@ -91,6 +98,7 @@ case "${1:-all}" in
   kwok) ensure_kwok ;;
   helm) ensure_helm ;;
   gateway-crds) ensure_gateway_crds ;;
+  versitygw) ensure_versitygw ;;
   all) ensure_kube; ensure_kwok; ensure_helm ;;
-  *) die "unknown tool '$1' (kube|kwok|helm|gateway-crds|all)" ;;
+  *) die "unknown tool '$1' (kube|kwok|helm|gateway-crds|versitygw|all)" ;;
 esac
