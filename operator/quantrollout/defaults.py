@@ -24,6 +24,27 @@ PREFLIGHT_SIZE_TOLERANCE = 0.5
 # Where the preflight Job mounts a pvc:// claim: <root>/<claim>, as the serving pods do.
 PREFLIGHT_PVC_ROOT = "/models"
 PREFLIGHT_READ_TIMEOUT_SECONDS = 60.0
+# The benchmark: streamed requests in flight per tier, measured requests per tier, discarded
+# warm-up requests per tier first, prompt length in words (about one token each) and answer
+# length in tokens (ignore_eos: every answer is exactly this long).
+PREFLIGHT_CONCURRENCY = 8
+PREFLIGHT_REQUESTS = 64
+PREFLIGHT_WARMUP_REQUESTS = 8
+PREFLIGHT_PROMPT_TOKENS = 256
+PREFLIGHT_MAX_TOKENS = 128
+PREFLIGHT_REQUEST_TIMEOUT_SECONDS = 120.0
+# The quality probe: answer length when a prompt sets none, and prompts asked at once per tier.
+PREFLIGHT_PROBE_MAX_TOKENS = 128
+PREFLIGHT_PROBE_CONCURRENCY = 4
+# The gate when the spec names no rules: the quantized tier must be no slower than the baseline
+# in throughput and first-token latency (a little noise allowed), and fail no request.
+PREFLIGHT_GATE_RULES: tuple[tuple[str, str, float], ...] = (
+    ("throughput-ratio", "min", 1.0),
+    ("ttft-p99-ratio", "max", 1.2),
+    ("error-rate", "max", 0.0),
+)
+# The whole preflight (artifact check, warm-up, benchmark, probe) must end within this.
+PREFLIGHT_TIMEOUT = "30m"
 
 
 # --- the router ------------------------------------------------------------------------------------

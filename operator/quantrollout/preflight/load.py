@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from quantrollout import defaults
 from quantrollout.preflight.probe import ProbePrompt, ProbeResult, compare
 from quantrollout.preflight.stats import Sample, Summary, summarize
 
@@ -63,12 +64,12 @@ _FILLER = [
 @dataclass(frozen=True)
 class LoadSettings:
     model: str  # the served model name both tiers answer to
-    concurrency: int = 8
-    requests: int = 64
-    warmup_requests: int = 8
-    prompt_tokens: int = 256
-    max_tokens: int = 128
-    timeout: float = 120.0
+    concurrency: int = defaults.PREFLIGHT_CONCURRENCY
+    requests: int = defaults.PREFLIGHT_REQUESTS
+    warmup_requests: int = defaults.PREFLIGHT_WARMUP_REQUESTS
+    prompt_tokens: int = defaults.PREFLIGHT_PROMPT_TOKENS
+    max_tokens: int = defaults.PREFLIGHT_MAX_TOKENS
+    timeout: float = defaults.PREFLIGHT_REQUEST_TIMEOUT_SECONDS
 
 
 def prompt_text(index: int, words: int) -> str:
@@ -196,9 +197,9 @@ async def probe(
     prompts: Sequence[ProbePrompt],
     client: httpx.AsyncClient,
     *,
-    max_tokens: int = 128,
-    concurrency: int = 4,
-    request_timeout: float = 120.0,
+    max_tokens: int = defaults.PREFLIGHT_PROBE_MAX_TOKENS,
+    concurrency: int = defaults.PREFLIGHT_PROBE_CONCURRENCY,
+    request_timeout: float = defaults.PREFLIGHT_REQUEST_TIMEOUT_SECONDS,
 ) -> list[ProbeResult]:
     gate = asyncio.Semaphore(concurrency)
 
