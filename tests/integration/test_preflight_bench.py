@@ -5,7 +5,12 @@ whose greedy answers drift fails the quality rule."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -121,3 +126,48 @@ async def test_the_quality_probe(
 
 def _empty() -> Summary:
     return Summary(0, 0, None, None, None, None, 0, 0.0)
+
+
+def run_cli(*args: str) -> tuple[int, dict[str, Any]]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "quantrollout.cli.main", "preflight", "benchmark", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.stdout, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_the_benchmark_command(baseline: Simulator, tmp_path: Path) -> None:
+    """What the Job will run: load, probe and gate in one command, the verdict in the
+    termination log."""
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "prompts.jsonl").write_text(PROMPTS["prompts.jsonl"])
+    load = ["--concurrency", "4", "--requests", "8", "--warmup-requests", "2", "--max-tokens", "8"]
+    with Simulator(MODEL, 0, tier="int4-awq") as target:
+        target.configure(latency_ms=120, token_delay_ms=25, divergence_rate=1.0)
+        code, doc = run_cli(
+            "--baseline-url", baseline.url, "--target-url", target.url, "--model", MODEL, *load,
+            "--prompts-dir", str(tmp_path / "prompts"),
+            "--rule", "throughput-ratio:min=1.2", "--rule", "quality-agreement:min=0.9",
+            "--termination-log", str(tmp_path / "log"),
+        )  # fmt: skip
+    assert code == 1
+    assert doc["check"] == "gate"
+    assert doc["verdict"] == "Fail"
+    assert [f["rule"] for f in doc["failures"]] == ["throughput-ratio", "quality-agreement"]
+    assert doc["reasons"][0].startswith("throughput-ratio 0.")
+    assert doc["reasons"][0].endswith(
+        "(target.outputTokensPerSecond / baseline.outputTokensPerSecond), must be >= 1.2: breached"
+    )
+    assert doc["facts"]["probe"]["exactMatch"] == 0.0
+    assert doc["facts"]["target"]["requests"] == 8
+    assert json.loads((tmp_path / "log").read_text()) == doc
+    with Simulator(MODEL, 0, tier="int4-awq") as target:
+        target.configure(latency_ms=10, token_delay_ms=4)
+        code, doc = run_cli(
+            "--baseline-url", baseline.url, "--target-url", target.url, "--model", MODEL, *load,
+        )  # fmt: skip
+    assert (code, doc["verdict"], doc["reasons"]) == (0, "Pass", [])  # the default rules
+    assert [v["rule"] for v in doc["facts"]["verdicts"]] == [
+        "throughput-ratio", "ttft-p99-ratio", "error-rate"
+    ]  # fmt: skip

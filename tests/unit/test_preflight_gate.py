@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from quantrollout.cli.main import main
 from quantrollout.preflight.gate import GateRule, Measured, evaluate, overall
 from quantrollout.preflight.probe import ProbeError, ProbePrompt, compare, parse_prompts, score
+from quantrollout.preflight.result import EXIT_CODES, gate_result, termination_message
 from quantrollout.preflight.stats import Sample, Summary, percentile, summarize
 
 
@@ -165,3 +167,50 @@ def test_compare_and_score() -> None:
     assert unjudged.agreement is None
     assert score([same, drift, lost, unjudged]) == (pytest.approx(1.75 / 3), pytest.approx(1 / 3))
     assert score([unjudged]) == (None, None)
+
+
+def test_gate_result_lists_what_did_not_pass() -> None:
+    measured = Measured(baseline=summary(100), target=summary(50), agreement=None)
+    verdicts = evaluate(
+        [GateRule("throughput-ratio", min=1.2), GateRule("quality-agreement", min=0.9)], measured
+    )
+    doc = gate_result(verdicts, measured, [])
+    assert doc["verdict"] == "Fail"
+    assert doc["reasons"] == [
+        "throughput-ratio 0.5 (target.outputTokensPerSecond / baseline.outputTokensPerSecond), must be >= 1.2: breached",
+        "quality-agreement: no value (probe.agreement), inconclusive",
+    ]
+    assert doc["failures"][0] == {
+        "rule": "throughput-ratio",
+        "field": "target.outputTokensPerSecond / baseline.outputTokensPerSecond",
+        "value": 0.5,
+        "threshold": 1.2,
+        "bound": "min",
+        "verdict": "Fail",
+    }
+    assert json.loads(termination_message(doc)) == {**doc, "omitted": 0}
+    assert EXIT_CODES[doc["verdict"]] == 1
+
+
+@pytest.mark.parametrize(
+    "text", ["speed:min=1", "throughput-ratio:above=1", "throughput-ratio:min=x"]
+)
+def test_the_command_refuses_bad_rules(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            [
+                "preflight",
+                "benchmark",
+                "--baseline-url",
+                "u",
+                "--target-url",
+                "v",
+                "--model",
+                "m",
+                "--rule",
+                text,
+            ]
+        )
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --rule: '{text}': " in err
