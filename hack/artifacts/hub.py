@@ -6,8 +6,10 @@ commit id, a hash of the files), the way the Hub answers:
   Content-Range), `ETag`, `X-Repo-Commit` and Content-Length, as huggingface_hub expects;
 - `GET /api/models/<org>/<name>[/revision/<revision>]`: `{"id", "sha", "siblings":
   [{"rfilename"}]}`;
-- 401 for every request when the server has a token and the request does not bear it, like a
-  gated repository.
+- errors as the Hub sends them, with `X-Error-Code`: 404 EntryNotFound (no such file),
+  404 RevisionNotFound, 401 RepoNotFound (the Hub answers 401 for a repository that does not
+  exist), and 401 GatedRepo for every request when the server has a token and the request does
+  not bear it.
 Ours, so the tests judge it with the official client (`huggingface_hub.hf_hub_download`)."""
 
 from __future__ import annotations
@@ -73,9 +75,12 @@ class HubServer:
                 if send:
                     self.wfile.write(body)
 
-            def _error(self, status: int, message: str, send: bool) -> None:
+            def _error(
+                self, status: int, message: str, send: bool, code_override: str | None = None
+            ) -> None:
                 body = json.dumps({"error": message}).encode()
                 code = {401: "GatedRepo", 404: "EntryNotFound"}.get(status, "Error")
+                code = code_override or code
                 headers = {"Content-Type": "application/json", "X-Error-Code": code}
                 self._send(status, {**headers, "X-Error-Message": message}, body, send)
 
@@ -96,17 +101,21 @@ class HubServer:
                     return
                 self._error(404, "not found", body)
 
-            def _repo(self, repo_id: str, revision: str) -> tuple[Path, str] | None:
+            def _repo(self, repo_id: str, revision: str, send: bool) -> tuple[Path, str] | None:
+                """The repository and its commit, or None after answering the Hub's error."""
                 repo = hub.root / repo_id
                 if ".." in repo_id or not repo.is_dir():
+                    self._error(401, f"Repository {repo_id} not found", send, "RepoNotFound")
                     return None
                 commit = commit_of(repo)
-                return (repo, commit) if revision in ("main", commit) else None
+                if revision not in ("main", commit):
+                    self._error(404, f"Revision {revision} not found", send, "RevisionNotFound")
+                    return None
+                return repo, commit
 
             def _api(self, repo_id: str, revision: str, send: bool) -> None:
-                found = self._repo(repo_id, revision)
+                found = self._repo(repo_id, revision, send)
                 if found is None:
-                    self._error(404, f"Repository {repo_id} not found", send)
                     return
                 repo, commit = found
                 siblings = [
@@ -120,9 +129,8 @@ class HubServer:
                 )
 
             def _file(self, repo_id: str, revision: str, name: str, send: bool) -> None:
-                found = self._repo(repo_id, revision)
+                found = self._repo(repo_id, revision, send)
                 if found is None:
-                    self._error(404, f"Revision {revision} of {repo_id} not found", send)
                     return
                 repo, commit = found
                 path = repo / name

@@ -15,7 +15,12 @@ from typing import Any
 
 import pytest
 from huggingface_hub import HfApi, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, GatedRepoError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 
 from artifacts import checkpoints
 from artifacts.hub import HubServer, commit_of
@@ -111,6 +116,17 @@ def test_s3_checks_the_signature(s3: S3Server) -> None:
     assert "HTTP 403" in doc["reasons"][0]
 
 
+def test_s3_missing_bucket_is_an_error_missing_key_a_failure(s3: S3Server) -> None:
+    code, doc = preflight("--target", "s3://nobucket/llama/awq", *AWQ, env=s3.env())
+    assert code == 3
+    assert doc["reasons"][0].startswith(
+        "s3://nobucket/llama/awq/config.json: HTTP 404 (not found): NoSuchBucket"
+    )
+    code, doc = preflight("--target", "s3://models/llama/nothing-here", *AWQ, env=s3.env())
+    assert code == 1
+    assert doc["reasons"][0] == "config.json: missing from s3://models/llama/nothing-here"
+
+
 def test_s3_digest_streams_every_file(s3: S3Server, models: Path) -> None:
     files = sorted(p.name for p in (models / "awq").iterdir())
     shell = f"sha256sum {' '.join(files)} | LC_ALL=C sort -k2 | sha256sum"
@@ -168,6 +184,30 @@ def test_the_official_client_downloads_from_our_hub(
     }
     with pytest.raises(EntryNotFoundError):
         hf_hub_download("org/awq", "nope.json", endpoint=hub.url, cache_dir=tmp_path)
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download(
+            "org/awq", "config.json", revision="v9", endpoint=hub.url, cache_dir=tmp_path
+        )
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download("org/nope", "config.json", endpoint=hub.url, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("artifact", "reason"),
+    [
+        (
+            "hf://org/nope",
+            "hf://org/nope/config.json: HTTP 401 (credentials missing or refused): RepoNotFound",
+        ),
+        ("hf://org/awq@v9", "hf://org/awq@v9/config.json: HTTP 404 (not found): RevisionNotFound"),
+    ],
+)
+def test_a_missing_repository_or_revision_is_an_error_not_a_missing_file(
+    hub: HubServer, artifact: str, reason: str
+) -> None:
+    code, doc = preflight("--target", artifact, *AWQ, env={"HF_ENDPOINT": hub.url})
+    assert (code, doc["verdict"]) == (3, "Error")
+    assert doc["reasons"][0].startswith(reason)
 
 
 def test_hf_checkpoint_passes_reading_only_headers(hub: HubServer) -> None:

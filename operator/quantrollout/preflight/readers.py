@@ -122,19 +122,17 @@ class HttpReader:
             response = self.client.send(request, stream=True)
         except httpx.HTTPError as err:
             raise ReadError(f"{self.location}/{name}: {err.__class__.__name__}: {err}") from None
-        if response.status_code == 404:
-            response.close()
-            return None
-        if response.status_code >= 400 and response.status_code != 416:
-            body = response.read()[:300].decode(errors="replace")
-            response.close()
-            why = {401: "credentials missing or refused", 403: "access denied"}.get(
-                response.status_code, "refused"
-            )
-            raise ReadError(
-                f"{self.location}/{name}: HTTP {response.status_code} ({why}): {_first_line(body)}"
-            )
-        return response
+        if response.status_code < 400 or response.status_code == 416:
+            return response
+        body = response.read()[:2000].decode(errors="replace")
+        response.close()
+        detail = _detail(response, body)
+        if response.status_code == 404 and not detail.startswith(_WHOLE_ARTIFACT_MISSING):
+            return None  # this file is absent (NoSuchKey, EntryNotFound): the check says so
+        why = {401: "credentials missing or refused", 403: "access denied", 404: "not found"}.get(
+            response.status_code, "refused"
+        )
+        raise ReadError(f"{self.location}/{name}: HTTP {response.status_code} ({why}): {detail}")
 
     def get(self, name: str) -> bytes | None:
         response = self._send(name, {})
@@ -178,12 +176,21 @@ class HttpReader:
             yield from response.iter_bytes(CHUNK)
 
 
-def _first_line(text: str) -> str:
-    """An S3 error's Code and Message, or the body's start."""
-    code, message = _S3_CODE.search(text), _S3_MESSAGE.search(text)
+# A 404 with one of these codes is not one file missing but the whole artifact (its bucket, its
+# repository or revision): the check cannot be made, which is an Error, not a Fail.
+_WHOLE_ARTIFACT_MISSING = ("NoSuchBucket", "RepoNotFound", "RevisionNotFound")
+
+
+def _detail(response: httpx.Response, body: str) -> str:
+    """The store's own words: the Hub's X-Error-Code and -Message, an S3 error's Code and
+    Message, or the body's start."""
+    hub_code = response.headers.get("x-error-code")
+    if hub_code:
+        return f"{hub_code}: {response.headers.get('x-error-message', '')}".strip()[:300]
+    code, message = _S3_CODE.search(body), _S3_MESSAGE.search(body)
     if code:
         return f"{code.group(1)}: {message.group(1) if message else ''}".strip()[:300]
-    return " ".join(text.split())[:200] or "(no body)"
+    return " ".join(body.split())[:200] or "(no body)"
 
 
 def _read_at_most(response: httpx.Response, length: int) -> bytes:
