@@ -5,20 +5,22 @@ config.json files carry the key sets real repositories carry, and the weights of
 have the tensor names, dtypes and shapes its quantizer writes, so their sizes relate to the
 parameter count as a real checkpoint's do (embeddings and the LM head stay 16-bit).
 
-Key sets, as the quantizers write them (copied from published checkpoints' config.json and the
-quantizers' writers):
+Key sets, as the quantizers write them (read in their sources):
 - the base model: meta-llama/Meta-Llama-3-8B-Instruct's config.json keys;
-- AWQ: AutoAWQ's `{bits, group_size, modules_to_not_convert, quant_method, version,
-  zero_point}` (e.g. casperhansen/llama-3-8b-instruct-awq);
-- GPTQ: AutoGPTQ's `{bits, group_size, damp_percent, desc_act, sym, true_sequential,
-  model_name_or_path, model_file_base_name, quant_method}` (TheBloke/Llama-2-7B-Chat-GPTQ's
-  config.json, which Intel Neural Compressor's `change_config_to_hf_format` cites as its model);
-- fp8: AutoFP8's `{quant_method: fp8, activation_scheme, ignored_layers}`
-  (neuralmagic/Meta-Llama-3-8B-Instruct-FP8);
-- compressed-tensors: llm-compressor's `{config_groups: {group_0: {input_activations,
-  output_activations, targets, weights: {actorder, block_structure, dynamic, group_size,
-  num_bits, observer, observer_kwargs, strategy, symmetric, type}}}, format, ignore,
-  kv_cache_scheme, quant_method, quantization_status}`;
+- AWQ: AutoAWQ's `AwqConfig.to_transformers_dict()` (casper-hansen/AutoAWQ,
+  awq/models/_config.py): quant_method, zero_point, group_size, bits, version (lower case),
+  modules_to_not_convert;
+- GPTQ: AutoGPTQ's `BaseQuantizeConfig.to_dict()` (AutoGPTQ/AutoGPTQ, auto_gptq/quantization/
+  config.py): bits, group_size, damp_percent, desc_act, static_groups, sym, true_sequential,
+  model_name_or_path, model_file_base_name, is_marlin_format, quant_method (the layout of
+  TheBloke/Llama-2-7B-Chat-GPTQ's config.json, which Intel Neural Compressor's
+  `change_config_to_hf_format` cites as its model);
+- fp8: AutoFP8's `save_quantized_model` (neuralmagic/AutoFP8, auto_fp8/quantize.py):
+  quant_method fp8, activation_scheme, ignored_layers;
+- compressed-tensors: what llm-compressor writes (config_groups.group_0 with targets, weights
+  {actorder, block_structure, dynamic, group_size, num_bits, observer, observer_kwargs, strategy,
+  symmetric, type}, input_activations, output_activations; format, ignore, kv_cache_scheme,
+  quant_method, quantization_status), as public conversion scripts reproduce it;
 - bitsandbytes: transformers' `BitsAndBytesConfig.to_dict()`.
 numpy has no float8 type: fp8 weights are written as U8 (the same bytes per element); the
 check sizes bytes and reads dtypes, it never decodes values.
@@ -108,10 +110,12 @@ QUANTIZATION_CONFIGS: dict[str, dict[str, Any]] = {
         "group_size": 128,
         "damp_percent": 0.01,
         "desc_act": False,
+        "static_groups": False,
         "sym": True,
         "true_sequential": True,
         "model_name_or_path": None,
         "model_file_base_name": "model",
+        "is_marlin_format": False,
         "quant_method": "gptq",
     },
     "fp8": {"quant_method": "fp8", "activation_scheme": "static", "ignored_layers": ["lm_head"]},

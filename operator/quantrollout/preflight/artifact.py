@@ -47,7 +47,7 @@ TOKENIZER_FILES = (
 SMALL_FILES = (CONFIG, INDEX, *TOKENIZER_FILES)
 # Formats vLLM can quantize online from a 16-bit checkpoint (`--quantization fp8|bitsandbytes`).
 ONLINE_FORMATS = ("fp8", "bitsandbytes")
-SIXTEEN_BIT = ("F16", "BF16", "F32")
+UNQUANTIZED_DTYPES = ("F16", "BF16", "F32")
 
 PRECISION_FIELD = "spec.target.precision"
 FORMAT_FIELD = "spec.target.format"
@@ -470,7 +470,7 @@ def check_shards(snapshot: Snapshot, online: bool) -> tuple[list[Failure], int |
             )  # fmt: skip
         total += shard.header.data_bytes
         if online:
-            wide = {t.dtype for t in shard.header.tensors.values()} - set(SIXTEEN_BIT)
+            wide = {t.dtype for t in shard.header.tensors.values()} - set(UNQUANTIZED_DTYPES)
             if wide:
                 failures.append(
                     Failure(
