@@ -197,9 +197,9 @@ def test_the_official_client_downloads_from_our_hub(
     [
         (
             "hf://org/nope",
-            "hf://org/nope/config.json: HTTP 401 (credentials missing or refused): RepoNotFound",
+            "hf://org/nope: HTTP 401 (credentials missing or refused): RepoNotFound",
         ),
-        ("hf://org/awq@v9", "hf://org/awq@v9/config.json: HTTP 404 (not found): RevisionNotFound"),
+        ("hf://org/awq@v9", "hf://org/awq@v9: HTTP 404 (not found): RevisionNotFound"),
     ],
 )
 def test_a_missing_repository_or_revision_is_an_error_not_a_missing_file(
@@ -210,17 +210,25 @@ def test_a_missing_repository_or_revision_is_an_error_not_a_missing_file(
     assert doc["reasons"][0].startswith(reason)
 
 
-def test_hf_checkpoint_passes_reading_only_headers(hub: HubServer) -> None:
+def test_hf_checkpoint_passes_reading_only_headers(hub: HubServer, models: Path) -> None:
+    """Main is resolved to its commit once, every file is read at that commit, and the shards
+    only as far as their headers."""
     code, doc = preflight(
         "--target", "hf://org/awq", "--baseline", "hf://org/base", *AWQ,
         env={"HF_ENDPOINT": hub.url},
     )  # fmt: skip
     assert (code, doc["verdict"], doc["reasons"]) == (0, "Pass", [])
+    commit = commit_of(models / "awq")
+    assert doc["facts"]["revision"] == commit
     shard_reads = {(path, rng) for _, path, rng in hub.requests if path.endswith(".safetensors")}
     assert shard_reads == {
-        (f"/org/awq/resolve/main/model-0000{n}-of-00002.safetensors", f"bytes=0-{FIRST_READ - 1}")
+        (
+            f"/org/awq/resolve/{commit}/model-0000{n}-of-00002.safetensors",
+            f"bytes=0-{FIRST_READ - 1}",
+        )
         for n in (1, 2)
     }
+    assert not [path for _, path, _ in hub.requests if "/resolve/main/" in path]
 
 
 def test_hf_pinned_revision_and_a_gated_repository(
@@ -235,7 +243,7 @@ def test_hf_pinned_revision_and_a_gated_repository(
         )
         assert code == 3
         assert doc["reasons"][0].startswith(
-            "hf://org/awq/config.json: HTTP 401 (credentials missing or refused)"
+            "hf://org/awq: HTTP 401 (credentials missing or refused): GatedRepo"
         )
         code, doc = preflight(
             "--target", f"hf://org/awq@{commit}", *AWQ,

@@ -83,6 +83,7 @@ class Snapshot:
     files: Mapping[str, bytes | None]  # the small files (SMALL_FILES): bytes, or None if absent
     shards: Mapping[str, Shard] = field(default_factory=dict)
     file_hashes: Mapping[str, str] | None = None  # name -> sha256 hex, when a digest is asked
+    revision: str | None = None  # the commit read, where the store has commits (hf://)
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,8 @@ def check(target: Snapshot, baseline: Snapshot | None, expected: Expectation) ->
     if online:
         facts["onlineQuantization"] = True
     facts["shards"] = len(target.shards)
+    if target.revision is not None:  # what was checked, so that the tier can serve exactly it
+        facts["revision"] = target.revision
     if expected.digest is not None:
         failures += check_digest(target, expected.digest)
     return Report(failures, facts)

@@ -50,13 +50,14 @@ def read_shard(reader: Reader, name: str) -> Shard:
 def read_snapshot(reader: Reader, *, weights: bool, hashes: bool = False) -> Snapshot:
     """The small files; with `weights`, the shards' headers too; with `hashes`, every file's
     SHA-256 (for the digest)."""
+    revision = reader.pin()
     names = SMALL_FILES if weights else (CONFIG, *TOKENIZER_FILES)
     files = {name: reader.get(name) for name in names}
     shards: dict[str, Shard] = {}
     if weights:
         for name in _listed_shards(files.get(INDEX)):
             shards[name] = read_shard(reader, name)
-    snapshot = Snapshot(reader.location, files, shards)
+    snapshot = Snapshot(reader.location, files, shards, revision=revision)
     if not hashes:
         return snapshot
     file_hashes = {}
@@ -71,7 +72,7 @@ def read_snapshot(reader: Reader, *, weights: bool, hashes: bool = False) -> Sna
             for piece in reader.stream(name):
                 digest.update(piece)
         file_hashes[name] = digest.hexdigest()
-    return Snapshot(reader.location, files, shards, file_hashes)
+    return Snapshot(reader.location, files, shards, file_hashes, revision)
 
 
 def _listed_shards(index: bytes | None) -> list[str]:

@@ -48,6 +48,11 @@ class ReadError(RuntimeError):
 class Reader(Protocol):
     location: str
 
+    def pin(self) -> str | None:
+        """Fix the version every later read sees, and say which it is (a commit), where the
+        store has versions; None where it has not."""
+        ...
+
     def get(self, name: str) -> bytes | None:
         """The whole file, or None if there is no such file."""
         ...
@@ -70,6 +75,9 @@ class DirReader:
 
     def __init__(self, root: Path, location: str) -> None:
         self.root, self.location = root, location
+
+    def pin(self) -> str | None:
+        return None
 
     def _path(self, name: str) -> Path | None:
         path = self.root / name
@@ -108,6 +116,9 @@ class HttpReader:
 
     def __init__(self, client: httpx.Client) -> None:
         self.client = client
+
+    def pin(self) -> str | None:
+        return None
 
     def url(self, name: str) -> str:
         raise NotImplementedError
@@ -210,7 +221,11 @@ def _total(response: httpx.Response, name: str, location: str) -> int:
 
 
 class HfReader(HttpReader):
-    """A Hugging Face Hub repository (or a server answering the Hub's resolve URLs)."""
+    """A Hugging Face Hub repository (or a server answering the Hub's resolve URLs).
+
+    `pin` resolves the revision (a branch or tag) to its commit through the Hub's API
+    (`/api/models/org/name/revision/rev`, what `HfApi.model_info` asks), and every later read
+    names that commit: a push during the check cannot mix two versions of the checkpoint."""
 
     def __init__(
         self, client: httpx.Client, location: Location, endpoint: str, token: str | None
@@ -219,6 +234,25 @@ class HfReader(HttpReader):
         self.location = str(location)
         self.repo, self.revision = location.root, location.revision or "main"
         self.endpoint, self.token = endpoint.rstrip("/"), token
+
+    def pin(self) -> str:
+        url = f"{self.endpoint}/api/models/{self.repo}/revision/{quote(self.revision, safe='')}"
+        try:
+            response = self.client.get(url, headers=self.headers("GET", url, {}))
+        except httpx.HTTPError as err:
+            raise ReadError(f"{self.location}: {err.__class__.__name__}: {err}") from None
+        if response.status_code != 200:
+            why = {401: "credentials missing or refused", 403: "access denied", 404: "not found"}
+            raise ReadError(
+                f"{self.location}: HTTP {response.status_code} "
+                f"({why.get(response.status_code, 'refused')}): {_detail(response, response.text)}"
+            )
+        try:
+            commit = str(response.json()["sha"])
+        except (ValueError, KeyError, TypeError):
+            raise ReadError(f"{self.location}: the Hub's answer names no commit (sha)") from None
+        self.revision = commit
+        return commit
 
     def url(self, name: str) -> str:
         return f"{self.endpoint}/{self.repo}/resolve/{quote(self.revision, safe='')}/{quote(name)}"
