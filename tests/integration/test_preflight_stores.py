@@ -9,10 +9,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import (
@@ -26,6 +29,8 @@ from artifacts import checkpoints
 from artifacts.hub import HubServer, commit_of
 from artifacts.s3 import S3Server
 from quantrollout.preflight.gather import FIRST_READ
+from quantrollout.preflight.locations import parse
+from quantrollout.preflight.readers import ReadError, open_reader
 
 PARAMS_B = str(checkpoints.Shape().parameters / 1e9)
 AWQ = ["--format", "awq", "--precision", "int4", "--parameters-b", PARAMS_B]
@@ -271,3 +276,59 @@ def test_pvc_checkpoint_and_the_termination_log(models: Path, tmp_path: Path) ->
     assert doc["reasons"][0] == (
         "config.json: quantization_config.bits is 8, the spec says int4 (spec.target.precision)"
     )
+
+
+class _Misbehaving(BaseHTTPRequestHandler):
+    """A store answering S3's region redirect (301 with no Location) for config.json, and
+    breaking the connection halfway through every other answer."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/config.json"):
+            body = (
+                b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>PermanentRedirect</Code>"
+                b"<Message>The bucket you are attempting to access must be addressed using the "
+                b"specified endpoint.</Message></Error>"
+            )
+            self.send_response(301)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b"{" * 10)
+        self.close_connection = True
+
+
+@pytest.fixture
+def misbehaving() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_redirect_or_a_broken_answer_is_an_error(misbehaving: str) -> None:
+    env = {"AWS_ENDPOINT_URL": misbehaving, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+    code, doc = preflight("--target", "s3://models/x", *AWQ, env=env)
+    assert code == 3
+    assert doc["reasons"] == [
+        "s3://models/x/config.json: HTTP 301 (refused): PermanentRedirect: The bucket you are "
+        "attempting to access must be addressed using the specified endpoint."
+    ]
+    with httpx.Client() as client:
+        reader = open_reader(parse("s3://models/x"), env, client, Path("/nonexistent"))
+        with pytest.raises(
+            ReadError, match=r"^s3://models/x/tokenizer.json: RemoteProtocolError: "
+        ):
+            reader.get("tokenizer.json")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -133,10 +133,12 @@ class HttpReader:
             response = self.client.send(request, stream=True)
         except httpx.HTTPError as err:
             raise ReadError(f"{self.location}/{name}: {err.__class__.__name__}: {err}") from None
-        if response.status_code < 400 or response.status_code == 416:
+        if response.status_code in (200, 206, 416):
             return response
-        body = response.read()[:2000].decode(errors="replace")
-        response.close()
+        # Anything else is the store refusing, including a redirect left after following the
+        # ones that can be (S3's 301 PermanentRedirect to another region carries no Location).
+        with closing(response), _reading(self.location, name):
+            body = response.read()[:2000].decode(errors="replace")
         detail = _detail(response, body)
         if response.status_code == 404 and not detail.startswith(_WHOLE_ARTIFACT_MISSING):
             return None  # this file is absent (NoSuchKey, EntryNotFound): the check says so
@@ -149,7 +151,7 @@ class HttpReader:
         response = self._send(name, {})
         if response is None:
             return None
-        with closing(response):
+        with closing(response), _reading(self.location, name):
             data = bytearray()
             for piece in response.iter_bytes():
                 data += piece
@@ -161,7 +163,7 @@ class HttpReader:
         response = self._send(name, {"Range": f"bytes=0-{length - 1}"})
         if response is None:
             return None
-        with closing(response):
+        with closing(response), _reading(self.location, name):
             if response.status_code == 416:  # an empty file: no byte 0
                 return b"", _total(response, name, self.location)
             data = _read_at_most(response, length)
@@ -174,7 +176,7 @@ class HttpReader:
         response = self._send(name, {"Range": f"bytes={start}-{start + length - 1}"})
         if response is None:
             raise ReadError(f"{self.location}/{name}: gone while it was read")
-        with closing(response):
+        with closing(response), _reading(self.location, name):
             if response.status_code == 200:
                 return _read_at_most(response, start + length)[start:]
             return _read_at_most(response, length)
@@ -183,8 +185,17 @@ class HttpReader:
         response = self._send(name, {})
         if response is None:
             raise ReadError(f"{self.location}/{name}: gone while it was read")
-        with closing(response):
+        with closing(response), _reading(self.location, name):
             yield from response.iter_bytes(CHUNK)
+
+
+@contextmanager
+def _reading(location: str, name: str) -> Iterator[None]:
+    """A connection that breaks mid-answer is a ReadError, like one that never opened."""
+    try:
+        yield
+    except httpx.HTTPError as err:
+        raise ReadError(f"{location}/{name}: {err.__class__.__name__}: {err}") from None
 
 
 # A 404 with one of these codes is not one file missing but the whole artifact (its bucket, its
