@@ -123,7 +123,7 @@ async def one_request(
                     last = now
                     pieces += 1
                     text.append(content)
-    except (httpx.HTTPError, json.JSONDecodeError) as err:
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError) as err:  # ValueError: bad JSON
         return Sample(False, started, time.monotonic(), error=f"{err.__class__.__name__}: {err}")
     tokens = usage_tokens if isinstance(usage_tokens, int) else pieces
     if first is None:
