@@ -99,6 +99,6 @@ case "${1:-all}" in
   helm) ensure_helm ;;
   gateway-crds) ensure_gateway_crds ;;
   versitygw) ensure_versitygw ;;
-  all) ensure_kube; ensure_kwok; ensure_helm ;;
+  all) ensure_kube; ensure_kwok; ensure_helm; ensure_versitygw ;;
   *) die "unknown tool '$1' (kube|kwok|helm|gateway-crds|versitygw|all)" ;;
 esac
