@@ -452,3 +452,55 @@ def test_copying_a_checkpoint_keeps_it_passing(tmp_path: Path, base: Path) -> No
     target = write(tmp_path, fmt="awq")
     copy = shutil.copytree(target, tmp_path / "copy")
     assert judge(copy, base, format="awq", precision="int4") == []
+
+
+# --- settings kept outside config.json (older quantizers) -----------------------------------
+
+# AutoAWQ's `AwqConfig.to_dict()`, what it wrote to quant_config.json before quantization_config
+# moved into config.json; vLLM still reads it (AWQConfig.get_config_filenames).
+LEGACY_AWQ = {
+    "zero_point": True,
+    "q_group_size": 128,
+    "w_bit": 4,
+    "version": "GEMM",
+    "modules_to_not_convert": None,
+}
+
+
+def _legacy(tmp_path: Path, base: Path, name: str, fmt: str, settings: dict[str, Any]) -> Path:
+    target = write(tmp_path, fmt=fmt)
+    config = json.loads((target / "config.json").read_text())
+    del config["quantization_config"]
+    (target / "config.json").write_text(json.dumps(config))
+    (target / name).write_text(json.dumps(settings))
+    return target
+
+
+def test_legacy_awq_quant_config_json(tmp_path: Path, base: Path) -> None:
+    target = _legacy(tmp_path, base, "quant_config.json", "awq", LEGACY_AWQ)
+    assert judge(target, base, format="awq", precision="int4", group_size=128) == []
+    (target / "quant_config.json").write_text(json.dumps({**LEGACY_AWQ, "w_bit": 8}))
+    [reason] = judge(target, base, format="awq", precision="int4")
+    assert reason == "quant_config.json: w_bit is 8, the spec says int4 (spec.target.precision)"
+
+
+def test_legacy_gptq_quantize_config_json(tmp_path: Path, base: Path) -> None:
+    settings = {
+        k: v for k, v in checkpoints.QUANTIZATION_CONFIGS["gptq"].items() if k != "quant_method"
+    }
+    target = _legacy(tmp_path, base, "quantize_config.json", "gptq", settings)
+    assert judge(target, base, format="gptq", precision="int4") == []
+    (target / "quantize_config.json").write_text(json.dumps({**settings, "quant_method": "awq"}))
+    assert judge(target, base, format="gptq", precision="int4") == [
+        "quantize_config.json: quant_method is 'awq', the spec says gptq (spec.target.format)"
+    ]
+
+
+def test_a_compressed_tensors_group_without_num_bits(tmp_path: Path, base: Path) -> None:
+    quant = json.loads(json.dumps(checkpoints.QUANTIZATION_CONFIGS["compressed-tensors"]))
+    del quant["config_groups"]["group_0"]["weights"]["num_bits"]
+    target = write(tmp_path, fmt="compressed-tensors", quantization=quant)
+    assert judge(target, base, format="compressed-tensors", precision="int4") == [
+        "config.json: quantization_config.config_groups.group_0.weights.num_bits is missing "
+        "(llm-compressor writes it and vLLM reads it)"
+    ]

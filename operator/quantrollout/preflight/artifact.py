@@ -10,7 +10,8 @@ act on, e.g. `config.json: quantization_config.bits is 8, the spec says int4
   `GPTQMarlinConfig.from_config`, `Fp8Config.from_config`, `CompressedTensorsConfig`,
   `BitsAndBytesConfig`), with the declared bits and, where the spec gives one, group size;
   fp8 and bitsandbytes may also be quantized online by vLLM from a 16-bit checkpoint that has
-  no quantization_config;
+  no quantization_config; older AWQ and GPTQ checkpoints keep the settings in
+  quant_config.json / quantize_config.json, which vLLM also reads, and so does this check;
 - the architecture (`architectures`, `model_type`) and vocabulary (`vocab_size`) are the
   baseline's, and the baseline itself is not quantized;
 - the tokenizer files are byte-identical to the baseline's (same SHA-256);
@@ -44,7 +45,8 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "tokenizer.model",
 )
-SMALL_FILES = (CONFIG, INDEX, *TOKENIZER_FILES)
+LEGACY_QUANT_FILES = ("quant_config.json", "quantization_config.json", "quantize_config.json")
+SMALL_FILES = (CONFIG, INDEX, *TOKENIZER_FILES, *LEGACY_QUANT_FILES)
 # Formats vLLM can quantize online from a 16-bit checkpoint (`--quantization fp8|bitsandbytes`).
 ONLINE_FORMATS = ("fp8", "bitsandbytes")
 UNQUANTIZED_DTYPES = ("F16", "BF16", "F32")
@@ -172,7 +174,7 @@ def check(target: Snapshot, baseline: Snapshot | None, expected: Expectation) ->
             )  # fmt: skip
     online = False
     if config is not None:
-        quant_failures, online = check_quantization(config, expected)
+        quant_failures, online = check_quantization(config, expected, target.files)
         failures += quant_failures
         if base_config is not None:
             failures += check_architecture(config, base_config)
@@ -205,36 +207,63 @@ def _get(config: Mapping[str, Any], *keys: str) -> tuple[str | None, Any]:
     return None, None
 
 
+# Where quantizers that predate `quantization_config` in config.json keep their settings; vLLM
+# reads these when config.json has none (`get_config_filenames` of AWQConfig and GPTQConfig).
+LEGACY_FILES: dict[str, tuple[str, ...]] = {
+    "awq": LEGACY_QUANT_FILES[:2],
+    "gptq": LEGACY_QUANT_FILES[2:],
+}
+
+
+@dataclass(frozen=True)
+class Where:
+    """The file and the path within it of a quantization config's keys, for reasons."""
+
+    file: str = CONFIG
+    path: str = "quantization_config"
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def inner(self, *keys: str) -> Where:
+        return Where(self.file, ".".join(filter(None, [self.path, *keys])))
+
+    def fail(self, key: str, reason: str) -> Failure:
+        """A failure about `key` here; the reason follows the key's full name."""
+        return Failure("target", self.file, self.at(key), f"{self.at(key)} {reason}")
+
+
 def check_quantization(
-    config: Mapping[str, Any], expected: Expectation
+    config: Mapping[str, Any],
+    expected: Expectation,
+    files: Mapping[str, bytes | None] | None = None,
 ) -> tuple[list[Failure], bool]:
     """Failures, and whether the checkpoint is to be quantized online by vLLM."""
     fmt = expected.format
     qc = config.get("quantization_config")
-
-    def fail(field: str, reason: str) -> Failure:
-        return Failure("target", CONFIG, field, reason)
-
+    where = Where()
     if qc is None:
-        if fmt in ONLINE_FORMATS:
+        legacy = _legacy(fmt, files or {})
+        if legacy is not None:
+            where, qc = legacy
+        elif fmt in ONLINE_FORMATS:
             return [], True
-        return [
-            fail(
-                "quantization_config",
-                f"quantization_config is missing, but the spec says format {fmt} "
-                f"({FORMAT_FIELD}), whose checkpoints carry it",
-            )
-        ], False
+        else:
+            return [
+                Failure(
+                    "target", CONFIG, "quantization_config",
+                    f"quantization_config is missing, but the spec says format {fmt} "
+                    f"({FORMAT_FIELD}), whose checkpoints carry it",
+                )
+            ], False  # fmt: skip
     if not isinstance(qc, dict):
-        return [fail("quantization_config", "quantization_config is not an object")], False
+        return [Failure("target", where.file, where.path, f"{where.path} is not an object")], False
     method = str(qc.get("quant_method", "")).lower()
-    if method != fmt:
+    # A legacy file need not name its method: its name does.
+    if method != fmt and not (where.file != CONFIG and "quant_method" not in qc):
         shown = repr(qc["quant_method"]) if "quant_method" in qc else "missing"
         return [
-            fail(
-                "quantization_config.quant_method",
-                f"quantization_config.quant_method is {shown}, the spec says {fmt} ({FORMAT_FIELD})",
-            )
+            where.fail("quant_method", f"is {shown}, the spec says {fmt} ({FORMAT_FIELD})")
         ], False
     checker = {
         "awq": _awq,
@@ -244,95 +273,93 @@ def check_quantization(
         "bitsandbytes": _bitsandbytes,
     }.get(fmt)
     if checker is None:
-        return [fail("quantization_config", f"format {fmt} cannot be checked")], False
-    return checker(qc, expected), False
+        return [where.fail("quant_method", f"{fmt} cannot be checked")], False
+    return checker(qc, expected, where), False
 
 
-def _required(qc: Mapping[str, Any], writer: str, *groups: tuple[str, ...]) -> list[Failure]:
-    failures = []
-    for keys in groups:
-        if _get(qc, *keys)[0] is None:
-            failures.append(
-                Failure(
-                    "target", CONFIG, f"quantization_config.{keys[-1]}",
-                    f"quantization_config.{keys[-1]} is missing ({writer} writes it and vLLM reads it)",
-                )
-            )  # fmt: skip
-    return failures
+def _legacy(fmt: str, files: Mapping[str, bytes | None]) -> tuple[Where, Any] | None:
+    for name in LEGACY_FILES.get(fmt, ()):
+        raw = files.get(name)
+        if raw is None:
+            continue
+        try:
+            return Where(name, ""), json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return Where(name, ""), "not JSON"  # reported as not an object
+    return None
+
+
+def _required(
+    qc: Mapping[str, Any], where: Where, writer: str, *groups: tuple[str, ...]
+) -> list[Failure]:
+    return [
+        where.fail(keys[-1], f"is missing ({writer} writes it and vLLM reads it)")
+        for keys in groups
+        if _get(qc, *keys)[0] is None
+    ]
 
 
 def _bits(
-    qc: Mapping[str, Any],
-    keys: tuple[str, ...],
-    expected: Expectation,
-    path: str = "quantization_config",
+    qc: Mapping[str, Any], where: Where, keys: tuple[str, ...], expected: Expectation
 ) -> list[Failure]:
     key, value = _get(qc, *keys)
-    want = PRECISION_BITS[expected.precision]
-    if key is not None and value != want:
+    if key is not None and value != PRECISION_BITS[expected.precision]:
         return [
-            Failure(
-                "target", CONFIG, f"{path}.{key}",
-                f"{path}.{key} is {value!r}, the spec says {expected.precision} ({PRECISION_FIELD})",
-            )
-        ]  # fmt: skip
+            where.fail(key, f"is {value!r}, the spec says {expected.precision} ({PRECISION_FIELD})")
+        ]
     return []
 
 
 def _group(
-    qc: Mapping[str, Any],
-    keys: tuple[str, ...],
-    expected: Expectation,
-    path: str = "quantization_config",
+    qc: Mapping[str, Any], where: Where, keys: tuple[str, ...], expected: Expectation
 ) -> list[Failure]:
     key, value = _get(qc, *keys)
     if expected.group_size is None or key is None or value == expected.group_size:
         return []
     return [
-        Failure(
-            "target", CONFIG, f"{path}.{key}",
-            f"{path}.{key} is {value!r}, the spec says {expected.group_size} "
-            "(spec.rollout.preflight.artifact.groupSize)",
+        where.fail(
+            key,
+            f"is {value!r}, the spec says {expected.group_size} (spec.rollout.preflight.artifact.groupSize)",
         )
-    ]  # fmt: skip
+    ]
 
 
-def _awq(qc: Mapping[str, Any], expected: Expectation) -> list[Failure]:
-    # AutoAWQ writes {quant_method: awq, bits, group_size, zero_point, version, modules_to_not_convert};
+def _awq(qc: Mapping[str, Any], expected: Expectation, where: Where) -> list[Failure]:
+    # AutoAWQ writes {quant_method: awq, bits, group_size, zero_point, version, modules_to_not_convert}
+    # (and, before that, quant_config.json with w_bit, q_group_size, zero_point, version);
     # vLLM's AWQConfig.from_config reads w_bit|bits, q_group_size|group_size and zero_point.
     bits, group = ("w_bit", "bits"), ("q_group_size", "group_size")
     return [
-        *_required(qc, "AutoAWQ", bits, group, ("zero_point",)),
-        *_bits(qc, bits, expected),
-        *_group(qc, group, expected),
+        *_required(qc, where, "AutoAWQ", bits, group, ("zero_point",)),
+        *_bits(qc, where, bits, expected),
+        *_group(qc, where, group, expected),
     ]
 
 
-def _gptq(qc: Mapping[str, Any], expected: Expectation) -> list[Failure]:
+def _gptq(qc: Mapping[str, Any], expected: Expectation, where: Where) -> list[Failure]:
     # AutoGPTQ and GPTQModel write {quant_method: gptq, bits, group_size, desc_act, sym, ...};
     # vLLM's GPTQMarlinConfig.from_config reads bits, group_size, desc_act and sym.
     return [
-        *_required(qc, "AutoGPTQ", ("bits",), ("group_size",), ("desc_act",), ("sym",)),
-        *_bits(qc, ("bits",), expected),
-        *_group(qc, ("group_size",), expected),
+        *_required(qc, where, "AutoGPTQ", ("bits",), ("group_size",), ("desc_act",), ("sym",)),
+        *_bits(qc, where, ("bits",), expected),
+        *_group(qc, where, ("group_size",), expected),
     ]
 
 
-def _fp8(qc: Mapping[str, Any], expected: Expectation) -> list[Failure]:
+def _fp8(qc: Mapping[str, Any], expected: Expectation, where: Where) -> list[Failure]:
     # vLLM's Fp8Config.from_config reads activation_scheme (static or dynamic).
-    failures = _required(qc, "an fp8 quantizer", ("activation_scheme",))
+    failures = _required(qc, where, "an fp8 quantizer", ("activation_scheme",))
     scheme = qc.get("activation_scheme")
     if scheme is not None and scheme not in ("static", "dynamic"):
         failures.append(
-            Failure(
-                "target", CONFIG, "quantization_config.activation_scheme",
-                f"quantization_config.activation_scheme is {scheme!r}, vLLM takes static or dynamic",
-            )
-        )  # fmt: skip
+            where.fail("activation_scheme", f"is {scheme!r}, vLLM takes static or dynamic")
+        )
     return failures
 
 
-def _compressed_tensors(qc: Mapping[str, Any], expected: Expectation) -> list[Failure]:
+def _compressed_tensors(
+    qc: Mapping[str, Any], expected: Expectation, where: Where
+) -> list[Failure]:
     # llm-compressor writes {quant_method: compressed-tensors, format, config_groups: {group_0:
     # {targets, weights: {num_bits, type, strategy, group_size, symmetric, ...},
     # input_activations}}, ignore, quantization_status}; every group's weights must be the
@@ -340,46 +367,42 @@ def _compressed_tensors(qc: Mapping[str, Any], expected: Expectation) -> list[Fa
     groups = qc.get("config_groups")
     if not isinstance(groups, dict) or not groups:
         return [
-            Failure(
-                "target", CONFIG, "quantization_config.config_groups",
-                "quantization_config.config_groups is missing or empty (llm-compressor writes one group per scheme)",
+            where.fail(
+                "config_groups", "is missing or empty (llm-compressor writes one group per scheme)"
             )
-        ]  # fmt: skip
+        ]
     want_type = "float" if expected.precision == "fp8" else "int"
     failures: list[Failure] = []
     for name, group in groups.items():
-        path = f"quantization_config.config_groups.{name}.weights"
         weights = group.get("weights") if isinstance(group, dict) else None
         if not isinstance(weights, dict):
-            failures.append(Failure("target", CONFIG, path, f"{path} is missing"))
+            failures.append(where.inner("config_groups", name).fail("weights", "is missing"))
             continue
-        failures += _required(weights, "llm-compressor", ("num_bits",), ("type",))
-        failures += _bits(weights, ("num_bits",), expected, path)
+        inner = where.inner("config_groups", name, "weights")
+        failures += _required(weights, inner, "llm-compressor", ("num_bits",), ("type",))
+        failures += _bits(weights, inner, ("num_bits",), expected)
         kind = weights.get("type")
         if kind is not None and kind != want_type:
             failures.append(
-                Failure(
-                    "target", CONFIG, f"{path}.type",
-                    f"{path}.type is {kind!r}, the spec says {expected.precision} ({PRECISION_FIELD})",
+                inner.fail(
+                    "type", f"is {kind!r}, the spec says {expected.precision} ({PRECISION_FIELD})"
                 )
-            )  # fmt: skip
+            )
         if weights.get("strategy") == "group":
-            failures += _group(weights, ("group_size",), expected, path)
+            failures += _group(weights, inner, ("group_size",), expected)
     return failures
 
 
-def _bitsandbytes(qc: Mapping[str, Any], expected: Expectation) -> list[Failure]:
+def _bitsandbytes(qc: Mapping[str, Any], expected: Expectation, where: Where) -> list[Failure]:
     # transformers' BitsAndBytesConfig writes load_in_4bit / load_in_8bit (and bnb_4bit_*);
     # vLLM's BitsAndBytesConfig reads the same keys.
     key = "load_in_4bit" if expected.precision == "int4" else "load_in_8bit"
     if qc.get(key) is not True:
         return [
-            Failure(
-                "target", CONFIG, f"quantization_config.{key}",
-                f"quantization_config.{key} is {qc.get(key)!r}, the spec says {expected.precision} "
-                f"({PRECISION_FIELD})",
+            where.fail(
+                key, f"is {qc.get(key)!r}, the spec says {expected.precision} ({PRECISION_FIELD})"
             )
-        ]  # fmt: skip
+        ]
     return []
 
 
