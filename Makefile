@@ -45,6 +45,7 @@ tools:
 	@hack/tools.sh kwok >/dev/null
 	@hack/tools.sh helm >/dev/null
 	@hack/tools.sh ocitool >/dev/null
+	@hack/tools.sh versitygw >/dev/null
 
 # The sdist and wheel in dist/ (python -m build).
 dist: venv

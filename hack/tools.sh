@@ -5,16 +5,18 @@
 #   kwok  - the KWOK controller that plays kubelet for fake nodes
 #   helm  - for chart lint/template
 #   ocitool - writes and validates OCI image layouts (hack/ocitool, go-containerregistry)
+#   versitygw - an S3-compatible object server (posix backend) for the preflight artifact tests
 # Everything lands under $QR_CACHE (default ~/.cache/quantrollout), keyed by version and by a
 # hash of the Go module that built it, so a second run builds nothing.
 #
-# usage: hack/tools.sh [kube|kwok|helm|gateway-crds|ocitool|all]   (prints KEY=path lines for what it ensured)
+# usage: hack/tools.sh [kube|kwok|helm|gateway-crds|ocitool|versitygw|all]   (prints KEY=path lines for what it ensured)
 set -euo pipefail
 
 KUBE_VERSION=v1.33.13
 KWOK_VERSION=v0.7.0
 HELM_VERSION=v3.21.4
 GATEWAY_API_VERSION=v1.3.0
+VERSITYGW_VERSION=v1.8.0
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${QR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/quantrollout}
@@ -95,6 +97,11 @@ ensure_ocitool() {
   echo "OCITOOL=$dest/ocitool"
 }
 
+ensure_versitygw() {
+  go_install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" versitygw "$cache/bin/versitygw-$VERSITYGW_VERSION"
+  echo "VERSITYGW=$cache/bin/versitygw-$VERSITYGW_VERSION/versitygw"
+}
+
 # The Gateway API CRDs (standard channel) from the Go module proxy: a download, no build.
 ensure_gateway_crds() {
   local dir
@@ -110,6 +117,7 @@ case "${1:-all}" in
   helm) ensure_helm ;;
   gateway-crds) ensure_gateway_crds ;;
   ocitool) ensure_ocitool ;;
-  all) ensure_kube; ensure_kwok; ensure_helm ;;
-  *) die "unknown tool '$1' (kube|kwok|helm|gateway-crds|ocitool|all)" ;;
+  versitygw) ensure_versitygw ;;
+  all) ensure_kube; ensure_kwok; ensure_helm; ensure_ocitool; ensure_versitygw ;;
+  *) die "unknown tool '$1' (kube|kwok|helm|gateway-crds|ocitool|versitygw|all)" ;;
 esac

@@ -4,6 +4,8 @@
 `quantrollout.handlers` and watches QuantizedModels in the given namespaces (or all of them).
 `quantrollout router` serves the built-in router (`quantrollout.router`), which watches the
 QuantizedModels' `status.traffic` and proxies OpenAI-compatible requests to their tiers.
+`quantrollout preflight artifact` checks a quantized checkpoint before its tier serves
+(`quantrollout.cli.preflight`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from quantrollout import __version__, defaults
+from quantrollout.cli import preflight
 from quantrollout.cli.run import add_arguments as add_run_arguments
 
 
@@ -65,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     add_run_arguments(run)
     _add_router(sub)
+    preflight.add_parser(sub)
     return parser
 
 
@@ -131,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "router":
         return _router(args)
+    if args.command == "preflight":
+        return preflight.run(args)
     return 2  # unreachable: argparse requires a known command
 
 
