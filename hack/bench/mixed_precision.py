@@ -23,7 +23,8 @@ What runs, all on 127.0.0.1:
   fp16's self-agreement is 1, so calibrated = raw) and the script reads its /metrics per
   (class, tier). `rollout/policy.py` compiles the policy from those figures.
 - **Serving**: `--requests` requests of the same mix (other prompts), routed by each strategy:
-  the compiled policy (`mixed`), everything on int4 (`all-int4`), the seed's fixed thresholds on
+  the compiled policy at its end (`mixed`: each class 100% on its tier, decided per request by
+  classify() and class_split.decide_class()), everything on int4 (`all-int4`), the seed's fixed thresholds on
   a complexity score (`seed`: character entropy plus 1.5 per code marker and 1.5 per JSON
   marker; < 4.25 int4, < 5.75 fp8, else fp16), and fp16 alone (the reference). Agreement is each
   answer against fp16's answer to the same prompt (exact match), asked of the fp16 simulator
@@ -32,9 +33,10 @@ What runs, all on 127.0.0.1:
 Cost is GPU-seconds per 1,000 requests relative to fp16 alone: sum over tiers of requests x
 GPUs per replica x service time, with the tiers of a 70B-class model: fp16 on 4 GPUs at 40 ms
 per request, fp8 on 2 GPUs at 30 ms, int4-awq on 1 GPU at 25 ms (the simulators wait a tenth of
-that, to keep the run short). decide-us is the median time of classify() plus the policy look-up
-per request of the mix (the body already parsed, as the router has it), over `--decide-rounds`
-passes; the mean and p99 are printed beside it.
+that, to keep the run short). decide-us is the median time of the whole per-request decision the
+router will make once wired (classify(), the sticky bucket of the request's x-user-id, and
+class_split.decide_class()) per request of the mix, the body already parsed (as the router has
+it), over `--decide-rounds` passes; the mean and p99 are printed beside it.
 
 The mix (true classes, by the generator): chat-short 55%, chat-long 10%, code 12% (a quarter of
 them without a fence or keyword, "write a function that ..."), structured 8%, math 8%, tools 7%;
@@ -80,8 +82,10 @@ from quantrollout.rollout.policy import (
     relative_cost,
 )
 from quantrollout.router.agreement import agreement
+from quantrollout.router.class_split import ClassRoute, decide_class
 from quantrollout.router.classify import CLASS_HEADER, CLASSES, classify, features
 from quantrollout.router.routes import ModelTraffic
+from quantrollout.router.split import choose_bucket
 from vllmsim import SimConfig, SimState, build_app
 
 NAMESPACE, MODEL = "bench", "m"
@@ -89,6 +93,7 @@ BASELINE = Tier("fp16", "fp16", gpus_per_replica=4, relative_throughput=1.0)
 FP8 = Tier("fp8", "fp8", gpus_per_replica=2, relative_throughput=40 / 30)
 INT4 = Tier("int4-awq", "int4", gpus_per_replica=1, relative_throughput=40 / 25)
 QUANTIZED = (FP8, INT4)
+KNOWN = frozenset(t.name for t in (BASELINE, *QUANTIZED))
 SERVICE_MS = {"fp16": 40.0, "fp8": 30.0, "int4-awq": 25.0}
 SIM_TIME_SCALE = 0.1  # the simulators wait this fraction of SERVICE_MS
 # P(the tier's answer is fp16's answer), by true class.
@@ -119,6 +124,7 @@ class Prompt:
     true_class: str
     body: dict[str, Any]
     header: str | None
+    user: str  # the sticky key (x-user-id)
 
 
 def _chat(text: str, **extra: Any) -> dict[str, Any]:
@@ -158,7 +164,8 @@ def make_mix(count: int, rng: random.Random, start: int) -> list[Prompt]:
     for i in range(count):
         cls = rng.choices(classes, weights)[0]
         header = cls if rng.random() < HEADER_SHARE else None
-        prompts.append(Prompt(cls, make_prompt(cls, rng, start + i), header))
+        user = f"user-{rng.randrange(500)}"
+        prompts.append(Prompt(cls, make_prompt(cls, rng, start + i), header, user))
     return prompts
 
 
@@ -374,7 +381,7 @@ async def run_all(jobs: Iterable[Awaitable[None]], concurrency: int) -> None:
 
 
 async def post(client: httpx.AsyncClient, url: str, p: Prompt, served: str) -> str:
-    headers = {CLASS_HEADER: p.header} if p.header else {}
+    headers = {"x-user-id": p.user, **({CLASS_HEADER: p.header} if p.header else {})}
     response = await client.post(
         f"{url}/v1/chat/completions", json={**p.body, "model": served}, headers=headers
     )
@@ -476,14 +483,23 @@ def gpu_seconds(share: Mapping[str, float]) -> float:
     return cost / (BASELINE.gpus_per_replica * SERVICE_MS["fp16"])
 
 
-def decide_times(prompts: list[Prompt], policy: Mapping[str, str], rounds: int) -> list[float]:
-    """Microseconds per decision (classify + policy look-up), one per request per round."""
+def decide(p: Prompt, routes: Mapping[str, ClassRoute]) -> str:
+    """The tier of one request as the router will decide it once wired: its class, its sticky
+    bucket, the class's split (docs/mixed-precision.md)."""
+    cls = classify(p.body, p.header)
+    return decide_class(routes, cls, choose_bucket("bench", p.user), KNOWN, BASELINE.name).tier
+
+
+def decide_times(
+    prompts: list[Prompt], routes: Mapping[str, ClassRoute], rounds: int
+) -> list[float]:
+    """Microseconds per decision (`decide`), one per request per round."""
     clock = time.perf_counter_ns
     times: list[float] = []
     for _ in range(rounds):
         for p in prompts:
             started = clock()
-            _ = policy[classify(p.body, p.header)]
+            decide(p, routes)
             times.append((clock() - started) / 1000)
     return times
 
@@ -523,7 +539,7 @@ def main() -> int:
     right = sum(classify(p.body, p.header) == p.true_class for p in served_mix)
     print("mix (served): " + " ".join(f"{c}={mix_seen[c] / len(served_mix):.1%}" for c in CLASSES)
           + f"; classified as generated: {right / len(served_mix):.1%}")  # fmt: skip
-    print("routing decision: client side (classify.py + policy.py in this script); the router "
+    print("routing decision: client side (classify.py, class_split.py, policy.py in this script); the router "
           "forwards, mirrors, scores and counts (it does not classify yet)")  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="qr-bench-mixed-") as tmp, ExitStack() as stack:
@@ -540,7 +556,9 @@ def main() -> int:
         limits = httpx.Limits(max_connections=args.concurrency * 2)
         client = httpx.AsyncClient(timeout=30, limits=limits)
 
-        async def run() -> tuple[dict[tuple[str, str], ShadowStats], list[Outcome], dict[str, str]]:
+        async def run() -> tuple[
+            dict[tuple[str, str], ShadowStats], list[Outcome], dict[str, ClassRoute]
+        ]:
             async with client:
                 started = time.monotonic()
                 stats = await shadow_phase(client, router, shadow_mix, args.concurrency)
@@ -560,9 +578,10 @@ def main() -> int:
                     ]
                     print(f"  {cls:11}{choice.tier:10}{cells[0]:>10}{cells[1]:>10}"
                           f"{a4.samples:>9}  {choice.reason}")  # fmt: skip
-                chosen = {cls: c.tier for cls, c in policy.items()}
+                # At the end of the rollout: each class 100% on its tier.
+                routes = {cls: ClassRoute(c.tier, 100, BASELINE.name) for cls, c in policy.items()}
                 strategies: dict[str, Callable[[Prompt], str]] = {
-                    "mixed": lambda p: chosen[classify(p.body, p.header)],
+                    "mixed": lambda p: decide(p, routes),
                     "all-int4": lambda p: INT4.name,
                     "seed": seed_tier,
                     "fp16": lambda p: "fp16",
@@ -573,9 +592,9 @@ def main() -> int:
                 )
                 print(f"serving: {len(served_mix)} requests x {len(strategies)} strategies in "
                       f"{time.monotonic() - started:.1f}s")  # fmt: skip
-                return stats, outcomes, chosen
+                return stats, outcomes, routes
 
-        _, outcomes, chosen = asyncio.run(run())
+        _, outcomes, routes = asyncio.run(run())
 
     print(
         f"\n  {'strategy':10}{'int4':>8}{'fp8':>8}{'fp16':>8}{'agreement':>11}{'cost-vs-fp16':>14}"
@@ -584,10 +603,10 @@ def main() -> int:
         n = sum(o.per_tier.values())
         shares = "".join(f"{o.per_tier[t] / n:>8.1%}" for t in (INT4.name, FP8.name, "fp16"))
         print(f"  {o.strategy:10}{shares}{o.agreement:>11.4f}{o.cost:>14.3f}")
-    times = decide_times(served_mix, chosen, args.decide_rounds)
+    times = decide_times(served_mix, routes, args.decide_rounds)
     decide_us = statistics.median(times)
     p99 = statistics.quantiles(times, n=100)[98]
-    print(f"\ndecide (classify + policy look-up, parsed body): median {decide_us:.1f} us, "
+    print(f"\ndecide (classify + sticky bucket + decide_class, parsed body): median {decide_us:.1f} us, "
           f"mean {statistics.fmean(times):.1f} us, p99 {p99:.1f} us over {len(times)} decisions")  # fmt: skip
     mixed = outcomes[0]
     n = sum(mixed.per_tier.values())
