@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quantrollout.rollout.policy import (
@@ -89,6 +89,7 @@ def passed(
 # --- compiling -------------------------------------------------------------------------------
 
 
+@settings(max_examples=400)
 @given(worlds())
 def test_compiled_every_class_gets_a_tier_that_passed_for_it_or_the_baseline(world) -> None:
     baseline, tiers, stats, limits = world
@@ -112,6 +113,8 @@ def test_compiled_every_class_gets_a_tier_that_passed_for_it_or_the_baseline(wor
             assert name in ok
             assert ok[name].bits > chosen_bits
             assert ok[name].cost >= chosen_cost
+            assert ok[name].cost <= baseline.cost
+            chosen_bits, chosen_cost = ok[name].bits, ok[name].cost  # each step up, never cheaper
 
 
 @given(baselines, tier_lists, thresholds, st.integers(0, 299))
@@ -224,6 +227,7 @@ def test_hand_policies_are_taken_whole_or_refused_whole(wanted, tiers) -> None:
 # --- partial rollback ------------------------------------------------------------------------
 
 
+@settings(max_examples=400)
 @given(worlds(), st.data())
 def test_a_breach_moves_one_class_up_never_cheaper_never_to_a_failed_tier(world, data) -> None:
     baseline, tiers, stats, limits = world

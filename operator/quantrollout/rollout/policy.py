@@ -17,8 +17,9 @@ holds the decisions on policies, values in and values out:
   the field named (the executor then holds traffic where it is); a tier that is not Ready holds
   that class on the baseline, with the reason, until it is.
 - `breach`: a partial rollback. A class whose tier breached moves to the next higher precision
-  tier that passed for that class in shadow, else to the baseline; never to a cheaper tier, and
-  the other classes stay where they are.
+  tier that passed for that class in shadow, else to the baseline; never to a cheaper tier (for
+  a compiled policy; a hand-written one may name a tier dearer than the baseline, and the
+  baseline is always the last resort), and the other classes stay where they are.
 - `class_shares`: during A/B and gradual steps, each class sends the step's weight to its tier
   and the rest to the tier it was on before (the baseline at first); each class's shares sum
   to 100.
@@ -132,11 +133,24 @@ def _order(tiers: Iterable[Tier]) -> list[Tier]:
     return sorted(tiers, key=lambda t: (t.cost, -t.bits, t.name))
 
 
-def _fallbacks(chosen: Tier, passed: Iterable[Tier]) -> tuple[str, ...]:
-    """The passed tiers a breach of `chosen` may move to: higher precision and not cheaper,
-    the next higher precision first (then the cheaper of two at the same precision)."""
-    above = [t for t in passed if t.bits > chosen.bits and t.cost >= chosen.cost]
-    return tuple(t.name for t in sorted(above, key=lambda t: (t.bits, t.cost, t.name)))
+def _fallbacks(chosen: Tier, passed: Iterable[Tier], baseline: Tier) -> tuple[str, ...]:
+    """Where a breach of `chosen` goes next, in order: at each precision above `chosen`'s, the
+    cheapest passed tier that is not cheaper than the one before it nor dearer than the baseline
+    (a tier dearer than the baseline is never worth it: the baseline is better and cheaper). So
+    each step of a partial rollback raises the precision and never lowers the cost, and the last
+    step, to the baseline, does not either."""
+    chain: list[str] = []
+    floor = chosen
+    for bits in sorted({t.bits for t in passed if t.bits > chosen.bits}):
+        level = [
+            t
+            for t in passed
+            if t.bits == bits and floor.cost <= t.cost <= baseline.cost and t.bits < baseline.bits
+        ]
+        if level:
+            floor = min(level, key=lambda t: (t.cost, t.name))
+            chain.append(floor.name)
+    return tuple(chain)
 
 
 def compile_policy(
@@ -172,7 +186,7 @@ def compile_policy(
         policy[cls] = Choice(
             best.name,
             reason,
-            _fallbacks(best, passed),
+            _fallbacks(best, passed, baseline),
             measured.agreement,
             measured.samples,
         )
@@ -233,7 +247,7 @@ def check_policy(
         policy[cls] = Choice(
             name,
             f"{name}: by the policy",
-            _fallbacks(tier, passed),
+            _fallbacks(tier, passed, baseline),
             measured.agreement if measured else None,
             measured.samples if measured else 0,
         )
