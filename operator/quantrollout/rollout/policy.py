@@ -30,7 +30,7 @@ holds the decisions on policies, values in and values out:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from quantrollout import defaults
@@ -102,7 +102,7 @@ class PolicyCheck:
 
     policy: dict[str, Choice] | None
     refused: tuple[str, ...] = ()
-    held: tuple[str, ...] = field(default=())
+    held: tuple[str, ...] = ()
 
 
 def assess(tier: Tier, stats: ShadowStats | None, thresholds: Thresholds) -> Assessment:
@@ -133,7 +133,7 @@ def _order(tiers: Iterable[Tier]) -> list[Tier]:
     return sorted(tiers, key=lambda t: (t.cost, -t.bits, t.name))
 
 
-def _fallbacks(chosen: Tier, passed: Iterable[Tier], baseline: Tier) -> tuple[str, ...]:
+def _fallbacks(chosen: Tier, passed: Sequence[Tier], baseline: Tier) -> tuple[str, ...]:
     """Where a breach of `chosen` goes next, in order: at each precision above `chosen`'s, the
     cheapest passed tier that is not cheaper than the one before it nor dearer than the baseline
     (a tier dearer than the baseline is never worth it: the baseline is better and cheaper). So
