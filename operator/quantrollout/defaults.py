@@ -94,4 +94,12 @@ PREFLIGHT_GATE_RULES: tuple[tuple[str, str, float], ...] = (
 # The whole preflight (artifact check, warm-up, benchmark, probe) must end within this.
 PREFLIGHT_TIMEOUT = "30m"
 
+# Mixed precision (rollout/policy.py): a quantized tier takes a request class only after this many
+# shadow comparisons of that class (100 put the standard error of an agreement near 0.95 at 0.02).
+MIXED_MIN_SAMPLES = 100
+# ... and with at least this mean agreement with the baseline on that class (calibrated against
+# the baseline's agreement with itself).
+MIXED_MIN_AGREEMENT = 0.95
+
+
 # --- the router ------------------------------------------------------------------------------------
