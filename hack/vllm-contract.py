@@ -16,6 +16,8 @@ pinned sha256; it is never installed and never imported: its .py files are parse
 - "quantization": the --quantization methods, which checkpoint formats vLLM switches to its Marlin
   kernels ("marlin_overrides") and for which explicit --quantization values it still does
   ("marlin_override_user_quant"; null = flag absent), and the online-quantization methods;
+- "float16_refused_model_types": model types vLLM will not run with --dtype float16;
+- "env": the VLLM_* environment variables vllm/envs.py reads;
 - "load_formats" and "runai_streamer_schemes": --load-format values and the object-store URI
   schemes the Run:ai streamer takes;
 - "routes": the paths of the OpenAI-compatible server with their methods;
@@ -91,10 +93,12 @@ def contract(version: str, filename: str, digest: str) -> dict[str, Any]:
         "wheel": {"file": filename, "sha256": digest},
         "cli": serve_cli(wheel),
         "quantization": extract.quantization(wheel),
+        "float16_refused_model_types": extract.float16_refused(wheel),
         "load_formats": extract.load_formats(wheel),
         "runai_streamer_schemes": extract.runai_schemes(wheel),
         "routes": extract.routes(wheel),
         "metrics": extract.metrics(wheel),
+        "env": extract.env_vars(wheel),
     }
 
 

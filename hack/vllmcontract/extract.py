@@ -131,10 +131,27 @@ def _eval_list(node: ast.expr, env: dict[str, Any]) -> Any:
 _METRIC_PACKAGES = ("vllm.v1", "vllm.renderers")
 
 
+def _conditional_calls(fn: ast.FunctionDef) -> set[int]:
+    """Calls in `fn` that only run under a condition: inside an `if`, or after an early
+    `if ...: return` (how the spec-decode and LoRA series are switched off)."""
+    out: set[int] = set()
+    for node in ast.walk(fn):
+        if isinstance(node, ast.If | ast.IfExp):
+            out |= {id(n) for n in ast.walk(node) if isinstance(n, ast.Call)}
+    returned = False
+    for stmt in fn.body:
+        if returned:
+            out |= {id(n) for n in ast.walk(stmt) if isinstance(n, ast.Call)}
+        if isinstance(stmt, ast.If) and any(isinstance(n, ast.Return) for n in ast.walk(stmt)):
+            returned = True
+    return out
+
+
 def metrics(wheel: Wheel) -> list[dict[str, Any]]:
-    """Series the engine's Prometheus logger registers (vllm/v1/metrics/ and the spec-decode and
-    KV-connector helpers it builds): name, type, label names and histogram buckets. Counters are
-    listed under their declared name; prometheus_client exports them with `_total` appended."""
+    """Series the engine's Prometheus logger registers: name, declaring module, whether it is
+    only registered under a condition (a flag, a feature), type, label names and histogram
+    buckets. Counters are listed under their declared name; prometheus_client exports them with
+    `_total` appended."""
     out: dict[str, dict[str, Any]] = {}
     modules = [m for prefix in _METRIC_PACKAGES for m in wheel.modules_under(prefix)]
     for module in modules:
@@ -151,6 +168,7 @@ def metrics(wheel: Wheel) -> list[dict[str, Any]]:
                         env[node.targets[0].id] = value
                     elif isinstance(node.value, ast.Call):
                         calls[node.targets[0].id] = node.value
+            conditional = _conditional_calls(fn)
             for node in ast.walk(fn):
                 if not isinstance(node, ast.Call):
                     continue
@@ -167,6 +185,8 @@ def metrics(wheel: Wheel) -> list[dict[str, Any]]:
                 labels = _eval_list(labels_node, env) if labels_node is not None else []
                 entry: dict[str, Any] = {
                     "name": name_node.value,
+                    "module": module,
+                    "conditional": id(node) in conditional,
                     "type": _METRIC_CTORS[ctor],
                     "labels": sorted(labels)
                     if isinstance(labels, list)
@@ -350,3 +370,24 @@ __all__ = [
     "routes",
     "runai_schemes",
 ]
+
+
+def float16_refused(wheel: Wheel) -> list[str]:
+    """Model types vLLM refuses to run in float16 (vllm/config/model.py)."""
+    for module in ("vllm.config.model", "vllm.config"):
+        d = (
+            wheel.resolve(module, "_FLOAT16_NOT_SUPPORTED_MODELS")
+            if wheel.has_module(module)
+            else None
+        )
+        if d is not None and isinstance(d.node, ast.Dict):
+            return sorted(str(k.value) for k in d.node.keys if isinstance(k, ast.Constant))
+    raise SystemExit("_FLOAT16_NOT_SUPPORTED_MODELS not found")
+
+
+def env_vars(wheel: Wheel) -> list[str]:
+    """The VLLM_* environment variables vllm/envs.py reads (its `environment_variables` table)."""
+    d = wheel.resolve("vllm.envs", "environment_variables")
+    if d is None or not isinstance(d.node, ast.Dict):
+        raise SystemExit("vllm.envs.environment_variables not found")
+    return sorted(str(k.value) for k in d.node.keys if isinstance(k, ast.Constant))
