@@ -23,6 +23,36 @@ VLLM_WHEELS: dict[str, tuple[str, str]] = {
 }
 VLLM_OLDEST = "0.11.0"
 VLLM_NEWEST = "0.34.0"
+# The image every tier runs unless told otherwise: the newest supported release.
+DEFAULT_VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_NEWEST}"
+# A replica's CPU request (no limit) and memory request (= limit): vLLM's API server, tokenizer
+# and scheduler are CPU-bound, and weights pass through host memory as they load.
+VLLM_CPU_REQUEST = "4"
+VLLM_MEMORY_REQUEST = "32Gi"
+# The pod runs as uid 1000, which has no passwd entry in vLLM's image: torch's and Triton's
+# cache-dir defaults call getpass.getuser(), which raises for such a uid unless USER/LOGNAME are
+# set. Every cache vLLM, torch inductor, Triton and the Hugging Face hub write goes under HOME.
+VLLM_HOME = "/home/vllm"
+VLLM_ENV: dict[str, str] = {
+    "HOME": VLLM_HOME,
+    "USER": "vllm",
+    "LOGNAME": "vllm",
+    "XDG_CACHE_HOME": f"{VLLM_HOME}/.cache",
+    "XDG_CONFIG_HOME": f"{VLLM_HOME}/.config",
+    "HF_HOME": f"{VLLM_HOME}/.cache/huggingface",
+    "VLLM_CACHE_ROOT": f"{VLLM_HOME}/.cache/vllm",
+    "VLLM_CONFIG_ROOT": f"{VLLM_HOME}/.config/vllm",
+    "TORCHINDUCTOR_CACHE_DIR": f"{VLLM_HOME}/.cache/torchinductor",
+    "TRITON_HOME": VLLM_HOME,
+    "TRITON_CACHE_DIR": f"{VLLM_HOME}/.cache/triton",
+    "OUTLINES_CACHE_DIR": f"{VLLM_HOME}/.cache/outlines",
+    "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+}
+RESERVED_ENV_NAMES = frozenset(VLLM_ENV)
+# vLLM refuses --dtype float16 for these model types (vllm/config/model.py
+# _FLOAT16_NOT_SUPPORTED_MODELS, checked against the contract); matched against the served
+# model name with everything but letters and digits removed.
+FLOAT16_REFUSED_MODELS = ("gemma2", "gemma3", "glm4", "plamo2")
 
 
 # --- rollout stages, analysis and actions -----------------------------------------------------

@@ -47,23 +47,33 @@ def test_example_objects_match_golden_files(index: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fmt", "precision", "quantization", "dtype"),
+    ("fmt", "precision", "artifact", "quantization"),
     [
-        ("awq", "int4", "awq", "float16"),
-        ("gptq", "int8", "gptq", "float16"),
-        ("fp8", "fp8", "fp8", "float16"),
-        ("compressed-tensors", "int8", "compressed-tensors", "float16"),
-        ("bitsandbytes", "int4", "bitsandbytes", "float16"),
+        # AWQ and GPTQ: no flag, so vLLM reads the checkpoint and picks its Marlin kernels.
+        ("awq", "int4", "s3://m/awq", None),
+        ("gptq", "int8", "s3://m/gptq", None),
+        ("fp8", "fp8", "s3://m/fp8", "fp8"),
+        ("compressed-tensors", "int8", "s3://m/w8a8", "compressed-tensors"),
+        ("bitsandbytes", "int4", "hf://org/m", "bitsandbytes"),
     ],
 )
-def test_vllm_args_per_format(fmt: str, precision: str, quantization: str, dtype: str) -> None:
+@pytest.mark.parametrize(("baseline", "dtype"), [("fp16", "float16"), ("bf16", "bfloat16")])
+def test_vllm_args_per_format(
+    fmt: str, precision: str, artifact: str, quantization: str | None, baseline: str, dtype: str
+) -> None:
     spec = QuantizedModelSpec.model_validate(
-        spec_with(target__format=fmt, target__precision=precision)
+        spec_with(
+            target__format=fmt,
+            target__precision=precision,
+            target__artifact=artifact,
+            baseline__precision=baseline,
+        )
     )
     _, target = tiers(spec)
     args = vllm_args(spec.model, target, spec.baseline.precision)
-    assert args[args.index("--quantization") + 1] == quantization
-    assert args[args.index("--dtype") + 1] == dtype
+    given = args[args.index("--quantization") + 1] if "--quantization" in args else None
+    assert given == quantization
+    assert args[args.index("--dtype") + 1] == dtype  # the baseline's, for every format
 
 
 def test_bf16_baseline_runs_in_bfloat16_and_has_no_quantization() -> None:
@@ -93,8 +103,10 @@ def test_artifact_sources(artifact: str, model_arg: str, volumes: int) -> None:
     dep = build_deployment(
         name="m", namespace="n", served_model="x", tier=target, baseline_precision="fp16"
     )
-    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[args.index("--model") + 1] == model_arg
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["vllm", "serve"]
+    assert container["args"][0] == model_arg  # `vllm serve MODEL`: positional
+    assert "--model" not in container["args"]
     assert len(dep["spec"]["template"]["spec"]["volumes"]) == 3 + volumes
 
 
@@ -213,4 +225,73 @@ def test_gradual_weights_must_exceed_the_ab_weight() -> None:
     assert p.invalid is not None
     assert p.invalid.message == (
         "spec.rollout.stages: the gradual weights must all exceed the ab weight (30%), but the first is 20%"
+    )
+
+
+@pytest.mark.parametrize(
+    "model", ["google/gemma-2-9b-it", "google/gemma-3-27b-it", "THUDM/glm-4-9b-chat"]
+)
+def test_float16_is_refused_for_models_vllm_refuses_it_for(model: str) -> None:
+    p = plan("m", "llm", spec_with(model=model))
+    assert p.invalid is not None
+    assert p.invalid.reason == "InvalidSpec"
+    assert p.invalid.message.startswith("spec.baseline.precision: vLLM refuses float16")
+    assert plan("m", "llm", spec_with(model=model, baseline__precision="bf16")).invalid is None
+
+
+def test_credentials_are_rendered_by_reference_only() -> None:
+    raw = spec_with(
+        serving__env=[
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+        ],
+        target__serving={
+            "serviceAccountName": "reader",
+            "envFrom": [{"secretRef": {"name": "s3-creds"}}],
+        },
+    )
+    baseline, target = tiers(QuantizedModelSpec.model_validate(raw))
+    base = build_deployment(
+        name="m", namespace="n", served_model="x", tier=baseline, baseline_precision="fp16"
+    )["spec"]["template"]["spec"]
+    tgt = build_deployment(
+        name="m", namespace="n", served_model="x", tier=target, baseline_precision="fp16"
+    )["spec"]["template"]["spec"]
+    hf = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    assert hf in base["containers"][0]["env"]
+    assert hf in tgt["containers"][0]["env"]  # the tier sets envFrom only: env is inherited
+    assert "serviceAccountName" not in base
+    assert tgt["serviceAccountName"] == "reader"
+    # the tier's envFrom replaces spec.serving's (the example's optional store credentials)
+    assert tgt["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert base["containers"][0]["envFrom"] == [
+        {"secretRef": {"name": "model-store-credentials", "optional": True}}
+    ]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"name": "HF_TOKEN", "value": "hf_plaintext"},  # a value in the spec: refused
+        {"name": "HOME", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+    ],
+)
+def test_env_takes_secret_references_only(env: dict[str, Any]) -> None:
+    p = plan("m", "llm", spec_with(serving__env=[env]))
+    assert p.invalid is not None
+    assert p.invalid.message.startswith("spec.serving.env.0")
+
+
+def test_pods_request_cpu_and_memory_and_probe_with_time_to_answer() -> None:
+    _, target = tiers(QuantizedModelSpec.model_validate(spec_with(target__serving={"cpu": "8"})))
+    c = build_deployment(
+        name="m", namespace="n", served_model="x", tier=target, baseline_precision="fp16"
+    )["spec"]["template"]["spec"]["containers"][0]
+    assert c["resources"]["requests"]["cpu"] == "8"
+    assert c["resources"]["requests"]["memory"] == c["resources"]["limits"]["memory"] == "32Gi"
+    assert "cpu" not in c["resources"]["limits"]
+    assert c["livenessProbe"]["timeoutSeconds"] >= 5
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["USER"] == "vllm"  # uid 1000 has no passwd entry; getpass needs USER
+    assert all(
+        env[k].startswith(env["HOME"]) for k in env if k.endswith(("_CACHE_DIR", "_HOME", "_ROOT"))
     )

@@ -4,6 +4,7 @@ checks CEL cannot do, the GPU memory pre-flight) and the objects to apply. Pure.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from quantrollout.api.resolve import Tier, tiers
 from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.api.status import GPUSaving
+from quantrollout.defaults import FLOAT16_REFUSED_MODELS
 
 from .gpu_memory import MemoryEstimate, estimate, preset_for
 from .vllm import build_deployment, build_service
@@ -87,12 +89,25 @@ def _stage_checks(spec: QuantizedModelSpec) -> Problem | None:
     return None
 
 
+def _dtype_checks(spec: QuantizedModelSpec) -> Problem | None:
+    """Every tier runs in the baseline's dtype; vLLM refuses float16 for some model types."""
+    key = re.sub(r"[^a-z0-9]", "", spec.model.lower())
+    refused = next((m for m in FLOAT16_REFUSED_MODELS if m in key), None)
+    if spec.baseline.precision == "fp16" and refused:
+        return Problem(
+            "InvalidSpec",
+            f"spec.baseline.precision: vLLM refuses float16 for {refused} models "
+            f"(numerical instability), and every tier runs in the baseline's dtype; use bf16",
+        )
+    return None
+
+
 def plan(name: str, namespace: str, raw_spec: dict[str, Any]) -> Plan:
     parsed = parse_spec(raw_spec)
     if isinstance(parsed, Problem):
         return Plan(invalid=parsed)
     spec = parsed
-    stage_problem = _stage_checks(spec)
+    stage_problem = _stage_checks(spec) or _dtype_checks(spec)
     if stage_problem:
         return Plan(invalid=stage_problem)
     resolved = tiers(spec)
