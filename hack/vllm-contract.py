@@ -23,7 +23,7 @@ pinned sha256; it is never installed and never imported: its .py files are parse
 - "routes": the paths of the OpenAI-compatible server with their methods;
 - "metrics": the Prometheus series (counters by declared name; exported with `_total`), their
   label names and histogram buckets ({"mantissas", "max_value"} for buckets built from
-  max_model_len).
+  max_model_len), and the values of vllm:request_success's finished_reason label.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ def contract(version: str, filename: str, digest: str) -> dict[str, Any]:
         "runai_streamer_schemes": extract.runai_schemes(wheel),
         "routes": extract.routes(wheel),
         "metrics": extract.metrics(wheel),
+        "finish_reasons": extract.finish_reasons(wheel),
         "env": extract.env_vars(wheel),
     }
 

@@ -391,3 +391,12 @@ def env_vars(wheel: Wheel) -> list[str]:
     if d is None or not isinstance(d.node, ast.Dict):
         raise SystemExit("vllm.envs.environment_variables not found")
     return sorted(str(k.value) for k in d.node.keys if isinstance(k, ast.Constant))
+
+
+def finish_reasons(wheel: Wheel) -> list[str]:
+    """The `finished_reason` label values (vllm/v1/engine FINISH_REASON_STRINGS); the stat
+    logger creates a vllm:request_success child for each."""
+    d = wheel.resolve("vllm.v1.engine", "FINISH_REASON_STRINGS")
+    if d is None or not isinstance(d.node, ast.expr):
+        raise SystemExit("FINISH_REASON_STRINGS not found")
+    return list(ast.literal_eval(d.node))

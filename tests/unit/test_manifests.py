@@ -52,9 +52,8 @@ def test_example_objects_match_golden_files(index: int) -> None:
         # AWQ and GPTQ: no flag, so vLLM reads the checkpoint and picks its Marlin kernels.
         ("awq", "int4", "s3://m/awq", None),
         ("gptq", "int8", "s3://m/gptq", None),
-        ("fp8", "fp8", "s3://m/fp8", "fp8"),
+        ("fp8", "fp8", "s3://m/fp8", None),  # fp8 or compressed-tensors inside: vLLM reads which
         ("compressed-tensors", "int8", "s3://m/w8a8", "compressed-tensors"),
-        ("bitsandbytes", "int4", "hf://org/m", "bitsandbytes"),
     ],
 )
 @pytest.mark.parametrize(("baseline", "dtype"), [("fp16", "float16"), ("bf16", "bfloat16")])
@@ -295,3 +294,10 @@ def test_pods_request_cpu_and_memory_and_probe_with_time_to_answer() -> None:
     assert all(
         env[k].startswith(env["HOME"]) for k in env if k.endswith(("_CACHE_DIR", "_HOME", "_ROOT"))
     )
+
+
+@pytest.mark.parametrize("fmt", ["bitsandbytes", "gguf"])
+def test_formats_no_supported_vllm_serves_are_invalid_even_if_admitted_earlier(fmt: str) -> None:
+    p = plan("m", "llm", spec_with(target__format=fmt, target__artifact="hf://org/m"))
+    assert p.invalid is not None
+    assert p.invalid.message.startswith(f"spec.target.format: {fmt} cannot be served")

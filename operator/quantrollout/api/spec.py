@@ -18,6 +18,8 @@ from quantrollout.defaults import (
     RESERVED_ENV_NAMES,
     VLLM_CPU_REQUEST,
     VLLM_MEMORY_REQUEST,
+    VLLM_NEWEST,
+    VLLM_OLDEST,
 )
 
 from .base import ApiModel, cel, validations
@@ -262,7 +264,7 @@ class Target(ApiModel):
         "json_schema_extra": validations(
             cel(
                 "self.format != 'gguf'",
-                "spec.target.format: gguf is served by llama.cpp, not vLLM; use awq, gptq, fp8, compressed-tensors or bitsandbytes",
+                "spec.target.format: gguf is served by llama.cpp, not vLLM; use awq, gptq, fp8 or compressed-tensors",
                 field_path=".format",
             ),
             cel(
@@ -281,14 +283,9 @@ class Target(ApiModel):
                 field_path=".precision",
             ),
             cel(
-                "self.format != 'bitsandbytes' || self.precision in ['int4', 'int8']",
-                "spec.target.format bitsandbytes requires precision int4 or int8",
-                field_path=".precision",
-            ),
-            cel(
-                "self.format != 'bitsandbytes' || !(self.artifact.startsWith('s3://') || self.artifact.startsWith('gs://'))",
-                "spec.target.artifact: bitsandbytes makes vLLM load with its bitsandbytes loader, which cannot stream s3:// or gs://; use hf:// or pvc://",
-                field_path=".artifact",
+                "self.format != 'bitsandbytes'",
+                f"spec.target.format: bitsandbytes is gone from vLLM {VLLM_NEWEST}, the newest supported release (and in {VLLM_OLDEST} it cannot stream s3:// or gs:// and runs int8 without CUDA graphs); use awq, gptq, fp8 or compressed-tensors",
+                field_path=".format",
             ),
         )
     }
@@ -304,12 +301,11 @@ class Target(ApiModel):
     precision: Precision = Field(description="fp8, int8 or int4: lower than the baseline's.")
     format: QuantFormat = Field(
         description=(
-            "Quantization format of the checkpoint. awq and gptq: vLLM reads the checkpoint's "
-            "quantization_config and picks its Marlin kernels (no --quantization is passed). "
-            "compressed-tensors: llm-compressor's output, FP8 included. fp8: a checkpoint in "
-            "vLLM's own fp8 format, or a 16-bit checkpoint vLLM quantizes to FP8 as it loads. "
-            "bitsandbytes: int4 (online from a 16-bit checkpoint, or pre-quantized) or int8 "
-            "(pre-quantized only; runs without CUDA graphs, so slower); hf:// or pvc:// only."
+            "Quantization format of the pre-quantized checkpoint. awq, gptq and fp8: vLLM reads "
+            "the checkpoint's quantization_config (no --quantization is passed), which gets the "
+            "Marlin kernels for AWQ and GPTQ; fp8 takes vLLM's fp8 format and llm-compressor's "
+            "FP8 output alike. compressed-tensors: llm-compressor's output (W8A8, W4A16, FP8). "
+            "bitsandbytes and gguf are refused: the supported vLLM releases cannot serve them."
         )
     )
     serving: TierServing | None = None

@@ -16,7 +16,7 @@ from quantrollout.api.status import GPUSaving
 from quantrollout.defaults import FLOAT16_REFUSED_MODELS
 
 from .gpu_memory import MemoryEstimate, estimate, preset_for
-from .vllm import build_deployment, build_service
+from .vllm import QUANTIZATION_ARG, build_deployment, build_service
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,16 @@ def _stage_checks(spec: QuantizedModelSpec) -> Problem | None:
     return None
 
 
-def _dtype_checks(spec: QuantizedModelSpec) -> Problem | None:
-    """Every tier runs in the baseline's dtype; vLLM refuses float16 for some model types."""
+def _serving_checks(spec: QuantizedModelSpec) -> Problem | None:
+    """What admission refuses but an object stored before the CRD said so may still hold (a
+    format the supported vLLM releases cannot serve), and what CEL cannot see: every tier runs in
+    the baseline's dtype, and vLLM refuses float16 for some model types."""
+    if spec.target.format not in QUANTIZATION_ARG:
+        return Problem(
+            "InvalidSpec",
+            f"spec.target.format: {spec.target.format} cannot be served by the supported vLLM "
+            f"releases; use awq, gptq, fp8 or compressed-tensors",
+        )
     key = re.sub(r"[^a-z0-9]", "", spec.model.lower())
     refused = next((m for m in FLOAT16_REFUSED_MODELS if m in key), None)
     if spec.baseline.precision == "fp16" and refused:
@@ -107,7 +115,7 @@ def plan(name: str, namespace: str, raw_spec: dict[str, Any]) -> Plan:
     if isinstance(parsed, Problem):
         return Plan(invalid=parsed)
     spec = parsed
-    stage_problem = _stage_checks(spec) or _dtype_checks(spec)
+    stage_problem = _stage_checks(spec) or _serving_checks(spec)
     if stage_problem:
         return Plan(invalid=stage_problem)
     resolved = tiers(spec)

@@ -25,17 +25,23 @@ MODELS_DIR = "/models"
 # changed over releases (python -m vllm.entrypoints.openai.api_server, later vllm serve).
 COMMAND = ["vllm", "serve"]
 
-# vLLM's --quantization value per format; None: not passed, vLLM reads the checkpoint's
-# quantization_config. For AWQ and GPTQ that is what gets the Marlin kernels on every supported
-# release: 0.11 keeps the slow AWQ/GPTQ kernels when --quantization awq/gptq is given ("forcing
-# awq"), and the flag is refused with a Marlin GPU check where the checkpoint alone falls back.
-# The contract test checks each value against every release's override logic.
+# vLLM's --quantization value per format; None: not passed, so vLLM reads the checkpoint's
+# quantization_config. The values must be right for every supported release (the contract test
+# checks each against both ends of the range):
+# - awq, gptq: only without the flag (or with the Marlin name, which fails on GPUs without
+#   Marlin) does vLLM switch to its Marlin kernels on every release; 0.11 keeps the slow kernels
+#   when told --quantization awq ("forcing awq").
+# - fp8: a pre-quantized checkpoint, in vLLM's fp8 format or llm-compressor's compressed-tensors
+#   one; vLLM reads which. --quantization fp8 fails on the latter ("does not match") and, from
+#   0.2x on, no longer quantizes a 16-bit checkpoint online (that is fp8_per_tensor there, a name
+#   0.11 does not know), so no single flag value is valid across the range.
+# - compressed-tensors: named, which also refuses a checkpoint that is not quantized at all.
+# bitsandbytes is refused at admission: vLLM 0.34 no longer has it.
 QUANTIZATION_ARG: dict[str, str | None] = {
     "awq": None,
     "gptq": None,
-    "fp8": "fp8",  # vLLM fp8 checkpoints, or online FP8 of a 16-bit checkpoint
+    "fp8": None,
     "compressed-tensors": "compressed-tensors",
-    "bitsandbytes": "bitsandbytes",
 }
 
 
