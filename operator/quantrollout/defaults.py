@@ -53,6 +53,9 @@ RESERVED_ENV_NAMES = frozenset(VLLM_ENV)
 # _FLOAT16_NOT_SUPPORTED_MODELS, checked against the contract); matched against the served
 # model name with everything but letters and digits removed.
 FLOAT16_REFUSED_MODELS = ("gemma2", "gemma3", "glm4", "plamo2")
+# gs:// streams through the Run:ai streamer's GCS client, which the vllm/vllm-openai images up to
+# this release do not install (they ship runai-model-streamer[s3]); the default image has it.
+GCS_STREAMING_AFTER = (0, 11, 0)
 
 
 # --- rollout stages, analysis and actions -----------------------------------------------------

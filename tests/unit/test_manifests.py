@@ -352,3 +352,13 @@ def test_formats_no_supported_vllm_serves_are_invalid_even_if_admitted_earlier(f
     p = plan("m", "llm", spec_with(target__format=fmt, target__artifact="hf://org/m"))
     assert p.invalid is not None
     assert p.invalid.message.startswith(f"spec.target.format: {fmt} cannot be served")
+
+
+def test_gs_streaming_needs_an_image_that_has_it() -> None:
+    old = {"image": "vllm/vllm-openai:v0.11.0"}
+    p = plan("m", "llm", spec_with(target__artifact="gs://b/m", target__serving=old))
+    assert p.invalid is not None
+    assert p.invalid.message.startswith("spec.target.artifact: gs:// streaming is not in the")
+    assert "spec.target.serving.image" in p.invalid.message
+    assert plan("m", "llm", spec_with(target__artifact="gs://b/m")).invalid is None  # default
+    assert plan("m", "llm", spec_with(target__serving=old)).invalid is None  # s3:// is fine

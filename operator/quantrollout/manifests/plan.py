@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from quantrollout.api.resolve import Tier, tiers
 from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.api.status import GPUSaving
-from quantrollout.defaults import FLOAT16_REFUSED_MODELS
+from quantrollout.defaults import DEFAULT_VLLM_IMAGE, FLOAT16_REFUSED_MODELS, GCS_STREAMING_AFTER
 
 from .gpu_memory import MemoryEstimate, estimate, preset_for
 from .vllm import QUANTIZATION_ARG, build_deployment, build_service
@@ -57,9 +57,23 @@ def parse_spec(raw: dict[str, Any]) -> QuantizedModelSpec | Problem:
         return Problem("InvalidSpec", f"{where}: {first['msg']}{more}")
 
 
+_VLLM_TAG = re.compile(r"^(?:docker\.io/)?vllm/vllm-openai:v(\d+)\.(\d+)\.(\d+)")
+
+
 def _tier_checks(tier: Tier, path: str) -> Problem | None:
     """Checks on the merged settings of a tier, which per-field CEL rules cannot see."""
     s = tier.serving
+    release = _VLLM_TAG.match(s.image)
+    if tier.artifact.startswith("gs://") and release:
+        version = tuple(int(g) for g in release.groups())
+        if version <= GCS_STREAMING_AFTER:
+            where = path.removesuffix(".serving")
+            return Problem(
+                "InvalidSpec",
+                f"{where}.artifact: gs:// streaming is not in the {s.image} image (its Run:ai "
+                f"streamer has no GCS client); set {path}.image to a later release "
+                f"(the default {DEFAULT_VLLM_IMAGE} has it) or use s3://, hf:// or pvc://",
+            )
     if s.gpu.count < s.tensor_parallel_size:
         return Problem(
             "InvalidSpec",
