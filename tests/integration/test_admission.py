@@ -105,7 +105,7 @@ CASES: list[tuple[str, Mutation, str]] = [
     (
         "env with a plain value",
         setter("spec.serving.env", [{"name": "HF_TOKEN", "value": "hf_x"}]),
-        "spec.serving.env[0].valueFrom: Required value",
+        'unknown field "spec.serving.env[0].value"',  # a value, not a reference: refused
     ),
     (
         "env overriding a cache dir",
