@@ -743,7 +743,6 @@ def flag_entry(flag: Flag) -> dict[str, Any]:
         entry["action"] = action_name
     if kw.get("nullable"):
         entry["nullable"] = True
-    aliases = [n for n in flag.names[1:]]
     long_names = [n for n in flag.names if n.startswith("--")]
     primary = long_names[0] if long_names else flag.names[0]
     aliases = [n for n in flag.names if n != primary]

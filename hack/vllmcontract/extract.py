@@ -7,7 +7,6 @@ import ast
 import math
 from typing import Any
 
-from vllmcontract.cli import class_fields
 from vllmcontract.source import Def, Wheel, find_method
 
 # Modules under vllm/entrypoints that are not the OpenAI-compatible server `vllm serve` runs:
@@ -359,17 +358,6 @@ def runai_schemes(wheel: Wheel) -> list[str]:
                     continue
                 found |= {str(v).removesuffix("://") for v in value}
     return sorted(found)
-
-
-__all__ = [
-    "class_fields",
-    "expand_buckets",
-    "load_formats",
-    "metrics",
-    "quantization",
-    "routes",
-    "runai_schemes",
-]
 
 
 def float16_refused(wheel: Wheel) -> list[str]:
