@@ -21,6 +21,7 @@ lint: venv
 	$(PY) -m ruff format --check operator hack tests
 	$(PY) hack/gen-crd.py --check
 	$(PY) hack/gen-docs.py --check
+	$(PY) hack/vllm-contract.py --check
 
 generate: venv
 	$(PY) hack/gen-crd.py

@@ -8,6 +8,7 @@ Run it::
 
     python -m vllmsim --port 8000 --model meta-llama/Meta-Llama-3-8B-Instruct [--host 127.0.0.1]
                       [--tier int4-awq] [--latency-ms 50] [--error-rate 0.05] ...
+    python -m vllmsim serve MODEL [vllm serve options]   # refuses what the pinned vLLM refuses
 
 until SIGTERM or SIGINT (graceful: open requests finish, exit status 0). In a test::
 
@@ -25,10 +26,9 @@ Endpoints:
   ``stream: true`` sends Server-Sent Events, one chunk per token, then ``data: [DONE]``
   (``stream_options.include_usage`` adds the usage chunk). Another model name: 404; malformed
   JSON or a bad field: 400; both with an OpenAI error body ``{"error": {...}}``.
-- ``GET /metrics``: ``vllm:e2e_request_latency_seconds``, ``vllm:time_to_first_token_seconds``,
-  ``vllm:request_success_total{finished_reason}``, ``vllm:prompt_tokens_total``,
-  ``vllm:generation_tokens_total``, ``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
-  all labelled ``model_name``.
+- ``GET /metrics``: exactly the series the pinned vLLM release's stat logger exports, read from
+  its contract (hack/contracts/): names, types, labels ``model_name`` and ``engine`` (and
+  ``finished_reason``), buckets (metrics.py).
 - ``GET /control``: the fault configuration (SimConfig) as JSON; ``POST /control`` with a JSON
   object of some of its fields changes them (an unknown key or bad value: 400, nothing changes).
 - With ``tier`` set, every response carries the header ``x-vllmsim-tier``.

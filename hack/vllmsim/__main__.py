@@ -1,10 +1,19 @@
-"""`python -m vllmsim --port PORT --model NAME [--host H] [--tier T] [--latency-ms ...]`: one vLLM
-simulator in the foreground until SIGTERM or SIGINT, which stop it gracefully (exit status 0).
+"""One vLLM simulator in the foreground until SIGTERM or SIGINT, which stop it gracefully (exit
+status 0). Two ways to start it:
+
+    python -m vllmsim --port PORT --model NAME [--host H] [--tier T] [--latency-ms ...]
+    python -m vllmsim serve MODEL [vllm serve options]       # exactly what a vLLM pod is given
+
+The second parses its arguments with the pinned vLLM release's contract and refuses (exit status
+2) any flag or value that release would refuse; its faults come from VLLMSIM_FAULTS (a JSON
+object of SimConfig fields), its tier from VLLMSIM_TIER, the release from VLLMSIM_VLLM_VERSION.
 Every SimConfig field can be set at start (`--error-rate 0.1`) and changed later via /control."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -12,6 +21,8 @@ from types import FrameType
 
 from pydantic import ValidationError
 
+from quantrollout.defaults import VLLM_NEWEST
+from vllmcontract.argparser import ContractError
 from vllmsim.config import SimConfig, describe
 from vllmsim.server import Simulator
 
@@ -37,7 +48,33 @@ def _exit(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _serve(argv: Sequence[str]) -> Simulator | int:
+    version = os.environ.get("VLLMSIM_VLLM_VERSION", VLLM_NEWEST)
+    try:
+        config = SimConfig.model_validate(json.loads(os.environ.get("VLLMSIM_FAULTS", "{}")))
+        return Simulator.from_vllm_args(
+            argv,
+            tier=os.environ.get("VLLMSIM_TIER"),
+            config=config,
+            vllm_version=version,
+            log_level="info",
+        )
+    except ContractError as exc:
+        print(f"vllmsim: vLLM {version} would refuse these arguments: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        print(f"vllmsim: VLLMSIM_FAULTS: {describe(exc)}", file=sys.stderr)
+    except ValueError as exc:
+        print(f"vllmsim: VLLMSIM_FAULTS is not JSON: {exc}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        built = _serve(argv[1:])
+        if isinstance(built, int):
+            return built
+        return _run(built)
     args = _parser().parse_args(argv)
     faults = {
         name: getattr(args, name)
@@ -52,12 +89,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim = Simulator(
         args.model, args.port, args.host, tier=args.tier, config=config, log_level="info"
     )
+    return _run(sim)
+
+
+def _run(sim: Simulator) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit)
     try:
         sim.serve_forever()
     except OSError as exc:
-        print(f"vllmsim: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"vllmsim: cannot serve on {sim.host}:{sim.port}: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from quantrollout.defaults import VLLM_NEWEST
 from vllmsim.config import SimConfig, describe
 from vllmsim.faults import FaultPlan
 from vllmsim.generate import Generation, generate
@@ -51,12 +52,18 @@ async def _sleep_at_least(seconds: float) -> None:
 
 class SimState:
     def __init__(
-        self, model: str, tier: str | None = None, config: SimConfig | None = None
+        self,
+        model: str,
+        tier: str | None = None,
+        config: SimConfig | None = None,
+        *,
+        max_model_len: int = 4096,
+        vllm_version: str = VLLM_NEWEST,
     ) -> None:
         self.model, self.tier = model, tier
         self.created = int(time.time())
         self.plan = FaultPlan()
-        self.metrics = VllmMetrics(model)
+        self.metrics = VllmMetrics(model, max_model_len, vllm_version)
         self._config = config or SimConfig()
         self._lock = threading.Lock()
 

@@ -1,4 +1,11 @@
-"""vLLM's Prometheus series, under vLLM's names (from quantrollout.signals), label `model_name`.
+"""vLLM's Prometheus series, exactly as the pinned release's contract lists them.
+
+The simulator exports every series vLLM's engine stat logger registers unconditionally
+(hack/contracts/vllm-<version>.json, module vllm.v1.metrics.loggers, not `conditional`): the same
+names, types, label names (`model_name`, `engine`, ...) and histogram buckets, with children for
+`model_name` x `engine="0"` (and every `finished_reason` of vllm:request_success), as a
+single-engine vLLM shows them. It feeds those a simulator can mean (latency, TTFT, successes,
+tokens, running and waiting requests); the others stay at zero, as on an idle engine.
 
 Each simulator has its own CollectorRegistry, so several can run in one process. A request is
 `waiting` until its first token (the configured latency stands for queueing and prefill), then
@@ -8,26 +15,28 @@ Each simulator has its own CollectorRegistry, so several can run in one process.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from quantrollout import signals
+from quantrollout.defaults import VLLM_NEWEST
+from vllmcontract import load
+from vllmcontract.extract import expand_buckets
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what Prometheus 2.x scrapes
+STAT_LOGGER = "vllm.v1.metrics.loggers"
+ENGINE = "0"  # one engine core, as `vllm serve` without data parallelism runs
 
-# vLLM's buckets, with finer ones below 0.3 s added to the e2e latency (a simulator is fast,
-# and the latency rules judge p99 against thresholds like 250 ms).
-E2E_BUCKETS = (
-    *(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25),
-    *(0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0),
-)
-TTFT_BUCKETS = (
-    *(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75),
-    *(1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0),
-)
-FINISHED_REASONS = ("stop", "length")
-LABEL = "model_name"
+
+def exported_series(contract: dict[str, Any]) -> list[dict[str, Any]]:
+    """The contract's series a plain `vllm serve` of a text model registers."""
+    return [
+        m
+        for m in contract["metrics"]
+        if m["module"] == STAT_LOGGER and not m["conditional"] and isinstance(m["labels"], list)
+    ]
 
 
 def _counter_name(name: str) -> str:
@@ -36,38 +45,37 @@ def _counter_name(name: str) -> str:
 
 
 class VllmMetrics:
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, max_model_len: int = 4096, version: str = VLLM_NEWEST) -> None:
         self.registry = CollectorRegistry()
-        reg = self.registry
-        self.e2e = Histogram(
-            signals.VLLM_E2E_LATENCY, "Histogram of end to end request latency in seconds.",
-            [LABEL], buckets=E2E_BUCKETS, registry=reg,
-        ).labels(model)  # fmt: skip
-        self.ttft = Histogram(
-            signals.VLLM_TTFT, "Histogram of time to first token in seconds.",
-            [LABEL], buckets=TTFT_BUCKETS, registry=reg,
-        ).labels(model)  # fmt: skip
-        success = Counter(
-            _counter_name(signals.VLLM_REQUEST_SUCCESS), "Count of successfully processed requests.",
-            [LABEL, "finished_reason"], registry=reg,
-        )  # fmt: skip
-        self.success = {reason: success.labels(model, reason) for reason in FINISHED_REASONS}
-        self.generation_tokens = Counter(
-            _counter_name(signals.VLLM_GENERATION_TOKENS), "Number of generation tokens processed.",
-            [LABEL], registry=reg,
-        ).labels(model)  # fmt: skip
-        self.prompt_tokens = Counter(
-            _counter_name(signals.VLLM_PROMPT_TOKENS), "Number of prefill tokens processed.",
-            [LABEL], registry=reg,
-        ).labels(model)  # fmt: skip
-        self.running = Gauge(
-            signals.VLLM_RUNNING, "Number of requests currently running on GPU.",
-            [LABEL], registry=reg,
-        ).labels(model)  # fmt: skip
-        self.waiting = Gauge(
-            signals.VLLM_WAITING, "Number of requests waiting to be processed.",
-            [LABEL], registry=reg,
-        ).labels(model)  # fmt: skip
+        contract = load(version)
+        base = {"model_name": model, "engine": ENGINE}
+        children: dict[str, Any] = {}
+        self.success: dict[str, Any] = {}
+        for m in exported_series(contract):
+            name, labels = m["name"], m["labels"]
+            doc = f"{name} (vLLM {version})"
+            metric: Any
+            if m["type"] == "counter":
+                metric = Counter(name, doc, labels, registry=self.registry)
+            elif m["type"] == "gauge":
+                metric = Gauge(name, doc, labels, registry=self.registry)
+            else:
+                buckets = expand_buckets(m["buckets"], max_model_len)
+                metric = Histogram(name, doc, labels, buckets=buckets, registry=self.registry)
+            extra = set(labels) - set(base)
+            if not extra:
+                children[name] = metric.labels(**{k: base[k] for k in labels})
+            elif extra == {"finished_reason"}:
+                for reason in contract["finish_reasons"]:
+                    self.success[reason] = metric.labels(**base, finished_reason=reason)
+        self.e2e = children[signals.VLLM_E2E_LATENCY]
+        self.ttft = children[signals.VLLM_TTFT]
+        self.generation_tokens = children[_counter_name(signals.VLLM_GENERATION_TOKENS)]
+        self.prompt_tokens = children[_counter_name(signals.VLLM_PROMPT_TOKENS)]
+        self.running = children[signals.VLLM_RUNNING]
+        self.waiting = children[signals.VLLM_WAITING]
+        self.request_prompt_tokens = children["vllm:request_prompt_tokens"]
+        self.request_generation_tokens = children["vllm:request_generation_tokens"]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -98,6 +106,8 @@ class RequestTrack:
         self._m.success[reason].inc()
         self._m.prompt_tokens.inc(prompt_tokens)
         self._m.generation_tokens.inc(completion_tokens)
+        self._m.request_prompt_tokens.observe(prompt_tokens)
+        self._m.request_generation_tokens.observe(completion_tokens)
         self.close()
 
     def close(self) -> None:

@@ -7,11 +7,15 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 import uvicorn
 
+from quantrollout.defaults import VLLM_NEWEST
+from vllmcontract import load
+from vllmcontract.argparser import parse
 from vllmsim.app import SimState, build_app
 from vllmsim.config import SimConfig
 
@@ -30,14 +34,52 @@ class Simulator:
         tier: str | None = None,
         config: SimConfig | None = None,
         log_level: str = "warning",
+        *,
+        max_model_len: int = 4096,
+        vllm_version: str = VLLM_NEWEST,
     ) -> None:
         self.model, self.host, self.tier = model, host, tier
-        self.state = SimState(model, tier, config)
+        self.vllm_version = vllm_version
+        self.state = SimState(
+            model, tier, config, max_model_len=max_model_len, vllm_version=vllm_version
+        )
         self._port = port
         self._log_level = log_level
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_vllm_args(
+        cls,
+        argv: Sequence[str],
+        *,
+        tier: str | None = None,
+        config: SimConfig | None = None,
+        vllm_version: str = VLLM_NEWEST,
+        host: str | None = None,
+        port: int | None = None,
+        log_level: str = "warning",
+    ) -> Simulator:
+        """A simulator started the way a vLLM pod is: `vllm serve` arguments, parsed by the
+        release's contract, so a flag that vLLM would refuse is refused here too (raises
+        vllmcontract.argparser.ContractError). `host`/`port` override the arguments' (tests bind
+        loopback and a free port where the pod binds 0.0.0.0:8000)."""
+        args = parse(load(vllm_version), argv)
+        model = (args.served_model_name or [None])[0] or args.model_tag or args.model
+        max_model_len = (
+            args.max_model_len if args.max_model_len and args.max_model_len > 0 else 4096
+        )
+        return cls(
+            model,
+            args.port if port is None else port,
+            host or args.host or "127.0.0.1",
+            tier=tier,
+            config=config,
+            log_level=log_level,
+            max_model_len=max_model_len,
+            vllm_version=vllm_version,
+        )
 
     @property
     def port(self) -> int:

@@ -95,12 +95,30 @@ CASES: list[tuple[str, Mutation, str]] = [
         "spec.target.format fp8 requires precision fp8",
     ),
     (
-        "bitsandbytes fp8",
+        "bitsandbytes",
         lambda o: (
             setter("spec.target.format", "bitsandbytes")(o),
-            setter("spec.target.precision", "fp8")(o),
+            setter("spec.target.artifact", "hf://org/name")(o),
         ),
-        "spec.target.format bitsandbytes requires precision int4 or int8",
+        "spec.target.format: bitsandbytes is gone from vLLM",
+    ),
+    (
+        "env with a plain value",
+        setter("spec.serving.env", [{"name": "HF_TOKEN", "value": "hf_x"}]),
+        'unknown field "spec.serving.env[0].value"',  # a value, not a reference: refused
+    ),
+    (
+        "env overriding a cache dir",
+        setter(
+            "spec.target.serving",
+            {"env": [{"name": "HOME", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
+        ),
+        "env name is set by the operator",
+    ),
+    (
+        "serviceAccountName not a name",
+        setter("spec.target.serving", {"serviceAccountName": "Model Reader"}),
+        'spec.target.serving.serviceAccountName: Invalid value: "Model Reader"',
     ),
     (
         "target named like baseline",

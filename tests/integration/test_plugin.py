@@ -37,7 +37,7 @@ STATUS: dict[str, Any] = {
     "lastAnalysis": {
         "at": "2026-11-23T11:59:30Z", "verdict": "Pass",
         "results": [
-            {"rule": "latency-p99", "value": 0.183, "threshold": 0.25, "verdict": "Pass"},
+            {"rule": "ttft-p99", "value": 0.183, "threshold": 1.0, "verdict": "Pass"},
             {"rule": "repetition-rate", "value": 0.04, "threshold": 0.15, "verdict": "Pass"},
         ],
     },
@@ -118,7 +118,7 @@ def test_get_shows_the_rollout(models: Models, plugin: Plugin) -> None:
         in out
     )
     assert "  ├─ ab        live 10% for 24h, sticky by x-user-id   <- current\n" in out
-    assert "  latency-p99       0.183   max 0.25    Pass\n" in out
+    assert "  ttft-p99          0.183   max 1       Pass\n" in out
     assert "  Ready   True     Progressing   ab at 10%\n" in out
 
     write_status(models, ROLLED_BACK)

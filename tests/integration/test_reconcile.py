@@ -9,6 +9,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client import ApiClient
 
+from quantrollout.defaults import DEFAULT_VLLM_IMAGE
+
 from .support import Models, example, wait_for
 
 TIERS = ("fp16", "int4-awq")
@@ -91,8 +93,11 @@ def test_example_becomes_two_available_tiers_and_a_ready_model(
 
     target = deployment(kube, namespace, "llama3-8b-int4-awq")
     assert target is not None
-    args = target.spec.template.spec.containers[0].args
-    assert args[args.index("--quantization") + 1] == "awq"
+    container = target.spec.template.spec.containers[0]
+    args = container.args
+    assert container.command == ["vllm", "serve"]
+    assert args[0] == "s3://models/llama3-8b-awq"  # the model, positional
+    assert "--quantization" not in args  # AWQ: vLLM reads the checkpoint and picks Marlin
     assert args[args.index("--served-model-name") + 1] == "meta-llama/Meta-Llama-3-8B-Instruct"
     owner = target.metadata.owner_references[0]
     assert (owner.kind, owner.name, owner.uid, owner.controller) == (
@@ -128,18 +133,18 @@ def test_scale_and_image_changes_roll_out(kube: ApiClient, namespace: str, opera
             f"{tier} scaled to 3", lambda t=tier: available(kube, namespace, f"llama3-8b-{t}", 3)
         )
 
-    models.patch_spec("llama3-8b", {"target": {"serving": {"image": "vllm/vllm-openai:v0.11.1"}}})
+    models.patch_spec("llama3-8b", {"target": {"serving": {"image": "vllm/vllm-openai:v0.33.0"}}})
     wait_for(
         "the target's new image rolled out",
         lambda: (
             available(kube, namespace, "llama3-8b-int4-awq", 3)
             and (d := deployment(kube, namespace, "llama3-8b-int4-awq")) is not None
-            and d.spec.template.spec.containers[0].image == "vllm/vllm-openai:v0.11.1"
+            and d.spec.template.spec.containers[0].image == "vllm/vllm-openai:v0.33.0"
         ),
     )
     baseline = deployment(kube, namespace, "llama3-8b-fp16")
     assert baseline is not None
-    assert baseline.spec.template.spec.containers[0].image == "vllm/vllm-openai:v0.11.0"
+    assert baseline.spec.template.spec.containers[0].image == DEFAULT_VLLM_IMAGE
     models.wait_condition("llama3-8b", "Ready", "True", "TiersReady")
     assert (models.get("llama3-8b") or {})["status"]["observedGeneration"] == 3
 

@@ -3,9 +3,10 @@
 - least privilege: every (apiGroup, resource, verb) the chart grants the operator and the router
   was used during the rollout, as the API server's audit log records it (a short allow-list names
   the verbs only used on paths this rollout does not take, each with the reason);
-- no Secret value leaks: the Prometheus bearer token (spec.prometheus.tokenSecretRef) and the
-  webhook URL (a Slack webhook URL is a credential) appear in no operator or router log line, no
-  Event and no status;
+- no Secret value leaks: the Prometheus bearer token (spec.prometheus.tokenSecretRef), the
+  webhook URL (a Slack webhook URL is a credential) and the tiers' credentials (an HF_TOKEN and
+  AWS keys given by env/envFrom from Secrets) appear in no operator or router log line, no Event,
+  no status and no rendered Deployment, and the operator never reads the tiers' Secrets;
 - the token really reaches Prometheus as `Authorization: Bearer ...` (a loopback proxy in front
   of the real Prometheus records the header of every query).
 """
@@ -34,6 +35,8 @@ from .support import Models, example, wait_for
 from .test_chart import CHART_NS, RELEASE, _install, leader_election_args, render
 
 TOKEN_SECRET = "prom-token"
+HF_SECRET = "hf-token"
+STORE_SECRET = "model-store-credentials"
 Use = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 
 # Held but not used by this rollout, each used elsewhere (and tested there).
@@ -197,6 +200,9 @@ class Run:
         self.prometheus: Recorder | None = None
         self.webhook: Recorder | None = None
         self.final: dict[str, Any] = {}
+        self.hf_token = "hf_" + secrets.token_hex(16)
+        self.aws_secret = "aws-" + secrets.token_hex(16)
+        self.deployments: list[dict[str, Any]] = []
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +226,18 @@ def run(
         client.V1Secret(
             metadata=client.V1ObjectMeta(name=TOKEN_SECRET), string_data={"token": r.token}
         ),
+    )
+    # The tiers' own credentials, which only the kubelet may read.
+    for name, data in (
+        (HF_SECRET, {"token": r.hf_token}),
+        (STORE_SECRET, {"AWS_ACCESS_KEY_ID": "AKIA-test", "AWS_SECRET_ACCESS_KEY": r.aws_secret}),
+    ):
+        core.create_namespaced_secret(
+            r.namespace,
+            client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data),
+        )
+    core.create_namespaced_service_account(
+        r.namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="model-reader"))
     )
     r.prometheus = prometheus_proxy(stack.prometheus.url)
     r.webhook = webhook_receiver()
@@ -255,6 +273,11 @@ def run(
             "url": r.prometheus.url,
             "tokenSecretRef": {"name": TOKEN_SECRET, "key": "token"},
         }
+        obj["spec"]["serving"]["env"] = [
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": HF_SECRET, "key": "token"}}}
+        ]
+        obj["spec"]["serving"]["envFrom"] = [{"secretRef": {"name": STORE_SECRET}}]
+        obj["spec"]["target"]["serving"] = {"serviceAccountName": "model-reader"}
         models.create(obj)
 
         def status() -> dict[str, Any]:
@@ -267,6 +290,11 @@ def run(
             wait_for("RolledBack", lambda: status().get("phase") == "RolledBack", timeout=90)
         wait_for("the rollback notification", lambda: len(r.webhook.seen) >= 2, timeout=30)
         r.final = models.get("llama3-8b") or {}
+        apps = client.AppsV1Api(kube)
+        r.deployments = [
+            kube.sanitize_for_serialization(d)
+            for d in apps.list_namespaced_deployment(r.namespace).items
+        ]
         yield r
     finally:
         chart_operator.stop()
@@ -298,10 +326,35 @@ def test_no_secret_value_in_logs_events_or_status(run: Run, kube: ApiClient) -> 
         "events": json.dumps([kube.sanitize_for_serialization(e) for e in events]),
         "status": json.dumps(run.final.get("status")),
         "model": yaml.safe_dump(run.final),
+        "deployments": json.dumps(run.deployments),
     }
-    for value in (run.token, run.hook_secret):
+    for value in (run.token, run.hook_secret, run.hf_token, run.aws_secret):
         leaked = [where for where, text in places.items() if value in text]
         assert leaked == [], f"a secret value appears in: {leaked}"
+
+
+def test_tier_credentials_reach_the_pods_by_reference_only(run: Run, stack: Stack) -> None:
+    """The Deployments name the Secrets and the ServiceAccount; the operator never reads them
+    (the kubelet resolves the references), as the API server's audit log shows."""
+    assert run.deployments, "no Deployment rendered: the test would prove nothing"
+    for d in run.deployments:
+        pod = d["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert {
+            "name": "HF_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": HF_SECRET, "key": "token"}},
+        } in container["env"]
+        assert container["envFrom"] == [{"secretRef": {"name": STORE_SECRET}}]
+        tier = d["metadata"]["labels"]["quantrollout.io/tier"]
+        assert pod.get("serviceAccountName") == ("model-reader" if tier == "int4-awq" else None)
+    operator = f"system:serviceaccount:{CHART_NS}:{RELEASE}-operator"
+    _, events = audited(stack.controlplane.audit_log, operator)
+    read = {
+        e["objectRef"].get("name")
+        for e in events
+        if e.get("objectRef", {}).get("resource") == "secrets"
+    }
+    assert read & {HF_SECRET, STORE_SECRET} == set()
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,7 +23,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from quantrollout import signals
+from quantrollout.api.resolve import tiers
+from quantrollout.api.spec import QuantizedModelSpec
+from quantrollout.defaults import VLLM_NEWEST
+from quantrollout.manifests.vllm import vllm_args
+from vllmcontract import load
+from vllmcontract.argparser import ContractError
+from vllmcontract.extract import expand_buckets
 from vllmsim import REFUSAL, TIER_HEADER, SimConfig, Simulator
+from vllmsim.metrics import exported_series
 
 MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
 HACK = Path(__file__).resolve().parents[2] / "hack"
@@ -76,7 +85,7 @@ def metric_samples(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str,
 def sample(
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
 ) -> float:
-    return samples[(name, frozenset({"model_name": MODEL, **labels}.items()))]
+    return samples[(name, frozenset({"model_name": MODEL, "engine": "0", **labels}.items()))]
 
 
 def has_loop(text: str, gram: int = 4, times: int = 10) -> bool:
@@ -346,6 +355,96 @@ def test_metrics_use_vllm_names_and_count_requests(client: httpx.Client) -> None
     assert sample(samples, signals.VLLM_WAITING) == 0
 
 
+def test_metrics_are_exactly_the_contracts(client: httpx.Client) -> None:
+    """Scraped: the series of the pinned release's stat logger, no more and no fewer, with its
+    types, label names and buckets (request-token buckets built up to maxModelLen 4096)."""
+    chat(client, "one request, so every child has samples")
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families(client.get("/metrics").text)
+        if not f.name.endswith("_created")  # prometheus_client's creation times, as in vLLM's
+    }
+    expected = {
+        m["name"].removesuffix("_total") if m["type"] == "counter" else m["name"]: m
+        for m in exported_series(load(VLLM_NEWEST))
+    }
+    assert set(families) == set(expected)
+    for name, family in families.items():
+        m = expected[name]
+        assert family.type == m["type"], name
+        label_sets = {
+            frozenset(s.labels) - {"le"} for s in family.samples if not s.name.endswith("_created")
+        }
+        if label_sets:
+            assert label_sets == {frozenset(m["labels"])}, name
+        else:  # labels whose values only a real engine has (a rejection reason, a source)
+            assert set(m["labels"]) - {"model_name", "engine"}, name
+        if m["type"] == "histogram":
+            bounds = sorted(
+                float(s.labels["le"]) for s in family.samples
+                if s.name.endswith("_bucket") and s.labels["le"] != "+Inf"
+                and s.labels["model_name"] == MODEL
+            )  # fmt: skip
+            assert bounds == expand_buckets(m["buckets"], 4096), name
+    reasons = {
+        s.labels["finished_reason"] for s in families["vllm:request_success"].samples
+        if s.name.endswith("_total")
+    }  # fmt: skip
+    assert reasons == set(load(VLLM_NEWEST)["finish_reasons"])
+
+
+def test_rules_and_alerts_read_series_the_contracts_have() -> None:
+    """Every vLLM series the analysis rules and the chart's alerts select exists, with the
+    labels they use, in every supported release."""
+    used = {signals.VLLM_E2E_LATENCY, signals.VLLM_TTFT, signals.VLLM_REQUEST_SUCCESS,
+            signals.VLLM_GENERATION_TOKENS, signals.VLLM_PROMPT_TOKENS, signals.VLLM_RUNNING,
+            signals.VLLM_WAITING}  # fmt: skip
+    alerts = (HACK.parent / "charts" / "quantrollout" / "alerts" / "rules.yaml").read_text()
+    used |= set(re.findall(r"vllm:[a-z_:]+", alerts))
+    for version in ("0.11.0", VLLM_NEWEST):
+        names = {m["name"] for m in load(version)["metrics"]}
+        for series in used:
+            base = re.sub(r"_(total|bucket|sum|count)$", "", series)
+            assert series in names or base in names, (version, series)
+
+
+@pytest.mark.parametrize("fmt", ["awq", "gptq", "fp8", "compressed-tensors"])
+def test_starts_from_the_arguments_the_operator_renders(fmt: str) -> None:
+    raw = {
+        "model": MODEL,
+        "baseline": {"artifact": "s3://m/base", "precision": "bf16"},
+        "target": {
+            "name": "t", "artifact": "gs://m/t", "format": fmt,
+            "precision": {"awq": "int4", "gptq": "int8", "fp8": "fp8"}.get(fmt, "int8"),
+        },
+        "serving": {"maxModelLen": 2048},
+    }  # fmt: skip
+    spec = QuantizedModelSpec.model_validate(raw)
+    for tier in tiers(spec):
+        argv = vllm_args(spec.model, tier, spec.baseline.precision)
+        with Simulator.from_vllm_args(argv, tier=tier.name, port=0) as s:
+            assert s.model == MODEL  # --served-model-name
+            with httpx.Client(base_url=s.url) as c:
+                assert answer(c, "hi")
+                text = c.get("/metrics").text
+            assert 'le="2000.0"' in text  # request-token buckets up to maxModelLen 2048
+            assert 'le="5000.0"' not in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["m", "--no-such-flag"],
+        ["m", "--dtype", "float8"],
+        ["m", "--quantization"],
+        ["m", "--tensor-parallel-size", "two"],
+    ],
+)
+def test_refuses_what_vllm_refuses(argv: list[str]) -> None:
+    with pytest.raises(ContractError):
+        Simulator.from_vllm_args(argv)
+
+
 def test_gauges_follow_requests_in_flight(sim: Simulator, client: httpx.Client) -> None:
     sim.configure(latency_ms=400)
     slow = threading.Thread(target=chat, args=(client, "slow"))
@@ -463,3 +562,48 @@ def test_module_runs_as_a_process_and_stops_on_sigterm() -> None:
     assert health.headers[TIER_HEADER] == "fp16"
     assert refusal == REFUSAL
     assert code == 0, proc.communicate()[0].decode()
+
+
+def test_serve_mode_runs_as_a_process_and_refuses_unknown_flags() -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HACK), os.environ.get("PYTHONPATH", "")]),
+        "VLLMSIM_TIER": "fp16",
+    }
+    refused = subprocess.run(
+        [sys.executable, "-m", "vllmsim", "serve", MODEL, "--bogus-flag", "1"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "would refuse these arguments: unrecognized arguments: --bogus-flag" in refused.stderr
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "vllmsim",
+        "serve",
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health")
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()[0].decode()
+                assert time.monotonic() < deadline, "vllmsim serve never answered /health"
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert health.headers[TIER_HEADER] == "fp16"
+    assert code == 0

@@ -11,11 +11,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from quantrollout.defaults import DEFAULT_VLLM_IMAGE, VLLM_CPU_REQUEST, VLLM_MEMORY_REQUEST
+
 from .durations import parse_duration
 from .spec import (
-    DEFAULT_VLLM_IMAGE,
     GPU,
     Autoscaling,
+    EnvFromSource,
+    EnvVar,
     QuantizedModelSpec,
     ServingOverrides,
 )
@@ -37,6 +40,11 @@ class ResolvedServing(BaseModel):
     autoscaling: Autoscaling | None = None
     readiness_deadline: str
     extra_args: tuple[str, ...]
+    cpu: str
+    memory: str
+    service_account_name: str | None = None
+    env: tuple[EnvVar, ...] = ()
+    env_from: tuple[EnvFromSource, ...] = ()
 
     @property
     def readiness_deadline_s(self) -> float:
@@ -64,6 +72,8 @@ BUILTIN_SERVING = ServingOverrides(
     replicas=1,
     readiness_deadline="15m",
     extra_args=[],
+    cpu=VLLM_CPU_REQUEST,
+    memory=VLLM_MEMORY_REQUEST,
 )
 
 

@@ -11,16 +11,22 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, WithJsonSchema
+from pydantic import Field, WithJsonSchema, field_validator
+
+from quantrollout.defaults import (
+    DEFAULT_VLLM_IMAGE,
+    RESERVED_ENV_NAMES,
+    VLLM_CPU_REQUEST,
+    VLLM_MEMORY_REQUEST,
+    VLLM_NEWEST,
+    VLLM_OLDEST,
+)
 
 from quantrollout import defaults as d
 
 from .base import ApiModel, cel, validations
 from .durations import DURATION_PATTERN
 from .thresholds import THRESHOLD_PATTERN
-
-# The vLLM image every tier runs unless told otherwise: the version the operator is tested with.
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 
 BaselinePrecision = Literal["fp16", "bf16"]
 Precision = Literal["fp16", "bf16", "fp8", "int8", "int4"]
@@ -95,6 +101,66 @@ class GPU(ApiModel):
     )
 
 
+QUANTITY_PATTERN = r"^[0-9]+(\\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+
+
+class SecretKeySelector(ApiModel):
+    name: str = Field(min_length=1, max_length=253, description="Secret in the model's namespace.")
+    key: str = Field(min_length=1, max_length=253, description="Key in that Secret.")
+    optional: bool | None = Field(None, description="Start even if the Secret or key is missing.")
+
+
+class EnvVarSource(ApiModel):
+    secret_key_ref: SecretKeySelector = Field(
+        description="Only Secrets: the value never appears in the spec, status, Events or logs."
+    )
+
+
+class EnvVar(ApiModel):
+    """One environment variable of the vLLM container, from a Secret key (HF_TOKEN,
+    AWS_ACCESS_KEY_ID, ...). Plain values are refused: put them in a Secret."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        max_length=128,
+        description="Variable name.",
+        json_schema_extra=validations(
+            cel(
+                f"!(self in {sorted(RESERVED_ENV_NAMES)})",
+                "env name is set by the operator (user name and cache directories); choose another",
+            )
+        ),
+    )
+    value_from: EnvVarSource = Field(description="Where the value comes from: a Secret key.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_ENV_NAMES:
+            raise ValueError(
+                "env name is set by the operator (user name and cache directories); choose another"
+            )
+        return name
+
+
+class SecretEnvSource(ApiModel):
+    name: str = Field(min_length=1, max_length=253, description="Secret in the model's namespace.")
+    optional: bool | None = Field(None, description="Start even if the Secret is missing.")
+
+
+class EnvFromSource(ApiModel):
+    """Every key of a Secret as an environment variable (e.g. AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for an S3-compatible store)."""
+
+    secret_ref: SecretEnvSource
+    prefix: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        max_length=64,
+        description="Prefix for each name.",
+    )
+
+
 class Autoscaling(ApiModel):
     min_replicas: int = Field(1, ge=1, le=1000)
     max_replicas: int = Field(ge=1, le=1000)
@@ -130,6 +196,34 @@ class ServingOverrides(ApiModel):
     )
     extra_args: list[Annotated[str, Field(max_length=256)]] | None = Field(
         None, max_length=32, description="Extra vLLM command-line arguments, appended as they are."
+    )
+    cpu: str | None = Field(
+        None,
+        pattern=QUANTITY_PATTERN,
+        max_length=32,
+        description=f"CPU request of a replica (default {VLLM_CPU_REQUEST}); no limit, so the tokenizer and scheduler are never throttled.",
+    )
+    memory: str | None = Field(
+        None,
+        pattern=QUANTITY_PATTERN,
+        max_length=32,
+        description=f"Memory request and limit of a replica (default {VLLM_MEMORY_REQUEST}); loading weights passes through host memory.",
+    )
+    service_account_name: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="ServiceAccount the tier's pods run as, e.g. one bound to a cloud role (IRSA, GKE Workload Identity) that may read the weights.",
+    )
+    env: list[EnvVar] | None = Field(
+        None,
+        max_length=64,
+        description="Environment of the vLLM container, each from a Secret key (HF_TOKEN for gated repositories). A tier's list replaces spec.serving's.",
+    )
+    env_from: list[EnvFromSource] | None = Field(
+        None,
+        max_length=16,
+        description="Secrets whose every key becomes an environment variable. A tier's list replaces spec.serving's.",
     )
 
 
@@ -172,7 +266,7 @@ class Target(ApiModel):
         "json_schema_extra": validations(
             cel(
                 "self.format != 'gguf'",
-                "spec.target.format: gguf is served by llama.cpp, not vLLM; use awq, gptq, fp8, compressed-tensors or bitsandbytes",
+                "spec.target.format: gguf is served by llama.cpp, not vLLM; use awq, gptq, fp8 or compressed-tensors",
                 field_path=".format",
             ),
             cel(
@@ -191,9 +285,9 @@ class Target(ApiModel):
                 field_path=".precision",
             ),
             cel(
-                "self.format != 'bitsandbytes' || self.precision in ['int4', 'int8']",
-                "spec.target.format bitsandbytes requires precision int4 or int8",
-                field_path=".precision",
+                "self.format != 'bitsandbytes'",
+                f"spec.target.format: bitsandbytes is gone from vLLM {VLLM_NEWEST}, the newest supported release (and in {VLLM_OLDEST} it cannot stream s3:// or gs:// and runs int8 without CUDA graphs); use awq, gptq, fp8 or compressed-tensors",
+                field_path=".format",
             ),
         )
     }
@@ -208,7 +302,13 @@ class Target(ApiModel):
     )
     precision: Precision = Field(description="fp8, int8 or int4: lower than the baseline's.")
     format: QuantFormat = Field(
-        description="Quantization format, which sets vLLM's --quantization."
+        description=(
+            "Quantization format of the pre-quantized checkpoint. awq, gptq and fp8: vLLM reads "
+            "the checkpoint's quantization_config (no --quantization is passed), which gets the "
+            "Marlin kernels for AWQ and GPTQ; fp8 takes vLLM's fp8 format and llm-compressor's "
+            "FP8 output alike. compressed-tensors: llm-compressor's output (W8A8, W4A16, FP8). "
+            "bitsandbytes and gguf are refused: the supported vLLM releases cannot serve them."
+        )
     )
     serving: TierServing | None = None
 
@@ -435,6 +535,18 @@ class ModelShape(ApiModel):
     layers: int = Field(ge=1, le=1000)
     kv_heads: int = Field(ge=1, le=1024, description="Key/value heads (grouped-query attention).")
     head_dim: int = Field(ge=1, le=4096)
+    hidden_size: int | None = Field(
+        None, ge=1, le=1_000_000, description="Hidden size (activations and the 16-bit embeddings)."
+    )
+    vocab_size: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="Vocabulary size (embeddings and LM head stay 16-bit in quantized checkpoints).",
+    )
+    tied_embeddings: bool = Field(
+        False, description="The LM head shares the input embeddings' weights."
+    )
 
 
 class QuantizedModelSpec(ApiModel):

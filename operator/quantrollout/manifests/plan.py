@@ -4,6 +4,7 @@ checks CEL cannot do, the GPU memory pre-flight) and the objects to apply. Pure.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,9 +13,10 @@ from pydantic import ValidationError
 from quantrollout.api.resolve import Tier, tiers
 from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.api.status import GPUSaving
+from quantrollout.defaults import DEFAULT_VLLM_IMAGE, FLOAT16_REFUSED_MODELS, GCS_STREAMING_AFTER
 
 from .gpu_memory import MemoryEstimate, estimate, preset_for
-from .vllm import build_deployment, build_service
+from .vllm import QUANTIZATION_ARG, build_deployment, build_service
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,23 @@ def parse_spec(raw: dict[str, Any]) -> QuantizedModelSpec | Problem:
         return Problem("InvalidSpec", f"{where}: {first['msg']}{more}")
 
 
+_VLLM_TAG = re.compile(r"^(?:docker\.io/)?vllm/vllm-openai:v(\d+)\.(\d+)\.(\d+)")
+
+
 def _tier_checks(tier: Tier, path: str) -> Problem | None:
     """Checks on the merged settings of a tier, which per-field CEL rules cannot see."""
     s = tier.serving
+    release = _VLLM_TAG.match(s.image)
+    if tier.artifact.startswith("gs://") and release:
+        version = tuple(int(g) for g in release.groups())
+        if version <= GCS_STREAMING_AFTER:
+            where = path.removesuffix(".serving")
+            return Problem(
+                "InvalidSpec",
+                f"{where}.artifact: gs:// streaming is not in the {s.image} image (its Run:ai "
+                f"streamer has no GCS client); set {path}.image to a later release "
+                f"(the default {DEFAULT_VLLM_IMAGE} has it) or use s3://, hf:// or pvc://",
+            )
     if s.gpu.count < s.tensor_parallel_size:
         return Problem(
             "InvalidSpec",
@@ -87,12 +103,33 @@ def _stage_checks(spec: QuantizedModelSpec) -> Problem | None:
     return None
 
 
+def _serving_checks(spec: QuantizedModelSpec) -> Problem | None:
+    """What admission refuses but an object stored before the CRD said so may still hold (a
+    format the supported vLLM releases cannot serve), and what CEL cannot see: every tier runs in
+    the baseline's dtype, and vLLM refuses float16 for some model types."""
+    if spec.target.format not in QUANTIZATION_ARG:
+        return Problem(
+            "InvalidSpec",
+            f"spec.target.format: {spec.target.format} cannot be served by the supported vLLM "
+            f"releases; use awq, gptq, fp8 or compressed-tensors",
+        )
+    key = re.sub(r"[^a-z0-9]", "", spec.model.lower())
+    refused = next((m for m in FLOAT16_REFUSED_MODELS if m in key), None)
+    if spec.baseline.precision == "fp16" and refused:
+        return Problem(
+            "InvalidSpec",
+            f"spec.baseline.precision: vLLM refuses float16 for {refused} models "
+            f"(numerical instability), and every tier runs in the baseline's dtype; use bf16",
+        )
+    return None
+
+
 def plan(name: str, namespace: str, raw_spec: dict[str, Any]) -> Plan:
     parsed = parse_spec(raw_spec)
     if isinstance(parsed, Problem):
         return Plan(invalid=parsed)
     spec = parsed
-    stage_problem = _stage_checks(spec)
+    stage_problem = _stage_checks(spec) or _serving_checks(spec)
     if stage_problem:
         return Plan(invalid=stage_problem)
     resolved = tiers(spec)
