@@ -236,6 +236,8 @@ def render_defaults() -> str:
                 out += ["| name | value | what it is |", "| --- | --- | --- |"]
                 table_open = True
             value = getattr(defaults, target.id)
+            if isinstance(value, frozenset | set):
+                value = sorted(value)
             shown = json.dumps(value) if not isinstance(value, str) else value
             out.append(f"| `{target.id}` | `{_cell(shown)}` | {_cell(' '.join(comment))} |")
             comment = []
