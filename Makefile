@@ -42,6 +42,7 @@ tools:
 	@hack/tools.sh kube >/dev/null
 	@hack/tools.sh kwok >/dev/null
 	@hack/tools.sh helm >/dev/null
+	@hack/tools.sh argocd-lua >/dev/null
 
 demo: deps venv tools
 	$(PY) hack/demo.py

@@ -4,16 +4,19 @@
 #           binary from hack/controlplane (k8s.io/kubernetes at KUBE_VERSION)
 #   kwok  - the KWOK controller that plays kubelet for fake nodes
 #   helm  - for chart lint/template
+#   argocd-lua - QuantizedModel's Argo CD health script and actions under Argo CD's own Lua setup
+#                (hack/argocd-lua); argocd-src - that Argo CD release's source, to check the copy
 # Everything lands under $QR_CACHE (default ~/.cache/quantrollout), keyed by version and by a
 # hash of the Go module that built it, so a second run builds nothing.
 #
-# usage: hack/tools.sh [kube|kwok|helm|gateway-crds|all]   (prints KEY=path lines for what it ensured)
+# usage: hack/tools.sh [kube|kwok|helm|gateway-crds|argocd-lua|argocd-src|all]   (prints KEY=path lines for what it ensured)
 set -euo pipefail
 
 KUBE_VERSION=v1.33.13
 KWOK_VERSION=v0.7.0
 HELM_VERSION=v3.21.4
 GATEWAY_API_VERSION=v1.3.0
+ARGOCD_VERSION=v3.5.7  # the Argo CD release whose util/lua hack/argocd-lua copies
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${QR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/quantrollout}
@@ -77,6 +80,37 @@ ensure_helm() {
   echo "HELM=$cache/bin/helm-$HELM_VERSION/helm"
 }
 
+# build_module NAME: `go build` of the small module hack/NAME into a directory keyed by a hash of
+# its files, so an edit rebuilds it and a rerun builds nothing.
+build_module() {
+  local name=$1 src="$here/$1" key dest tmp
+  key=$(cd "$src" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 cat | sha256sum | cut -c1-12)
+  dest="$cache/bin/$name-$key"
+  if [ ! -x "$dest/$name" ]; then
+    need_go
+    tmp=$(mktemp -d "$cache/bin/.build.XXXXXX")
+    echo "building $name (hack/$name), once per change..." >&2
+    if ! (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$tmp/$name" .) >"$tmp/build.log" 2>&1; then
+      local why; why=$(grep -m1 -E 'error|cannot|undefined' "$tmp/build.log" || tail -n 1 "$tmp/build.log"); rm -rf "$tmp"
+      die "building hack/$name failed: $why"
+    fi
+    mkdir -p "$dest" && mv "$tmp/$name" "$dest/$name" && rm -rf "$tmp"
+  fi
+  echo "$dest/$name"
+}
+
+# mod_dir MODULE@VERSION: a Go module's source from the module proxy (a download, no build).
+mod_dir() {
+  local dir
+  need_go
+  dir=$(cd /tmp && go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$dir" ] || die "could not download $1"
+  echo "$dir"
+}
+
+ensure_argocd_lua() { echo "ARGOCD_LUA=$(build_module argocd-lua)"; }
+ensure_argocd_src() { echo "ARGOCD_SRC=$(mod_dir "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION")"; }
+
 # The Gateway API CRDs (standard channel) from the Go module proxy: a download, no build.
 ensure_gateway_crds() {
   local dir
@@ -91,6 +125,8 @@ case "${1:-all}" in
   kwok) ensure_kwok ;;
   helm) ensure_helm ;;
   gateway-crds) ensure_gateway_crds ;;
+  argocd-lua) ensure_argocd_lua ;;
+  argocd-src) ensure_argocd_src ;;
   all) ensure_kube; ensure_kwok; ensure_helm ;;
-  *) die "unknown tool '$1' (kube|kwok|helm|gateway-crds|all)" ;;
+  *) die "unknown tool '$1' (kube|kwok|helm|gateway-crds|argocd-lua|argocd-src|all)" ;;
 esac
