@@ -92,9 +92,9 @@ def openapi_schema() -> dict[str, Any]:
         "description": "A model rolled out from its FP16/BF16 baseline to a quantized tier, judged by Prometheus rules.",
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "apiVersion": {"type": "string", "description": "quantrollout.io/v1alpha1"},
+            "kind": {"type": "string", "description": "QuantizedModel"},
+            "metadata": {"type": "object", "description": "Standard object metadata."},
             "spec": _model_schema(QuantizedModelSpec),
             "status": status,
         },
@@ -121,6 +121,42 @@ PRINTER_COLUMNS = [
     },
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    # -o wide only (priority 1): what on-call asks next.
+    {
+        "name": "Baseline",
+        "type": "string",
+        "jsonPath": ".spec.baseline.precision",
+        "priority": 1,
+        "description": "the baseline tier (its precision)",
+    },
+    {
+        "name": "Mirror",
+        "type": "integer",
+        "jsonPath": ".status.mirrorPercent",
+        "priority": 1,
+        "description": "% of requests mirrored to the target (shadow)",
+    },
+    {
+        "name": "Analysis",
+        "type": "string",
+        "jsonPath": ".status.lastAnalysis.verdict",
+        "priority": 1,
+        "description": "the latest evaluation: Pass, Fail or Inconclusive",
+    },
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        "priority": 1,
+        "description": "every tier ready",
+    },
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Degraded")].reason',
+        "priority": 1,
+        "description": "the Degraded condition's reason (RolledBack, Unschedulable, ...)",
+    },
 ]
 
 
