@@ -6,10 +6,11 @@
 #   helm  - for chart lint/template
 #   argocd-lua - QuantizedModel's Argo CD health script and actions under Argo CD's own Lua setup
 #                (hack/argocd-lua); argocd-src - that Argo CD release's source, to check the copy
+#   kstatus - what sigs.k8s.io/cli-utils' kstatus (Flux's health checks) computes for objects
 # Everything lands under $QR_CACHE (default ~/.cache/quantrollout), keyed by version and by a
 # hash of the Go module that built it, so a second run builds nothing.
 #
-# usage: hack/tools.sh [kube|kwok|helm|gateway-crds|argocd-lua|argocd-src|all]   (prints KEY=path lines for what it ensured)
+# usage: hack/tools.sh [kube|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|all]   (prints KEY=path lines for what it ensured)
 set -euo pipefail
 
 KUBE_VERSION=v1.33.13
@@ -109,6 +110,7 @@ mod_dir() {
 }
 
 ensure_argocd_lua() { echo "ARGOCD_LUA=$(build_module argocd-lua)"; }
+ensure_kstatus() { echo "KSTATUS=$(build_module kstatus)"; }
 ensure_argocd_src() { echo "ARGOCD_SRC=$(mod_dir "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION")"; }
 
 # The Gateway API CRDs (standard channel) from the Go module proxy: a download, no build.
@@ -127,6 +129,7 @@ case "${1:-all}" in
   gateway-crds) ensure_gateway_crds ;;
   argocd-lua) ensure_argocd_lua ;;
   argocd-src) ensure_argocd_src ;;
+  kstatus) ensure_kstatus ;;
   all) ensure_kube; ensure_kwok; ensure_helm ;;
-  *) die "unknown tool '$1' (kube|kwok|helm|gateway-crds|argocd-lua|argocd-src|all)" ;;
+  *) die "unknown tool '$1' (kube|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|all)" ;;
 esac
