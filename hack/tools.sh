@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once) and prints the paths of the pinned local control-plane tools:
-#   kube  - kube-apiserver / kube-controller-manager / kube-scheduler, one multi-call
+#   kube  - kube-apiserver / kube-controller-manager / kube-scheduler / kubectl, one multi-call
 #           binary from hack/controlplane (k8s.io/kubernetes at KUBE_VERSION)
+#   kubectl - that binary's kubectl (the tests' kubectl: the machine's may be another release)
 #   kwok  - the KWOK controller that plays kubelet for fake nodes
 #   helm  - for chart lint/template
 #   argocd-lua - QuantizedModel's Argo CD health script and actions under Argo CD's own Lua setup
@@ -10,7 +11,7 @@
 # Everything lands under $QR_CACHE (default ~/.cache/quantrollout), keyed by version and by a
 # hash of the Go module that built it, so a second run builds nothing.
 #
-# usage: hack/tools.sh [kube|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|all]   (prints KEY=path lines for what it ensured)
+# usage: hack/tools.sh [kube|kubectl|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|all]   (prints KEY=path lines for what it ensured)
 set -euo pipefail
 
 KUBE_VERSION=v1.33.13
@@ -54,7 +55,7 @@ ensure_kube() {
   if [ ! -x "$dest/kube" ]; then
     need_go
     tmp=$(mktemp -d "$cache/bin/.build.XXXXXX")
-    echo "building kube $KUBE_VERSION (apiserver, controller-manager, scheduler): 10-20 min the first time..." >&2
+    echo "building kube $KUBE_VERSION (apiserver, controller-manager, scheduler, kubectl): 10-20 min the first time..." >&2
     local major=${KUBE_VERSION#v}; major=${major%%.*}
     local minor=${KUBE_VERSION#v*.}; minor=${minor%%.*}
     ld="-s -w"
@@ -67,8 +68,14 @@ ensure_kube() {
     fi
     mkdir -p "$dest" && mv "$tmp/kube" "$dest/kube" && rm -rf "$tmp"
   fi
-  for c in kube-apiserver kube-controller-manager kube-scheduler; do ln -sf kube "$dest/$c"; done
+  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do ln -sf kube "$dest/$c"; done
   echo "KUBE_BIN_DIR=$dest"
+}
+
+ensure_kubectl() {
+  local dir
+  dir=$(ensure_kube | sed -n 's/^KUBE_BIN_DIR=//p')
+  echo "KUBECTL=$dir/kubectl"
 }
 
 ensure_kwok() {
@@ -124,6 +131,7 @@ ensure_gateway_crds() {
 
 case "${1:-all}" in
   kube) ensure_kube ;;
+  kubectl) ensure_kubectl ;;
   kwok) ensure_kwok ;;
   helm) ensure_helm ;;
   gateway-crds) ensure_gateway_crds ;;
@@ -131,5 +139,5 @@ case "${1:-all}" in
   argocd-src) ensure_argocd_src ;;
   kstatus) ensure_kstatus ;;
   all) ensure_kube; ensure_kwok; ensure_helm ;;
-  *) die "unknown tool '$1' (kube|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|all)" ;;
+  *) die "unknown tool '$1' (kube|kubectl|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|all)" ;;
 esac
