@@ -233,7 +233,9 @@ def compute(
         Transition(c.type, c.status, c.reason, c.message)
         for c in conditions
         if c.type in ("Ready", "Progressing", "Degraded")  # the kstatus pair only mirrors these
-        and ((old := before.get(c.type)) is None or (old.status, old.reason) != (c.status, c.reason))
+        and (
+            (old := before.get(c.type)) is None or (old.status, old.reason) != (c.status, c.reason)
+        )
     ]
     status: dict[str, Any] = {
         "observedGeneration": generation,

@@ -9,6 +9,8 @@ names, printer columns and the status subresource. `hack/gen-crd.py` writes the 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from typing import Any
 
 from .base import cel
@@ -160,31 +162,50 @@ PRINTER_COLUMNS = [
 ]
 
 
+# The CRD carries a hash of its own spec, so the chart can tell (with Helm's `lookup`) that the
+# CRD in the cluster is not the one it ships: Helm never upgrades a chart's crds/ (docs/gitops.md).
+SCHEMA_HASH_ANNOTATION = "quantrollout.io/schema-hash"
+
+
+def schema_hash(crd_spec: dict[str, Any]) -> str:
+    """A short hash of a CRD's spec (names, versions, schemas, columns)."""
+    text = json.dumps(crd_spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def build_crd() -> dict[str, Any]:
+    spec = _crd_spec()
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": SHORT_NAMES,
-                "categories": ["quantrollout"],
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                    "schema": {"openAPIV3Schema": openapi_schema()},
-                }
-            ],
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "annotations": {SCHEMA_HASH_ANNOTATION: schema_hash(spec)},
         },
+        "spec": spec,
+    }
+
+
+def _crd_spec() -> dict[str, Any]:
+    return {
+        "group": GROUP,
+        "names": {
+            "kind": KIND,
+            "listKind": f"{KIND}List",
+            "plural": PLURAL,
+            "singular": SINGULAR,
+            "shortNames": SHORT_NAMES,
+            "categories": ["quantrollout"],
+        },
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": PRINTER_COLUMNS,
+                "schema": {"openAPIV3Schema": openapi_schema()},
+            }
+        ],
     }
