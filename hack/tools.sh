@@ -8,10 +8,11 @@
 #   argocd-lua - QuantizedModel's Argo CD health script and actions under Argo CD's own Lua setup
 #                (hack/argocd-lua); argocd-src - that Argo CD release's source, to check the copy
 #   kstatus - what sigs.k8s.io/cli-utils' kstatus (Flux's health checks) computes for objects
+#   promop-crds - the prometheus-operator release's CRDs (its Go module's example/prometheus-operator-crd)
 # Everything lands under $QR_CACHE (default ~/.cache/quantrollout), keyed by version and by a
 # hash of the Go module that built it, so a second run builds nothing.
 #
-# usage: hack/tools.sh [kube|kubectl|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|all]   (prints KEY=path lines for what it ensured)
+# usage: hack/tools.sh [kube|kubectl|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|promop-crds|all]   (prints KEY=path lines for what it ensured)
 set -euo pipefail
 
 KUBE_VERSION=v1.33.13
@@ -19,6 +20,7 @@ KWOK_VERSION=v0.7.0
 HELM_VERSION=v3.21.4
 GATEWAY_API_VERSION=v1.3.0
 ARGOCD_VERSION=v3.5.7  # the Argo CD release whose util/lua hack/argocd-lua copies
+PROMETHEUS_OPERATOR_VERSION=v0.85.0  # whose CRDs the chart's monitoring objects are checked against
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${QR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/quantrollout}
@@ -117,6 +119,11 @@ mod_dir() {
 }
 
 ensure_argocd_lua() { echo "ARGOCD_LUA=$(build_module argocd-lua)"; }
+ensure_promop_crds() {
+  local dir
+  dir=$(mod_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
+  echo "PROMOP_CRDS=$dir/example/prometheus-operator-crd"
+}
 ensure_kstatus() { echo "KSTATUS=$(build_module kstatus)"; }
 ensure_argocd_src() { echo "ARGOCD_SRC=$(mod_dir "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION")"; }
 
@@ -138,6 +145,7 @@ case "${1:-all}" in
   argocd-lua) ensure_argocd_lua ;;
   argocd-src) ensure_argocd_src ;;
   kstatus) ensure_kstatus ;;
+  promop-crds) ensure_promop_crds ;;
   all) ensure_kube; ensure_kwok; ensure_helm ;;
-  *) die "unknown tool '$1' (kube|kubectl|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|all)" ;;
+  *) die "unknown tool '$1' (kube|kubectl|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|promop-crds|all)" ;;
 esac
