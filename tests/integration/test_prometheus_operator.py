@@ -190,7 +190,7 @@ def test_the_podmonitor_labels_vllm_series_with_namespace_model_tier(
         assert sorted((s["namespace"], s["model"], s["tier"], s["pod"]) for s in series) == sorted(
             (namespace, "llama3-8b", tier, pod) for tier, pod in pods
         )
-        assert {s["job"] for s in series} == {"monitoring/qr-quantrollout-vllm-tiers"}
+        assert {s["job"] for s in series} == {"monitoring/qr-vllm-tiers"}
     finally:
         sup.stop("prometheus")
         for sim in sims.values():
