@@ -35,7 +35,7 @@ var commands = map[string]func() *cobra.Command{
 
 func main() {
 	name := filepath.Base(os.Args[0])
-	if _, ok := commands[name]; !ok && len(os.Args) > 1 {
+	if _, ok := commands[name]; !ok && name != "kubectl" && len(os.Args) > 1 {
 		name = os.Args[1]
 		os.Args = os.Args[1:]
 	}
