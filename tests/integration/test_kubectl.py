@@ -10,10 +10,13 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 from localstack.stack import Stack
 from quantrollout.api.crd import GROUP, VERSION, build_crd
 
 from .kubectl import kubectl
+from .support import wait_for
 
 
 def fields(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -24,18 +27,30 @@ def fields(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any
         yield from fields(node["items"], path)
 
 
+@pytest.fixture(scope="module")
+def openapi(stack: Stack, crd: str) -> dict[str, Any]:
+    """The CRD's schema as the API server publishes it (OpenAPI v3), once it does: the
+    aggregator publishes a new CRD's group a moment after it is Established."""
+    path = f"/openapi/v3/apis/{GROUP}/{VERSION}"
+    wait_for(
+        "the CRD in the published OpenAPI",
+        lambda: kubectl(stack, "get", "--raw", path, check=False).returncode == 0,
+        timeout=60,
+    )
+    doc = json.loads(kubectl(stack, "get", "--raw", path).stdout)
+    (name,) = [k for k in doc["components"]["schemas"] if k.endswith(".QuantizedModel")]
+    return dict(doc["components"]["schemas"][name])
+
+
 def test_kubectl_is_the_control_planes_release(stack: Stack) -> None:
     version = json.loads(kubectl(stack, "version", "-o", "json").stdout)
     assert version["clientVersion"]["gitVersion"] == version["serverVersion"]["gitVersion"]
 
 
-def test_every_field_has_a_description_in_what_explain_reads(stack: Stack, crd: str) -> None:
+def test_every_field_has_a_description_in_what_explain_reads(openapi: dict[str, Any]) -> None:
     """The OpenAPI v3 the API server publishes for the CRD (what `kubectl explain` renders): no
     field without a description."""
-    doc = json.loads(kubectl(stack, "get", "--raw", f"/openapi/v3/apis/{GROUP}/{VERSION}").stdout)
-    schemas = doc["components"]["schemas"]
-    (name,) = [k for k in schemas if k.endswith(".QuantizedModel")]
-    root = schemas[name]
+    root = openapi
     walked = [
         (path, sub)
         for path, sub in fields(root, "qm")
@@ -46,7 +61,7 @@ def test_every_field_has_a_description_in_what_explain_reads(stack: Stack, crd: 
     assert len(walked) > 100
 
 
-def test_explain_names_the_fields_that_had_none(stack: Stack, crd: str) -> None:
+def test_explain_names_the_fields_that_had_none(stack: Stack, openapi: dict[str, Any]) -> None:
     """`kubectl explain` shows the description of spec.target and spec.serving (empty before)."""
     spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     for field in ("target", "serving", "rollout.analysis", "serving.gpu"):
@@ -58,7 +73,9 @@ def test_explain_names_the_fields_that_had_none(stack: Stack, crd: str) -> None:
         assert " ".join(description.split()) == node["description"], (field, out)
 
 
-def test_explain_recursive_lists_every_field_of_the_crd(stack: Stack, crd: str) -> None:
+def test_explain_recursive_lists_every_field_of_the_crd(
+    stack: Stack, openapi: dict[str, Any]
+) -> None:
     schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     expected = {p.split(".")[-1] for p, _ in fields(schema["properties"]["spec"], "spec")}
     out = kubectl(stack, "explain", "qm.spec", "--recursive").stdout

@@ -20,7 +20,9 @@ def fields(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any
 
 def test_every_field_has_a_description() -> None:
     schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    walked = list(fields(schema, "qm"))
+    # metadata is ObjectMeta: the API server forbids anything but its type here and publishes
+    # Kubernetes' own descriptions for it.
+    walked = [(p, sub) for p, sub in fields(schema, "qm") if p != "qm.metadata"]
     missing = [path for path, sub in walked if not str(sub.get("description", "")).strip()]
     assert missing == [], f"fields without a description: {missing}"
     assert len(walked) > 100  # the walk reached the whole schema

@@ -96,7 +96,7 @@ def openapi_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "quantrollout.io/v1alpha1"},
             "kind": {"type": "string", "description": "QuantizedModel"},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            "metadata": {"type": "object"},  # the API server allows nothing more here
             "spec": _model_schema(QuantizedModelSpec),
             "status": status,
         },
