@@ -9,10 +9,11 @@
 #                (hack/argocd-lua); argocd-src - that Argo CD release's source, to check the copy
 #   kstatus - what sigs.k8s.io/cli-utils' kstatus (Flux's health checks) computes for objects
 #   promop-crds - the prometheus-operator release's CRDs (its Go module's example/prometheus-operator-crd)
+#   promsd - Prometheus' own Kubernetes service discovery (hack/promsd), as file_sd targets
 # Everything lands under $QR_CACHE (default ~/.cache/quantrollout), keyed by version and by a
 # hash of the Go module that built it, so a second run builds nothing.
 #
-# usage: hack/tools.sh [kube|kubectl|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|promop-crds|all]   (prints KEY=path lines for what it ensured)
+# usage: hack/tools.sh [kube|kubectl|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|promop-crds|promsd|all]   (prints KEY=path lines for what it ensured)
 set -euo pipefail
 
 KUBE_VERSION=v1.33.13
@@ -124,6 +125,7 @@ ensure_promop_crds() {
   dir=$(mod_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
   echo "PROMOP_CRDS=$dir/example/prometheus-operator-crd"
 }
+ensure_promsd() { echo "PROMSD=$(build_module promsd)"; }
 ensure_kstatus() { echo "KSTATUS=$(build_module kstatus)"; }
 ensure_argocd_src() { echo "ARGOCD_SRC=$(mod_dir "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION")"; }
 
@@ -146,6 +148,7 @@ case "${1:-all}" in
   argocd-src) ensure_argocd_src ;;
   kstatus) ensure_kstatus ;;
   promop-crds) ensure_promop_crds ;;
+  promsd) ensure_promsd ;;
   all) ensure_kube; ensure_kwok; ensure_helm ;;
-  *) die "unknown tool '$1' (kube|kubectl|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|promop-crds|all)" ;;
+  *) die "unknown tool '$1' (kube|kubectl|kwok|helm|gateway-crds|argocd-lua|argocd-src|kstatus|promop-crds|promsd|all)" ;;
 esac

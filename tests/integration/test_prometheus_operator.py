@@ -4,13 +4,17 @@ v0.85.0's own CRDs (from its Go module) on the local API server; and the PodMoni
 relabelling, prefixed the way prometheus-operator v0.85.0 generates a PodMonitor's scrape config
 (pkg/prometheus/promcfg.go, generatePodMonitorConfig), run by the real Prometheus with
 Kubernetes service discovery on the tier pods the operator created, gives vLLM's series the
-`namespace`, `model` and `tier` labels the rules select on."""
+`namespace`, `model` and `tier` labels the rules select on. (Debian's Prometheus is built without
+Kubernetes discovery: `hack/promsd` runs Prometheus v2.42's own Kubernetes discovery code against
+the local API server and hands the targets, with every `__meta_kubernetes_*` label, to that
+Prometheus through file_sd; the relabelling is Prometheus' own.)"""
 
 from __future__ import annotations
 
 import copy
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +89,10 @@ def _label(name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 
-def scrape_config(pm: dict[str, Any], kubeconfig: Path, namespace: str) -> dict[str, Any]:
+def scrape_config(pm: dict[str, Any], sd_file: Path) -> dict[str, Any]:
     """The scrape config prometheus-operator v0.85.0 generates for the PodMonitor's first
     endpoint (promcfg.go, generatePodMonitorConfig: its own relabelings, then the endpoint's),
-    with service discovery limited to `namespace` on the local API server."""
+    its targets from `sd_file` (what Kubernetes discovery found, see hack/promsd)."""
     ep = pm["spec"]["podMetricsEndpoints"][0]
     relabel: list[dict[str, Any]] = [
         {"source_labels": ["job"], "target_label": "__tmp_prometheus_job_name"},
@@ -117,13 +121,7 @@ def scrape_config(pm: dict[str, Any], kubeconfig: Path, namespace: str) -> dict[
         "honor_labels": False,
         "metrics_path": ep.get("path", "/metrics"),
         "scrape_interval": "1s",
-        "kubernetes_sd_configs": [
-            {
-                "role": "pod",
-                "kubeconfig_file": str(kubeconfig),
-                "namespaces": {"names": [namespace]},
-            }
-        ],
+        "file_sd_configs": [{"files": [str(sd_file)]}],
         "relabel_configs": relabel,
     }
 
@@ -151,7 +149,14 @@ def test_the_podmonitor_labels_vllm_series_with_namespace_model_tier(
     }
     for sim in sims.values():
         sim.start()
-    job = scrape_config(pm, stack.controlplane.kubeconfig, namespace)
+    discovered = subprocess.run(
+        [tool_path("promsd", "PROMSD"), str(stack.controlplane.kubeconfig), namespace, str(len(pods))],
+        capture_output=True, text=True, check=False, timeout=90,
+    )  # fmt: skip
+    assert discovered.returncode == 0, discovered.stderr
+    sd_file = tmp_path / "pods.json"
+    sd_file.write_text(discovered.stdout)
+    job = scrape_config(pm, sd_file)
     jobs = []
     for tier, sim in sims.items():
         # Test-only, after everything prometheus-operator and the chart put there: one job per
@@ -186,7 +191,12 @@ def test_the_podmonitor_labels_vllm_series_with_namespace_model_tier(
                 return None
             return found if len(found) == len(pods) else None
 
-        series = wait_for("one labelled vLLM series per tier pod", labelled, timeout=60)
+        deadline = time.monotonic() + 60
+        while (series := labelled()) is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if series is None:  # say what Prometheus discovered and why it did not scrape
+            targets = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json()
+            pytest.fail(f"no labelled series per tier pod; Prometheus' targets: {targets}")
         assert sorted((s["namespace"], s["model"], s["tier"], s["pod"]) for s in series) == sorted(
             (namespace, "llama3-8b", tier, pod) for tier, pod in pods
         )
