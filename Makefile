@@ -43,6 +43,8 @@ tools:
 	@hack/tools.sh kwok >/dev/null
 	@hack/tools.sh helm >/dev/null
 	@hack/tools.sh argocd-lua >/dev/null
+	@hack/tools.sh kstatus >/dev/null
+	@hack/tools.sh promsd >/dev/null
 
 demo: deps venv tools
 	$(PY) hack/demo.py

@@ -20,8 +20,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/quantrollout/quantrollout/hack/argocd-lua/argocd/health"
 	glob "github.com/bmatcuk/doublestar/v4"
+	"github.com/quantrollout/quantrollout/hack/argocd-lua/argocd/health"
 	lua "github.com/yuin/gopher-lua"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -29,8 +29,8 @@ import (
 
 	applicationpkg "github.com/quantrollout/quantrollout/hack/argocd-lua/argocd/applicationpkg"
 	appv1 "github.com/quantrollout/quantrollout/hack/argocd-lua/argocd/appv1"
-	"github.com/quantrollout/quantrollout/hack/argocd-lua/argocd/resource_customizations"
 	argoglob "github.com/quantrollout/quantrollout/hack/argocd-lua/argocd/argoglob"
+	"github.com/quantrollout/quantrollout/hack/argocd-lua/argocd/resource_customizations"
 )
 
 const (

@@ -104,4 +104,3 @@ func convertToOverrideKey(groupKind string) (string, error) {
 	}
 	return "", fmt.Errorf("group kind should be in format `resource.customizations.<type>.<group_kind>` or resource.customizations.<type>.<kind>`, got group kind: '%s'", groupKind)
 }
-
