@@ -151,6 +151,7 @@ def test_live_phases_through_argocd_actions(
     assert row[11] == "TiersHealthy"
 
     described = kubectl(stack, "-n", namespace, "describe", "qm", "llama3-8b").stdout
+    print("\n".join(wide), described, sep="\n")  # shown on a failure, and with -s
     flat = " ".join(described.split())  # kubectl aligns its columns with runs of spaces
     for text in ("Phase: Succeeded", "Target Weight: 100", "Type: Ready", "Events:",
                  "ActionRefused", "promote refused: promote acts only when the phase is",
@@ -159,3 +160,36 @@ def test_live_phases_through_argocd_actions(
     assert seen == {"Progressing": "InProgress", "Paused": "InProgress",
                     "RolledBack": "Failed", "Succeeded": "Current"}  # fmt: skip
     print(f"kstatus on the live object: {seen}")
+
+
+def test_an_action_on_an_invalid_model_is_refused_with_why(
+    kube: ApiClient, namespace: str, operator: Any
+) -> None:
+    """Bad input: an action asked of a model with no rollout (its spec is invalid), and an
+    unknown action, each get an ActionRefused Event saying why, and the annotation goes."""
+    models = Models(kube, namespace)
+    qm = example()
+    qm["spec"]["target"]["serving"] = {"tensorParallelSize": 2}  # 1 GPU: refused by the operator
+    models.create(qm)
+    models.wait_condition("llama3-8b", "Ready", "False", "InvalidSpec")
+    api = client.CustomObjectsApi(kube)
+    for value in ("abort", "promte"):
+        api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "llama3-8b",
+            {"metadata": {"annotations": {"quantrollout.io/action": value}}},
+        )  # fmt: skip
+        wait_for(
+            f"the {value} annotation removed",
+            lambda: not ((models.get("llama3-8b") or {})["metadata"].get("annotations") or {}),
+        )
+
+    def two_refusals() -> list[str] | None:
+        found = refused_events(kube, namespace)
+        return found if len(found) == 2 else None
+
+    messages = wait_for("two ActionRefused Events", two_refusals)
+    assert sorted(m.split(" (asked by")[0] for m in messages) == [
+        "abort refused: abort acts only when the phase is Pending or Progressing or Paused, "
+        "and the spec is invalid (see the Ready condition)",
+        "promte refused: unknown action 'promte': one of promote, abort, retry",
+    ]
