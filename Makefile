@@ -47,6 +47,9 @@ tools:
 	@hack/tools.sh helm >/dev/null
 	@hack/tools.sh ocitool >/dev/null
 	@hack/tools.sh versitygw >/dev/null
+	@hack/tools.sh argocd-lua >/dev/null
+	@hack/tools.sh kstatus >/dev/null
+	@hack/tools.sh promsd >/dev/null
 
 # The sdist and wheel in dist/ (python -m build).
 dist: venv

@@ -38,6 +38,7 @@ from quantrollout.defaults import PROMETHEUS_URL
 from quantrollout.kube import Kube
 from quantrollout.manifests.plan import Problem, parse_spec
 from quantrollout.manifests.plan import plan as make_plan
+from quantrollout.rollout.actions import ONE_SHOT, refusal
 from quantrollout.rollout.codec import (
     rfc3339,
     state_from_status,
@@ -90,17 +91,47 @@ def settings_of(analysis: Analysis, namespace: str = "", name: str = "") -> Anal
     )
 
 
-def action_of(qm: dict[str, Any]) -> Action | None:
-    """The one-shot action asked for by annotation, and who asked (the field manager that set it)."""
+def requested_action(qm: dict[str, Any]) -> tuple[str, str] | None:
+    """The value of the action annotation, whatever it is, and who set it (its field manager)."""
     value = (qm["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION)
-    if value not in ("promote", "abort", "retry"):
+    if value is None:
         return None
     by = "an annotation"
     for entry in qm["metadata"].get("managedFields") or []:
         annotations = (entry.get("fieldsV1") or {}).get("f:metadata", {}).get("f:annotations", {})
         if f"f:{ACTION_ANNOTATION}" in annotations:
             by = f"{entry.get('manager', 'someone')} (annotation {ACTION_ANNOTATION}={value})"
-    return Action(value, by)
+    return str(value), by
+
+
+def action_of(qm: dict[str, Any]) -> Action | None:
+    """The one-shot action asked for by annotation, and who asked (the field manager that set it)."""
+    requested = requested_action(qm)
+    kind = next((k for k in ONE_SHOT if requested and k == requested[0]), None)
+    if requested is None or kind is None:
+        return None
+    return Action(kind, requested[1])
+
+
+async def _answer_action(
+    kube: Kube, qm: dict[str, Any], phase: str | None, logger: kopf.Logger
+) -> None:
+    """Consumes the action annotation: an action that does nothing in `phase` (or an unknown
+    one) is refused with a Warning Event saying why, instead of vanishing without a word."""
+    requested = requested_action(qm)
+    if requested is None:
+        return
+    value, by = requested
+    why = refusal(value, phase)
+    if why is not None:
+        message = f"{value} refused: {why} (asked by {by})"
+        body = kopf.Body(cast(kopf.RawBody, qm))
+        kopf.event(body, type="Warning", reason="ActionRefused", message=message)
+        logger.warning(message)
+    meta = qm["metadata"]
+    await asyncio.to_thread(
+        kube.remove_annotation, meta["namespace"], meta["name"], ACTION_ANNOTATION
+    )
 
 
 @dataclass
@@ -246,6 +277,7 @@ async def _tick_once(
     if isinstance(parsed, Problem) or plan.invalid or not plan.tiers[0].deployable:
         # An invalid model, or one whose baseline cannot run, has no rollout and nothing to
         # route to; the reconcile reports why.
+        await _answer_action(kube, qm, (qm.get("status") or {}).get("phase"), logger)
         return TickResult(None)
     spec = parsed
     baseline, target = tiers(spec)
@@ -355,8 +387,9 @@ async def _tick_once(
         task = asyncio.create_task(notify.send(namespace, name, decision.events))
         _notifications.add(task)
         task.add_done_callback(_notifications.discard)
-    if action is not None:
-        await asyncio.to_thread(kube.remove_annotation, namespace, name, ACTION_ANNOTATION)
+    # The phase the action met: none if this pass starts a new rollout (decide ignores it then).
+    acting = state.phase if state.rollout_id == rollout_id(spec) else None
+    await _answer_action(kube, qm, acting, logger)
     return TickResult(_wake_in(new, settings, now), _phase_view(new) != _phase_view(state))
 
 

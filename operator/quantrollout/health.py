@@ -6,6 +6,7 @@ what they read from the API and the time, and get back the status and the condit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -117,6 +118,25 @@ def tier_problems(plan: Plan, observed: dict[str, ObservedTier]) -> list[Problem
     return problems
 
 
+def _kstatus(
+    conditions: list[Condition], phase: str | None, cond: Callable[[str, bool, str, str], Condition]
+) -> list[Condition]:
+    """kstatus' two "abnormal-true" conditions (sigs.k8s.io/cli-utils, what Flux's health checks
+    read), present only while true: Stalled while Degraded (rolled back, invalid, a tier that
+    cannot run: it will not get better by itself), else Reconciling while anything still moves
+    (a tier rolling out, a rollout not started, progressing or paused). Neither: Current."""
+    by_type = {c.type: c for c in conditions}
+    degraded, progressing = by_type["Degraded"], by_type["Progressing"]
+    if degraded.status == "True":
+        return [cond("Stalled", True, degraded.reason, degraded.message)]
+    if progressing.status == "True":
+        return [cond("Reconciling", True, progressing.reason, progressing.message)]
+    if phase in (None, "Pending"):
+        why = "both tiers ready; waiting for the rollout to start"
+        return [cond("Reconciling", True, "RolloutPending", why)]
+    return []
+
+
 def compute(
     *,
     name: str,
@@ -206,12 +226,16 @@ def compute(
                 cond("Degraded", degraded, d_reason, d_message),
             ]
         phase = None
+    conditions += _kstatus(conditions, (rollout or {}).get("phase"), cond)
 
     # An Event for every change of a condition's status or reason (not for every new replica count).
     transitions = [
         Transition(c.type, c.status, c.reason, c.message)
         for c in conditions
-        if (old := before.get(c.type)) is None or (old.status, old.reason) != (c.status, c.reason)
+        if c.type in ("Ready", "Progressing", "Degraded")  # the kstatus pair only mirrors these
+        and (
+            (old := before.get(c.type)) is None or (old.status, old.reason) != (c.status, c.reason)
+        )
     ]
     status: dict[str, Any] = {
         "observedGeneration": generation,

@@ -151,9 +151,13 @@ def test_crd_names_and_columns() -> None:
     assert crd["metadata"]["name"] == "quantizedmodels.quantrollout.io"
     assert crd["spec"]["names"]["shortNames"] == ["qm"]
     version = crd["spec"]["versions"][0]
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+    columns = version["additionalPrinterColumns"]
+    assert [c["name"] for c in columns if not c.get("priority")] == [
         "Model", "Target", "Stage", "Weight", "Phase", "Age",
     ]  # fmt: skip
+    assert [c["name"] for c in columns if c.get("priority") == 1] == [
+        "Baseline", "Mirror", "Analysis", "Ready", "Reason",
+    ]  # -o wide only  # fmt: skip
     assert version["subresources"] == {"status": {}}
     kopf = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["kopf"]
     assert kopf["x-kubernetes-preserve-unknown-fields"] is True

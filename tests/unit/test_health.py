@@ -35,6 +35,7 @@ def test_both_tiers_ready() -> None:
     status, transitions = run({"fp16": READY, "int4-awq": READY})
     assert conditions(status) == {
         "Ready": ("True", "TiersReady"), "Progressing": ("False", "TiersReady"), "Degraded": ("False", "TiersHealthy"),
+        "Reconciling": ("True", "RolloutPending"),  # kstatus: the rollout has yet to start
     }  # fmt: skip
     assert status["observedGeneration"] == 4
     assert "phase" not in status  # the rollout owns the phase
@@ -80,6 +81,7 @@ def test_invalid_spec_fails_the_model() -> None:
     assert status["phase"] == "Failed"
     assert conditions(status) == {
         "Ready": ("False", "InvalidSpec"), "Progressing": ("False", "InvalidSpec"), "Degraded": ("True", "InvalidSpec"),
+        "Stalled": ("True", "InvalidSpec"),
     }  # fmt: skip
     assert status["tiers"] is None
 
@@ -115,3 +117,32 @@ def test_observe_deployment() -> None:
     assert observe_deployment(dep, None).ready
     assert not observe_deployment({**dep, "metadata": {"generation": 4}}, None).ready
     assert not observe_deployment(None, None).exists
+
+
+def kstatus_pair(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {k: v for k, v in conditions(status).items() if k in ("Reconciling", "Stalled")}
+
+
+def test_kstatus_conditions_follow_the_rollout() -> None:
+    """Reconciling while anything moves, Stalled when it cannot get better by itself, neither
+    when done (kstatus: InProgress, Failed, Current); present only while true, no own Events."""
+    both = {"fp16": READY, "int4-awq": READY}
+
+    def with_phase(phase: str, observed: dict[str, ObservedTier] = both, **extra: Any) -> Any:
+        return compute(
+            name="llama3-8b", generation=4, plan=plan("llama3-8b", "llm", SPEC), observed=observed,
+            previous=None, now="2026-11-23T12:00:00Z", rollout={"phase": phase, **extra},
+        )  # fmt: skip
+
+    assert kstatus_pair(with_phase("Pending")[0]) == {"Reconciling": ("True", "RolloutPending")}
+    assert kstatus_pair(with_phase("Progressing")[0]) == {
+        "Reconciling": ("True", "RolloutProgressing")
+    }
+    assert kstatus_pair(with_phase("Paused")[0]) == {"Reconciling": ("True", "RolloutPaused")}
+    assert kstatus_pair(with_phase("Succeeded")[0]) == {}
+    assert kstatus_pair(with_phase("Succeeded", {"fp16": READY, "int4-awq": STARTING})[0]) == {
+        "Reconciling": ("True", "TiersRollingOut")
+    }
+    rolled, transitions = with_phase("RolledBack", rollback={"reasons": ["breach"]})
+    assert kstatus_pair(rolled) == {"Stalled": ("True", "RolledBack")}
+    assert {t.type for t in transitions} == {"Ready", "Progressing", "Degraded"}

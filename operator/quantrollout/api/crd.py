@@ -9,6 +9,8 @@ names, printer columns and the status subresource. `hack/gen-crd.py` writes the 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from typing import Any
 
 from .base import cel
@@ -92,9 +94,9 @@ def openapi_schema() -> dict[str, Any]:
         "description": "A model rolled out from its FP16/BF16 baseline to a quantized tier, judged by Prometheus rules.",
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "apiVersion": {"type": "string", "description": "quantrollout.io/v1alpha1"},
+            "kind": {"type": "string", "description": "QuantizedModel"},
+            "metadata": {"type": "object"},  # the API server allows nothing more here
             "spec": _model_schema(QuantizedModelSpec),
             "status": status,
         },
@@ -121,34 +123,89 @@ PRINTER_COLUMNS = [
     },
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    # -o wide only (priority 1): what on-call asks next.
+    {
+        "name": "Baseline",
+        "type": "string",
+        "jsonPath": ".spec.baseline.precision",
+        "priority": 1,
+        "description": "the baseline tier (its precision)",
+    },
+    {
+        "name": "Mirror",
+        "type": "integer",
+        "jsonPath": ".status.mirrorPercent",
+        "priority": 1,
+        "description": "% of requests mirrored to the target (shadow)",
+    },
+    {
+        "name": "Analysis",
+        "type": "string",
+        "jsonPath": ".status.lastAnalysis.verdict",
+        "priority": 1,
+        "description": "the latest evaluation: Pass, Fail or Inconclusive",
+    },
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        "priority": 1,
+        "description": "every tier ready",
+    },
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Degraded")].reason',
+        "priority": 1,
+        "description": "the Degraded condition's reason (RolledBack, Unschedulable, ...)",
+    },
 ]
 
 
+# The CRD carries a hash of its own spec, so the chart can tell (with Helm's `lookup`) that the
+# CRD in the cluster is not the one it ships: Helm never upgrades a chart's crds/ (docs/gitops.md).
+SCHEMA_HASH_ANNOTATION = "quantrollout.io/schema-hash"
+
+
+def schema_hash(crd_spec: dict[str, Any]) -> str:
+    """A short hash of a CRD's spec (names, versions, schemas, columns)."""
+    text = json.dumps(crd_spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def build_crd() -> dict[str, Any]:
+    spec = _crd_spec()
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": SHORT_NAMES,
-                "categories": ["quantrollout"],
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                    "schema": {"openAPIV3Schema": openapi_schema()},
-                }
-            ],
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "annotations": {SCHEMA_HASH_ANNOTATION: schema_hash(spec)},
         },
+        "spec": spec,
+    }
+
+
+def _crd_spec() -> dict[str, Any]:
+    return {
+        "group": GROUP,
+        "names": {
+            "kind": KIND,
+            "listKind": f"{KIND}List",
+            "plural": PLURAL,
+            "singular": SINGULAR,
+            "shortNames": SHORT_NAMES,
+            "categories": ["quantrollout"],
+        },
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": PRINTER_COLUMNS,
+                "schema": {"openAPIV3Schema": openapi_schema()},
+            }
+        ],
     }

@@ -162,8 +162,12 @@ class EnvFromSource(ApiModel):
 
 
 class Autoscaling(ApiModel):
-    min_replicas: int = Field(1, ge=1, le=1000)
-    max_replicas: int = Field(ge=1, le=1000)
+    min_replicas: int = Field(
+        1, ge=1, le=1000, description="Fewest replicas the autoscaler may scale the tier to."
+    )
+    max_replicas: int = Field(
+        ge=1, le=1000, description="Most replicas the autoscaler may scale the tier to."
+    )
 
 
 class ServingOverrides(ApiModel):
@@ -175,7 +179,9 @@ class ServingOverrides(ApiModel):
         max_length=512,
         description=f"vLLM image (default {DEFAULT_VLLM_IMAGE}).",
     )
-    gpu: GPU | None = None
+    gpu: GPU | None = Field(
+        None, description="GPUs of each replica: how many, which product, how much memory."
+    )
     max_model_len: int | None = Field(
         None, ge=128, le=1048576, description="--max-model-len (default 4096)."
     )
@@ -258,7 +264,9 @@ class Baseline(ApiModel):
     precision: BaselinePrecision = Field(
         "fp16", description="The baseline's precision, and the name of its tier."
     )
-    serving: TierServing | None = None
+    serving: TierServing | None = Field(
+        None, description="vLLM settings for the baseline tier only; they win over spec.serving."
+    )
 
 
 class Target(ApiModel):
@@ -310,7 +318,9 @@ class Target(ApiModel):
             "bitsandbytes and gguf are refused: the supported vLLM releases cannot serve them."
         )
     )
-    serving: TierServing | None = None
+    serving: TierServing | None = Field(
+        None, description="vLLM settings for the target tier only; they win over spec.serving."
+    )
 
 
 class Stage(ApiModel):
@@ -486,12 +496,19 @@ class Rollout(ApiModel):
             ),
         },
     )
-    analysis: Analysis | None = None
+    analysis: Analysis | None = Field(
+        None,
+        description="How every step is judged: rules, evaluation interval, failure limit, missing data.",
+    )
     paused: bool = Field(False, description="Hold the rollout where it is (GitOps-friendly pause).")
 
 
 class HTTPRouteRef(ApiModel):
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        description="Name of the HTTPRoute the operator writes rules to.",
+    )
     namespace: str | None = Field(
         None, max_length=63, description="Defaults to the model's namespace."
     )
@@ -511,7 +528,11 @@ class Traffic(ApiModel):
     router: Literal["builtin", "gateway-api"] = Field(
         "builtin", description="builtin (the quantrollout router) or gateway-api (an HTTPRoute)."
     )
-    http_route: HTTPRouteRef | None = Field(None, alias="httpRoute")
+    http_route: HTTPRouteRef | None = Field(
+        None,
+        alias="httpRoute",
+        description="gateway-api: the existing HTTPRoute whose rules the operator owns (you own its parentRefs).",
+    )
 
 
 class PrometheusRef(ApiModel):
@@ -532,9 +553,9 @@ class ModelShape(ApiModel):
     parameters_b: float = Field(
         alias="parametersB", gt=0, le=10000, description="Parameters, in billions."
     )
-    layers: int = Field(ge=1, le=1000)
+    layers: int = Field(ge=1, le=1000, description="Transformer layers (for the KV cache size).")
     kv_heads: int = Field(ge=1, le=1024, description="Key/value heads (grouped-query attention).")
-    head_dim: int = Field(ge=1, le=4096)
+    head_dim: int = Field(ge=1, le=4096, description="Dimension of one attention head.")
     hidden_size: int | None = Field(
         None, ge=1, le=1_000_000, description="Hidden size (activations and the 16-bit embeddings)."
     )
@@ -550,6 +571,8 @@ class ModelShape(ApiModel):
 
 
 class QuantizedModelSpec(ApiModel):
+    """What to roll out (a quantized target beside its baseline), how, and how it is judged."""
+
     model_config = {
         "json_schema_extra": validations(
             cel(
@@ -568,10 +591,26 @@ class QuantizedModelSpec(ApiModel):
     model: str = Field(
         min_length=1, max_length=256, description="Served model name clients ask for."
     )
-    baseline: Baseline
-    target: Target
-    serving: Serving | None = None
-    model_shape: ModelShape | None = None
-    rollout: Rollout | None = None
-    traffic: Traffic | None = None
-    prometheus: PrometheusRef | None = None
+    baseline: Baseline = Field(
+        description="The FP16/BF16 tier serving today: the rollback target, never removed."
+    )
+    target: Target = Field(
+        description="The quantized tier being rolled out; changing it starts a new rollout."
+    )
+    serving: Serving | None = Field(
+        None, description="vLLM settings for every tier (image, GPUs, replicas, limits)."
+    )
+    model_shape: ModelShape | None = Field(
+        None,
+        description="The model's shape for the GPU memory pre-flight, when no preset matches spec.model.",
+    )
+    rollout: Rollout | None = Field(
+        None, description="Stages, analysis and pause: how traffic moves to the target."
+    )
+    traffic: Traffic | None = Field(
+        None, description="Where traffic is split: the built-in router or a Gateway API HTTPRoute."
+    )
+    prometheus: PrometheusRef | None = Field(
+        None,
+        description="The Prometheus the analysis queries (default: the operator's --prometheus-url).",
+    )

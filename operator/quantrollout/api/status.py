@@ -16,61 +16,95 @@ Verdict = Literal["Pass", "Fail", "Inconclusive"]
 class Condition(ApiModel):
     """A kstatus-compatible condition (the shape of metav1.Condition)."""
 
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
-    message: str = Field("", max_length=32768)
-    last_transition_time: str
-    observed_generation: int | None = None
+    type: str = Field(
+        description="Ready, Progressing or Degraded; Reconciling and Stalled (kstatus) while true."
+    )
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        max_length=1024,
+        description="Why, in one CamelCase word (e.g. TiersReady, RolledBack, Unschedulable).",
+    )
+    message: str = Field("", max_length=32768, description="Why, in words an on-call can act on.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        None, description="The metadata.generation the condition was computed for."
+    )
 
 
 class TierStatus(ApiModel):
-    name: str
-    role: Literal["baseline", "target"]
-    deployment: str | None = None
-    replicas: int = 0
-    ready_replicas: int = 0
+    """One precision tier: its Deployment, replicas and readiness."""
+
+    name: str = Field(description="The tier: the baseline's precision or spec.target.name.")
+    role: Literal["baseline", "target"] = Field(description="baseline or target.")
+    deployment: str | None = Field(
+        None, description="The tier's Deployment (absent while the tier cannot be deployed)."
+    )
+    replicas: int = Field(0, description="Replicas the tier's Deployment asks for.")
+    ready_replicas: int = Field(0, description="Replicas ready to serve.")
     gpus: int = Field(0, description="GPUs the tier uses in all (replicas x GPUs per replica).")
-    gpus_per_replica: int = 0
-    estimated_weight_memory_gi_b: float | None = Field(None, alias="estimatedWeightMemoryGiB")
-    estimated_memory_per_gpu_gi_b: float | None = Field(None, alias="estimatedMemoryPerGPUGiB")
-    ready: bool = False
-    message: str | None = None
+    gpus_per_replica: int = Field(0, description="GPUs each replica asks for.")
+    estimated_weight_memory_gi_b: float | None = Field(
+        None,
+        alias="estimatedWeightMemoryGiB",
+        description="Estimated memory of the tier's weights, in GiB (GPU memory pre-flight).",
+    )
+    estimated_memory_per_gpu_gi_b: float | None = Field(
+        None,
+        alias="estimatedMemoryPerGPUGiB",
+        description="Estimated memory needed on each GPU, in GiB: weights, KV cache, overhead.",
+    )
+    ready: bool = Field(False, description="Every replica updated, available and ready.")
+    message: str | None = Field(None, description="Why the tier cannot be deployed, if it cannot.")
 
 
 class GPUSaving(ApiModel):
     """What the target saves over the baseline, estimated from the model's shape."""
 
-    weight_memory_gi_b: float = Field(alias="weightMemoryGiB")
-    weight_memory_percent: float
+    weight_memory_gi_b: float = Field(
+        alias="weightMemoryGiB", description="GiB of weight memory the target saves per replica."
+    )
+    weight_memory_percent: float = Field(
+        description="The same saving, as a % of the baseline's weight memory."
+    )
     gpus_per_replica: int = Field(
         description="GPUs per replica the target needs fewer than the baseline."
     )
 
 
 class RuleResult(ApiModel):
-    rule: str
-    value: float | None = None
-    threshold: float | None = None
-    verdict: Verdict
-    reason: str | None = None
+    """One rule's measurement in one evaluation."""
+
+    rule: str = Field(description="The rule's name (spec.rollout.analysis.rules).")
+    value: float | None = Field(None, description="The measured value (absent when none).")
+    threshold: float | None = Field(None, description="The limit it was compared with.")
+    verdict: Verdict = Field(description="Pass, Fail or Inconclusive.")
+    reason: str | None = Field(None, description="Why there was no answer, when Inconclusive.")
 
 
 class AnalysisStatus(ApiModel):
-    at: str
-    verdict: Verdict
-    results: list[RuleResult] = Field(default_factory=list)
+    """The latest evaluation of the rules."""
+
+    at: str = Field(description="When it was made (RFC 3339).")
+    verdict: Verdict = Field(
+        description="Pass, Fail or Inconclusive (missing data: never promotes)."
+    )
+    results: list[RuleResult] = Field(default_factory=list, description="Each rule's result.")
 
 
 class RollbackStatus(ApiModel):
-    at: str
-    reasons: list[str]
+    """Why and when all traffic went back to the baseline."""
+
+    at: str = Field(description="When (RFC 3339).")
+    reasons: list[str] = Field(description="Why, in words (e.g. each breached rule and its value).")
 
 
 class TrafficBackend(ApiModel):
-    tier: str
+    """One tier as the router reaches it."""
+
+    tier: str = Field(description="The tier's name.")
     service: str = Field(description="The tier's Service, in the model's namespace.")
-    port: int = 8000
+    port: int = Field(8000, description="The Service's port.")
 
 
 class TrafficStatus(ApiModel):
@@ -91,35 +125,68 @@ class TrafficStatus(ApiModel):
     sticky_header: str | None = Field(
         None, description="Request header keeping each user on one tier, e.g. x-user-id."
     )
-    baseline: TrafficBackend
-    target: TrafficBackend | None = None
+    baseline: TrafficBackend = Field(description="Where the baseline's share goes.")
+    target: TrafficBackend | None = Field(
+        None, description="Where the target's share and the mirrored copies go."
+    )
 
 
 class RolloutBookkeeping(ApiModel):
     """What the rollout state machine remembers, so a restart resumes the same step with the same
     counts (never counting one breach twice)."""
 
-    id: str
-    attempt: int = 0
-    failures: int = 0
-    inconclusive_since: str | None = None
-    last_evaluation_time: str | None = None
-    stages_hash: str | None = None
-    rolled_back_at: str | None = None
+    id: str = Field(description="Identifies this rollout (changes with the target).")
+    attempt: int = Field(0, description="Retries of this rollout so far.")
+    failures: int = Field(0, description="Consecutive failed evaluations so far.")
+    inconclusive_since: str | None = Field(
+        None, description="Since when evaluations have been inconclusive (RFC 3339)."
+    )
+    last_evaluation_time: str | None = Field(
+        None, description="When the rules were last evaluated (RFC 3339)."
+    )
+    stages_hash: str | None = Field(
+        None, description="Hash of the stages, so an edit mid-rollout is noticed."
+    )
+    rolled_back_at: str | None = Field(None, description="When it was rolled back (RFC 3339).")
 
 
 class QuantizedModelStatus(ApiModel):
-    observed_generation: int | None = None
-    phase: Phase | None = None
-    stage: str | None = None
-    step: int | None = None
-    target_weight: int | None = None
-    mirror_percent: int | None = None
-    stage_started_at: str | None = None
-    last_analysis: AnalysisStatus | None = None
-    rollback: RollbackStatus | None = None
-    tiers: list[TierStatus] | None = None
-    gpu_saving: GPUSaving | None = Field(None, alias="gpuSaving")
-    traffic: TrafficStatus | None = None
-    rollout: RolloutBookkeeping | None = None
-    conditions: list[Condition] | None = None
+    """What the operator observed and decided."""
+
+    observed_generation: int | None = Field(
+        None, description="The metadata.generation this status was computed for."
+    )
+    phase: Phase | None = Field(
+        None,
+        description="Pending, Progressing, Paused, Succeeded, RolledBack or Failed (invalid spec).",
+    )
+    stage: str | None = Field(None, description="shadow, ab, gradual or full.")
+    step: int | None = Field(None, description="Index of the current step among all stages' steps.")
+    target_weight: int | None = Field(None, description="% of live traffic on the target now.")
+    mirror_percent: int | None = Field(
+        None, description="% of requests mirrored to the target now (shadow)."
+    )
+    stage_started_at: str | None = Field(
+        None, description="When the current step began (RFC 3339)."
+    )
+    last_analysis: AnalysisStatus | None = Field(
+        None, description="The latest evaluation of the rules."
+    )
+    rollback: RollbackStatus | None = Field(
+        None, description="Why and when traffic went back to the baseline, if it did."
+    )
+    tiers: list[TierStatus] | None = Field(
+        None, description="Each tier's Deployment, replicas, GPUs and readiness."
+    )
+    gpu_saving: GPUSaving | None = Field(
+        None, alias="gpuSaving", description="What the target saves over the baseline."
+    )
+    traffic: TrafficStatus | None = Field(
+        None, description="The split the router applies (the router watches this field)."
+    )
+    rollout: RolloutBookkeeping | None = Field(
+        None, description="The rollout's counters, so a restart resumes the same step."
+    )
+    conditions: list[Condition] | None = Field(
+        None, description="kstatus conditions (Ready, Progressing, Degraded, Reconciling, Stalled)."
+    )
