@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, WithJsonSchema, field_validator
 
+from quantrollout import defaults as d
 from quantrollout.defaults import (
     DEFAULT_VLLM_IMAGE,
     RESERVED_ENV_NAMES,
@@ -21,8 +22,6 @@ from quantrollout.defaults import (
     VLLM_NEWEST,
     VLLM_OLDEST,
 )
-
-from quantrollout import defaults as d
 
 from .base import ApiModel, cel, validations
 from .durations import DURATION_PATTERN
@@ -152,7 +151,7 @@ class EnvFromSource(ApiModel):
     """Every key of a Secret as an environment variable (e.g. AWS_ACCESS_KEY_ID,
     AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for an S3-compatible store)."""
 
-    secret_ref: SecretEnvSource
+    secret_ref: SecretEnvSource = Field(description="The Secret whose keys become variables.")
     prefix: str | None = Field(
         None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
