@@ -48,7 +48,7 @@ def test_only_the_first_choice_is_read() -> None:
 
 def test_not_a_completion() -> None:
     assert from_json(b"not json") is None
-    assert from_json(b'{"error": {"message": "boom"}}') is None
+    assert from_json(b'{"error": {"message": "boom"}}') == Answer("", 0, error=500)
     assert from_json(b"[1, 2]") is None
     assert from_json(b'{"choices": [{"index": 0, "message": {"content": null}}]}') == Answer("", 0)
 
@@ -86,7 +86,7 @@ def test_an_unfinished_or_broken_stream_is_read_as_far_as_it_goes() -> None:
     assert from_sse(stream) == Answer("one", 1)
     assert from_sse(b"") is None
     assert from_sse(b"data: [DONE]\n\n") is None
-    assert from_sse(b'data: {"error": {"message": "x"}}\n\n') is None
+    assert from_sse(b'data: {"error": {"message": "x"}}\n\n') == Answer("", 0, error=500)
 
 
 # --- read as it passes: however the network splits a stream, the same answer ------------------
