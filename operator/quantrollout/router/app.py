@@ -190,6 +190,7 @@ class RouterApp:
             streamed=request.streamed,
             sampling=request.sampling,
             inspected=endpoint.generates,
+            method=endpoint.method.encode(),
         )
         if decision.live_on_target and target is not None:
             await self._proxy.forward(receive, send, call, target, baseline, None)

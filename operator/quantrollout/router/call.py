@@ -28,3 +28,4 @@ class Call:
     streamed: bool  # the client asked for `stream: true`
     sampling: Sampling = "sampled"  # how the shadow comparison scores (agreement.py)
     inspected: bool = True  # the answer is generated text: read for the quality signals
+    method: bytes = b"POST"

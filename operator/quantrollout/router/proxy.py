@@ -115,7 +115,7 @@ class Proxy:
     ) -> Answer | None:
         tier = live
         opened = await self._upstreams.open(
-            tier.base_url, call.path, call.body, call.headers, call.streamed
+            tier.base_url, call.path, call.body, call.headers, call.streamed, call.method
         )
         if isinstance(opened, Failed) and fallback is not None:
             tier.metrics.request(opened.code)
@@ -125,7 +125,7 @@ class Proxy:
             )
             tier = current[0] = fallback
             opened = await self._upstreams.open(
-                tier.base_url, call.path, call.body, call.headers, call.streamed
+                tier.base_url, call.path, call.body, call.headers, call.streamed, call.method
             )
         if isinstance(opened, Failed):
             tier.metrics.request(opened.code)

@@ -104,7 +104,7 @@ class Shadows:
         """The tier's answer, its signals recorded (not for a calibration copy); None (outcome
         counted) if there is none to compare."""
         opened = await self._upstreams.open(
-            target.base_url, call.path, call.body, call.headers, call.streamed
+            target.base_url, call.path, call.body, call.headers, call.streamed, call.method
         )
         if isinstance(opened, Failed):
             target.metrics.shadow("error")
