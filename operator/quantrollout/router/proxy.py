@@ -89,9 +89,9 @@ class Proxy:
             )
         watch = DisconnectWatch(receive)
         current = [live]  # the tier in flight, for counting a client that went away
-        text: Answer | None = None
+        answer: Answer | None = None
         try:
-            text = await self._answer(send, call, live, fallback, current, watch)
+            answer = await self._answer(send, call, live, fallback, current, watch)
         except asyncio.CancelledError:
             if not watch.gone:
                 raise
@@ -102,7 +102,7 @@ class Proxy:
         finally:
             watch.stop()
             if baseline is not None and not baseline.done():
-                baseline.set_result(text)
+                baseline.set_result(answer)
 
     async def _answer(
         self,
