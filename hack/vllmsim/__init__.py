@@ -25,6 +25,13 @@ Endpoints:
   ``stream: true`` sends Server-Sent Events, one chunk per token, then ``data: [DONE]``
   (``stream_options.include_usage`` adds the usage chunk). Another model name: 404; malformed
   JSON or a bad field: 400; both with an OpenAI error body ``{"error": {...}}``.
+- ``GET /metrics``: ``vllm:e2e_request_latency_seconds``, ``vllm:time_to_first_token_seconds``,
+  ``vllm:request_success_total{finished_reason}``, ``vllm:prompt_tokens_total``,
+  ``vllm:generation_tokens_total``, ``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
+  all labelled ``model_name``.
+- ``GET /control``: the fault configuration (SimConfig) as JSON; ``POST /control`` with a JSON
+  object of some of its fields changes them (an unknown key or bad value: 400, nothing changes).
+- With ``tier`` set, every response carries the header ``x-vllmsim-tier``.
 - vLLM's other request routes (apis.py), in the shapes of vLLM's protocol: ``POST /v1/responses``
   (stored; ``GET /v1/responses/{id}``, ``POST /v1/responses/{id}/cancel``), ``/v1/embeddings``
   (float or base64), ``/tokenize`` and ``/detokenize`` (byte-level tokens), ``/score``,
@@ -34,18 +41,11 @@ Endpoints:
   the named or first tool, its arguments picked by the answer key (``finish_reason``
   "tool_calls"; streamed as vLLM streams tool calls); with ``reasoning`` on, answers carry
   ``reasoning`` first.
-- ``GET /metrics``: ``vllm:e2e_request_latency_seconds``, ``vllm:time_to_first_token_seconds``,
-  ``vllm:request_success_total{finished_reason}``, ``vllm:prompt_tokens_total``,
-  ``vllm:generation_tokens_total``, ``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
-  all labelled ``model_name``.
-- ``GET /control``: the fault configuration (SimConfig) as JSON; ``POST /control`` with a JSON
-  object of some of its fields changes them (an unknown key or bad value: 400, nothing changes).
-- With ``tier`` set, every response carries the header ``x-vllmsim-tier``.
 
 Answers: a token is a whitespace-separated word. With temperature 0 (or absent, under the default
 ``default_temperature`` of 0) or ``top_k`` 1, the answer is a pure function of the prompt (about
-32 words picked by a hash of it), the same on every simulator; ``max_tokens`` cuts it (finish_reason "length"). Faults (SimConfig, all changeable at run time):
-``latency_ms`` before the first token, ``token_delay_ms`` between tokens, ``error_rate`` (HTTP
+32 words picked by a hash of it), the same on every simulator; ``max_tokens`` cuts it
+(finish_reason "length"). Faults (SimConfig, all changeable at run time): ``latency_ms`` before the first token, ``token_delay_ms`` between tokens, ``error_rate`` (HTTP
 500), ``refusal_rate`` ("I'm sorry, but I can't help with that."), ``repetition_rate`` (one 4-gram
 repeated 12 times, or until max_tokens), ``divergence_rate`` (words disjoint from the normal
 answer's; a tool call's arguments too), ``output_scale`` (answer length factor), ``healthy``,
