@@ -31,6 +31,7 @@ class TierRates:
     repetitions: float = 0.01
     tokens: float = 100.0
     agreement: float = 0.95
+    self_agreement: float = 0.98  # of a second answer of this tier (as a baseline) with its first
     latency_shares: tuple[float, ...] = (0.2, 0.6, 0.9, 0.99, 1.0)  # cumulative, per bucket
 
 
@@ -66,6 +67,9 @@ class RouterSeries:
             agreement = s.ROUTER_SHADOW_AGREEMENT
             add(f"{agreement}_sum", n * 0.5 * r.agreement, key=agreement)
             add(f"{agreement}_count", n * 0.5, key=agreement)
+            calibration = s.ROUTER_SHADOW_SELF_AGREEMENT
+            add(f"{calibration}_sum", n * 0.05 * r.self_agreement, key=calibration)
+            add(f"{calibration}_count", n * 0.05, key=calibration)
         return "\n".join(lines) + "\n"
 
     def _adder(self, lines: list[str], ns: str, model: str, tier: str) -> Callable[..., None]:

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quantrollout.defaults import VLLM_NEWEST
+from vllmsim.apis import Apis
 from vllmsim.config import SimConfig, describe
 from vllmsim.faults import FaultPlan
 from vllmsim.generate import Generation, generate
@@ -34,6 +35,7 @@ from vllmsim.wire import (
     Kind,
     error_body,
     models_list,
+    tool_call_item,
 )
 from vllmsim.wire import parse_request as parse_completion_request
 
@@ -94,12 +96,36 @@ def _sse(data: dict[str, Any] | str) -> bytes:
     return f"data: {payload}\n\n".encode()
 
 
+STREAM_FAILURE = "simulated engine failure mid-generation"
+
+
+def stream_error_event() -> dict[str, Any]:
+    """What vLLM sends when a generation fails after the stream began (its
+    create_streaming_error_response: an ErrorResponse, under HTTP 200)."""
+    return error_body(STREAM_FAILURE, 500)
+
+
+def _chat_deltas(gen: Generation) -> list[dict[str, Any]]:
+    """A chat answer's deltas in order: reasoning first, then the content, or the tool call (its
+    id and name, then its arguments in pieces), as vLLM's parsers stream them."""
+    deltas: list[dict[str, Any]] = [{"reasoning": piece} for piece in as_chunks(gen.reasoning)]
+    if gen.tool_call is not None:
+        name, arguments = gen.tool_call
+        deltas.append({"tool_calls": [{"index": 0, **tool_call_item(name, "")}]})
+        for piece in as_chunks(arguments.split(" ")):
+            deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+    else:
+        deltas.extend({"content": piece} for piece in as_chunks(gen.tokens))
+    return deltas
+
+
 async def _stream(
     envelope: Envelope,
     req: CompletionRequest,
     gen: Generation,
     config: SimConfig,
     metrics: VllmMetrics,
+    fails: bool = False,
 ) -> AsyncIterator[bytes]:
     track = metrics.track()  # here, not before: a stream never started must not stay counted
     try:
@@ -107,18 +133,29 @@ async def _stream(
         track.first_token()
         if envelope.kind == "chat":  # vLLM opens a chat stream with the role
             yield _sse(envelope.chunk("", role=True))
-        pieces = as_chunks(gen.tokens)
-        for i, piece in enumerate(pieces):
+            chunks = [envelope.delta_chunk(delta) for delta in _chat_deltas(gen)]
+        else:
+            chunks = [envelope.chunk(piece) for piece in as_chunks(gen.tokens)]
+        finish = "tool_calls" if gen.tool_call is not None else gen.finish_reason
+        if fails:  # half the answer, then the error event, then [DONE], as vLLM ends it
+            for chunk in chunks[: len(chunks) // 2]:
+                yield _sse(chunk)
+                await _sleep_at_least(config.token_delay_ms / 1000)
+            yield _sse(stream_error_event())
+            yield _sse("[DONE]")
+            return
+        for i, chunk in enumerate(chunks):
             if i:
                 await _sleep_at_least(config.token_delay_ms / 1000)
-            last = i == len(pieces) - 1
-            yield _sse(envelope.chunk(piece, gen.finish_reason if last else None))
-        if not pieces:
-            yield _sse(envelope.chunk("", gen.finish_reason))
+            if i == len(chunks) - 1:
+                chunk["choices"][0]["finish_reason"] = finish
+            yield _sse(chunk)
+        if not chunks:
+            yield _sse(envelope.chunk("", finish))
         if req.include_usage:
-            yield _sse(envelope.usage_chunk(gen.prompt_tokens, len(gen.tokens)))
+            yield _sse(envelope.usage_chunk(gen.prompt_tokens, gen.completion_tokens))
         yield _sse("[DONE]")
-        track.finish(gen.finish_reason, gen.prompt_tokens, len(gen.tokens))
+        track.finish(gen.finish_reason, gen.prompt_tokens, gen.completion_tokens)
     finally:
         track.close()
 
@@ -137,20 +174,25 @@ async def _complete(state: SimState, kind: Kind, request: Request) -> Response:
     gen = generate(req, decision, config)
     envelope = Envelope.new(kind, state.model)
     if req.stream:
-        return StreamingResponse(
-            _stream(envelope, req, gen, config, state.metrics), media_type="text/event-stream"
-        )
+        stream = _stream(envelope, req, gen, config, state.metrics, decision.stream_error)
+        return StreamingResponse(stream, media_type="text/event-stream")
     track = state.metrics.track()
     try:
         await _sleep_at_least(config.latency_ms / 1000)
         track.first_token()
-        await _sleep_at_least(config.token_delay_ms * max(0, len(gen.tokens) - 1) / 1000)
-        track.finish(gen.finish_reason, gen.prompt_tokens, len(gen.tokens))
+        await _sleep_at_least(config.token_delay_ms * max(0, gen.completion_tokens - 1) / 1000)
+        if decision.stream_error:  # the generation failed: a non-streamed answer is a 500
+            return _error(STREAM_FAILURE, 500)
+        track.finish(gen.finish_reason, gen.prompt_tokens, gen.completion_tokens)
     finally:
         track.close()
+    reasoning = " ".join(gen.reasoning) if config.reasoning else None
     return JSONResponse(
-        envelope.response(gen.text, gen.finish_reason, gen.prompt_tokens, len(gen.tokens))
-    )
+        envelope.response(
+            gen.text, gen.finish_reason, gen.prompt_tokens, gen.completion_tokens,
+            reasoning if kind == "chat" else None, gen.tool_call,
+        )
+    )  # fmt: skip
 
 
 async def _control(state: SimState, request: Request) -> Response:
@@ -212,6 +254,7 @@ def build_app(state: SimState) -> ASGIApp:
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
             Route("/control", control, methods=["GET", "POST"]),
+            *Apis(state).routes(),
         ]
     )
     return _tier_header(app, state.tier) if state.tier else app

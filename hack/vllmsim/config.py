@@ -32,6 +32,30 @@ class SimConfig(BaseModel):
     )
     output_scale: float = Field(1.0, ge=0, description="multiplies the length of every answer")
     healthy: bool = Field(True, description="False: GET /health answers 503")
+    stream_error_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="fraction of requests whose generation fails after it started: a stream "
+        'sends half its tokens, then data: {"error": ...} and [DONE] under HTTP 200; a '
+        "non-streamed request gets 500",
+    )
+    reasoning: bool = Field(
+        False, description="answers carry reasoning (as with vLLM's --reasoning-parser)"
+    )
+    default_temperature: float = Field(
+        0.0,
+        ge=0,
+        description="the temperature of a request that gives none (vLLM: the model's "
+        "generation config); 0: such requests are greedy",
+    )
+
+    @model_validator(mode="after")
+    def _failures_fit(self) -> SimConfig:
+        # Both failures share one draw per request (faults.py): their rates must fit in 1.
+        if self.error_rate + self.stream_error_rate > 1 + 1e-9:
+            raise ValueError("error_rate + stream_error_rate > 1: lower one of them first")
+        return self
 
     @model_validator(mode="after")
     def _answer_faults_fit(self) -> SimConfig:

@@ -34,6 +34,7 @@ class Decision:
     sequence: int
     error: bool
     answer: Answer
+    stream_error: bool = False  # the generation fails after it started (after the 200, if streamed)
 
 
 def draws(n: int) -> tuple[float, float]:
@@ -55,7 +56,9 @@ def decide(n: int, config: SimConfig) -> Decision:
         if v < edge:
             answer = kind
             break
-    return Decision(sequence=n, error=u < config.error_rate, answer=answer)
+    error = u < config.error_rate
+    stream_error = not error and u < config.error_rate + config.stream_error_rate
+    return Decision(sequence=n, error=error, answer=answer, stream_error=stream_error)
 
 
 class FaultPlan:

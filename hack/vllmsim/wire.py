@@ -20,6 +20,14 @@ class BadRequestError(ValueError):
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """The function a request lets the model call: its name and its parameters' names."""
+
+    name: str
+    parameters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class CompletionRequest:
     kind: Kind
     model: str | None
@@ -27,8 +35,43 @@ class CompletionRequest:
     max_tokens: int | None
     stream: bool
     include_usage: bool
-    temperature: float
+    temperature: float | None  # None: not given (the server's default applies)
     seed: int | None
+    top_k: int | None = None
+    tool: ToolSpec | None = None  # the function the answer calls, if the request offers one
+
+
+def _tool_spec(tool: object) -> ToolSpec | None:
+    """A chat tool ({"type": "function", "function": {...}}) or a Responses API one (flat)."""
+    if not isinstance(tool, dict):
+        return None
+    function = tool.get("function", tool)
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        return None
+    parameters = function.get("parameters")
+    properties = parameters.get("properties") if isinstance(parameters, dict) else None
+    names = tuple(sorted(properties)) if isinstance(properties, dict) else ()
+    return ToolSpec(function["name"], names)
+
+
+def chosen_tool(body: dict[str, Any]) -> ToolSpec | None:
+    """The tool the answer calls: the one `tool_choice` names, else the first offered (a real
+    model decides; the simulator always calls one), none when `tool_choice` is "none"."""
+    tools = body.get("tools")
+    choice = body.get("tool_choice", "auto")
+    if not isinstance(tools, list) or not tools or choice == "none":
+        return None
+    specs = [spec for spec in map(_tool_spec, tools) if spec is not None]
+    if isinstance(choice, dict):
+        named = choice.get("function", choice)
+        name = named.get("name") if isinstance(named, dict) else None
+        for spec in specs:
+            if spec.name == name:
+                return spec
+        raise BadRequestError(
+            f"tool_choice names a function not in tools: {name!r}", param="tool_choice"
+        )
+    return specs[0] if specs else None
 
 
 def _message_text(message: object, index: int) -> str:
@@ -81,7 +124,7 @@ def parse_request(kind: Kind, body: object) -> CompletionRequest:
         max_tokens = _optional(body, "max_completion_tokens", int)
     if max_tokens is not None and max_tokens < 1:
         raise BadRequestError("max_tokens must be at least 1", param="max_tokens")
-    temperature = _optional(body, "temperature", float) or 0.0
+    temperature = _optional(body, "temperature", float)
     options = body.get("stream_options")
     return CompletionRequest(
         kind=kind,
@@ -92,6 +135,8 @@ def parse_request(kind: Kind, body: object) -> CompletionRequest:
         include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
         temperature=temperature,
         seed=_optional(body, "seed", int),
+        top_k=_optional(body, "top_k", int),
+        tool=chosen_tool(body) if kind == "chat" else None,
     )
 
 
@@ -133,11 +178,24 @@ class Envelope:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
     def response(
-        self, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+        self,
+        text: str,
+        finish_reason: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        reasoning: str | None = None,
+        tool_call: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0}
         if self.kind == "chat":
-            choice["message"] = {"role": "assistant", "content": text}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if reasoning is not None:
+                message["reasoning"] = reasoning
+            if tool_call is not None:  # vLLM: no content beside a parsed tool call
+                message["content"] = None
+                message["tool_calls"] = [tool_call_item(*tool_call)]
+                finish_reason = "tool_calls"
+            choice["message"] = message
         else:
             choice["text"] = text
         choice |= {"logprobs": None, "finish_reason": finish_reason}
@@ -160,9 +218,24 @@ class Envelope:
         obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
         return self._base(obj) | {"choices": [choice]}
 
+    def delta_chunk(
+        self, delta: dict[str, Any], finish_reason: str | None = None
+    ) -> dict[str, Any]:
+        """A chat chunk with any delta: reasoning, or a piece of a tool call."""
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return self._base("chat.completion.chunk") | {"choices": [choice]}
+
     def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
         return self._base(obj) | {"choices": [], "usage": usage(prompt_tokens, completion_tokens)}
+
+
+def tool_call_item(name: str, arguments: str) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-tool-{uuid.uuid4().hex}",
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
 
 
 def models_list(model: str, created: int) -> dict[str, Any]:

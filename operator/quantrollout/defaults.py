@@ -59,7 +59,6 @@ FLOAT16_REFUSED_MODELS = ("gemma2", "gemma3", "glm4", "plamo2")
 # this release do not install (they ship runai-model-streamer[s3]); the default image has it.
 GCS_STREAMING_AFTER = (0, 11, 0)
 
-
 # --- rollout stages, analysis and actions -----------------------------------------------------
 
 # The stages a rollout walks when spec.rollout.stages is not given, and each stage's own defaults
@@ -153,3 +152,11 @@ MIXED_MIN_SAMPLES = 100
 MIXED_MIN_AGREEMENT = 0.95
 
 # --- the router ------------------------------------------------------------------------------------
+# What a client may send and what the shadow comparison costs (issue 16, "Meet the real vLLM").
+# Request bodies up to this size are routed; larger ones get 413. Chat requests carry images as
+# base64 (4/3 of the file), and the audio endpoints take uploads OpenAI caps at 25 MB.
+ROUTER_MAX_BODY_BYTES = 32 << 20
+# Share (%) of mirrored requests the baseline answers a second time, to measure how far it agrees
+# with itself: the yardstick of the shadow-agreement rule. Costs the baseline this share of the
+# mirrored traffic again, during shadow only.
+ROUTER_CALIBRATION_PERCENT = 10

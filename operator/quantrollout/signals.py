@@ -14,6 +14,9 @@ NAMESPACE = "namespace"
 MODEL = "model"
 TIER = "tier"
 ROUTER_LABELS = (NAMESPACE, MODEL, TIER)
+SAMPLING = (
+    "sampling"  # on the agreement histograms: greedy | seeded | sampled (router/agreement.py)
+)
 
 # vLLM (as vLLM >= 0.6 exports them; label model_name)
 VLLM_E2E_LATENCY = "vllm:e2e_request_latency_seconds"  # histogram
@@ -42,9 +45,8 @@ ROUTER_REFUSALS = (
 ROUTER_SHADOW_AGREEMENT = (
     "quantrollout_router_shadow_agreement_ratio"  # histogram: 0..1, label tier = the target
 )
-ROUTER_SHADOW_REQUESTS = (
-    "quantrollout_router_shadow_requests_total"  # counter: mirrored requests, label outcome
-)
+ROUTER_SHADOW_SELF_AGREEMENT = "quantrollout_router_shadow_self_agreement_ratio"  # histogram: 0..1, label tier = the baseline (its second answer against its first)
+ROUTER_SHADOW_REQUESTS = "quantrollout_router_shadow_requests_total"  # counter: mirrored copies (target: shadow, baseline: calibration), label outcome
 ROUTER_FALLBACKS = (
     "quantrollout_router_fallbacks_total"  # counter: target failures retried on the baseline
 )

@@ -91,6 +91,24 @@ def test_rendered_objects(helm: str) -> None:
     assert crd == (REPO / "crds" / "quantrollout.io_quantizedmodels.yaml").read_text()
 
 
+def test_router_limits_default_to_the_product_s_and_can_be_set(helm: str) -> None:
+    from quantrollout.defaults import ROUTER_CALIBRATION_PERCENT, ROUTER_MAX_BODY_BYTES
+
+    def router_args(*extra: str) -> list[str]:
+        [router] = [
+            d
+            for d in render(helm, *extra)
+            if d["metadata"]["name"] == "qr-router" and d["kind"] == "Deployment"
+        ]
+        return list(router["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    args = router_args()
+    assert f"--max-body-bytes={ROUTER_MAX_BODY_BYTES}" in args
+    assert f"--calibration-percent={ROUTER_CALIBRATION_PERCENT}" in args
+    args = router_args("--set", "router.maxBodyBytes=104857600,router.calibrationPercent=0")
+    assert {"--max-body-bytes=104857600", "--calibration-percent=0"} <= set(args)
+
+
 def _install(kube: ApiClient, docs: list[dict[str, Any]], tmp: Path) -> None:
     core = client.CoreV1Api(kube)
     if not any(n.metadata.name == CHART_NS for n in core.list_namespace().items):

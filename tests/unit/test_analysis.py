@@ -40,6 +40,18 @@ def test_comparative_rules_compare_target_with_baseline() -> None:
         assert BASELINE in expr
 
 
+def test_shadow_agreement_is_judged_against_the_baseline_s_own() -> None:
+    expr = expression(Rule(name="shadow-agreement", min="80%"), SCOPE, "1m")
+    shadow = "quantrollout_router_shadow_agreement_ratio"
+    calibration = "quantrollout_router_shadow_self_agreement_ratio"
+    target = (
+        f"(sum(rate({shadow}_sum{{{TARGET}}}[1m]))) / (sum(rate({shadow}_count{{{TARGET}}}[1m])))"
+    )
+    baseline = f"(sum(rate({calibration}_sum{{{BASELINE}}}[1m]))) / (sum(rate({calibration}_count{{{BASELINE}}}[1m])))"
+    # No calibration answer (or a baseline that never agrees with itself): no value, no pass.
+    assert expr == f"({target}) / (({baseline}) > 0)"
+
+
 def test_latency_p99_uses_the_histogram() -> None:
     expr = expression(Rule(name="latency-p99", max="250ms"), SCOPE, "1m")
     assert expr.startswith(

@@ -73,6 +73,28 @@ def test_error_rate_leaves_count_missing_counters_as_zero() -> None:
     assert split(f, index([]), LLAMA).unavailable == "no data (NaN)"
 
 
+def test_shadow_agreement_is_relative_to_the_baseline_s_agreement_with_itself() -> None:
+    f = f_of("shadow-agreement")  # mean(target vs baseline) / mean(baseline vs itself)
+    assert [
+        (leaf.metric.rsplit("_", 1)[0], r.role)
+        for leaf, r in zip(
+            leaves(f), [f.left.left, f.left.right, f.right.left, f.right.right], strict=True
+        )
+    ] == [
+        ("quantrollout_router_shadow_agreement_ratio", "target"),
+        ("quantrollout_router_shadow_agreement_ratio", "target"),
+        ("quantrollout_router_shadow_self_agreement_ratio", "baseline"),
+        ("quantrollout_router_shadow_self_agreement_ratio", "baseline"),
+    ]
+    shadow = {(0, "target"): 0.6, (1, "target"): 1.0}
+    calibrated = shadow | {(2, "baseline"): 0.16, (3, "baseline"): 0.2}
+    assert split(f, index(answer(f, LLAMA, calibrated)), LLAMA).value == pytest.approx(0.75)
+    # no calibration answer yet, or a baseline that never agrees with itself: no value at all
+    assert split(f, index(answer(f, LLAMA, shadow)), LLAMA).unavailable == "no series"
+    never = shadow | {(2, "baseline"): 0.0, (3, "baseline"): 0.2}
+    assert split(f, index(answer(f, LLAMA, never)), LLAMA).unavailable == "no series"
+
+
 def test_comparative_rules_read_both_tiers() -> None:
     f = f_of("refusal-rate-increase")  # refusals/responses (target) - the same (baseline)
     values = {(0, "target"): 30.0, (1, "target"): 100.0, (0, "baseline"): 10.0,

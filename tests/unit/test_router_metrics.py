@@ -30,7 +30,7 @@ def test_every_signal_is_exported_under_its_exact_name() -> None:
     t.request(503)
     for child in (t.output_tokens, t.responses, t.repetitions, t.refusals, t.fallbacks, t.reloads):
         child.inc()
-    for hist in (t.latency, t.ttft, t.agreement):
+    for hist in (t.latency, t.ttft, t.agreement["greedy"], t.self_agreement["sampled"]):
         hist.observe(0.5)
     t.shadow("compared")
     names = {name for name, _ in samples(m)}

@@ -128,3 +128,27 @@ def test_mirror_percent_is_the_share_mirrored() -> None:
     mirrored = sum(decide(traffic(mirror=30), None, rng).mirrored for _ in range(10_000))
     assert 2800 < mirrored < 3200
     assert not any(decide(traffic(mirror=0), None, rng).mirrored for _ in range(1000))
+
+
+@given(st.one_of(keys, st.none()), weights, weights, st.integers(0, 100), st.integers(0, 2**32))
+def test_only_mirrored_requests_are_calibrated(
+    key: str | None, weight: int, mirror: int, calibration: int, seed: int
+) -> None:
+    d = decide(traffic(weight, mirror), key, random.Random(seed), calibration)
+    assert not d.calibrated or d.mirrored
+    if calibration == 0:
+        assert not d.calibrated
+    if calibration == 100:
+        assert d.calibrated == d.mirrored
+    # The calibration draw never changes where the request itself goes.
+    assert (
+        decide(traffic(weight, mirror), key, random.Random(seed)).live_on_target == d.live_on_target
+    )
+
+
+def test_calibration_percent_is_the_share_of_mirrored_requests() -> None:
+    rng = random.Random(5)
+    decisions = [decide(traffic(mirror=50), None, rng, 20) for _ in range(10_000)]
+    mirrored = sum(d.mirrored for d in decisions)
+    assert 4700 < mirrored < 5300
+    assert 0.17 * mirrored < sum(d.calibrated for d in decisions) < 0.23 * mirrored

@@ -74,7 +74,9 @@ class Ref:
 
 @dataclass(frozen=True)
 class Op:
-    op: Literal["+", "-", "/"]
+    op: Literal[
+        "+", "-", "/", "/>0"
+    ]  # "/>0": by a positive denominator only (PromQL `a / (b > 0)`)
     left: Formula
     right: Formula
 
@@ -110,6 +112,14 @@ def _quantile(q: float, histogram: str, role: Role) -> Ref:
     return Ref(Leaf("quantile", histogram, q=q), role)
 
 
+def _mean(histogram: str, role: Role) -> Formula:
+    return Op(
+        "/",
+        Ref(Leaf("rate", f"{histogram}_sum"), role),
+        Ref(Leaf("rate", f"{histogram}_count"), role),
+    )
+
+
 SAMPLES: Formula = _attempts("target")
 
 
@@ -143,11 +153,10 @@ def formula(rule: Rule) -> Formula | None:
                 _share(s.ROUTER_OUTPUT_TOKENS, "baseline"),
             )
         case "shadow-agreement":
-            agreement = s.ROUTER_SHADOW_AGREEMENT
             return Op(
-                "/",
-                Ref(Leaf("rate", f"{agreement}_sum"), "target"),
-                Ref(Leaf("rate", f"{agreement}_count"), "target"),
+                "/>0",
+                _mean(s.ROUTER_SHADOW_AGREEMENT, "target"),
+                _mean(s.ROUTER_SHADOW_SELF_AGREEMENT, "baseline"),
             )
     return None
 
@@ -209,6 +218,8 @@ def _value(f: Formula, leaf_ids: Mapping[Leaf, int], answer: Index, who: Who) ->
     if isinstance(f, Op):
         a = _value(f.left, leaf_ids, answer, who)
         b = _value(f.right, leaf_ids, answer, who)
+        if f.op == "/>0" and not b > 0:  # `b > 0` filters the series out: nothing is left
+            raise _MissingError("no series")
         return a + b if f.op == "+" else a - b if f.op == "-" else _div(a, b)
     tier = who.target if f.role == "target" else who.baseline
     values = answer.get((str(leaf_ids[f.leaf]), who.namespace, who.model, tier), [])

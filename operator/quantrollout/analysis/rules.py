@@ -74,6 +74,13 @@ def _quantile(q: float, histogram: str, sel: str, w: str) -> str:
     return f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket{sel}[{w}])))"
 
 
+def _mean(histogram: str, sel: str, w: str) -> str:
+    """A histogram's mean observation over the window."""
+    return _ratio(
+        f"sum(rate({histogram}_sum{sel}[{w}]))", f"sum(rate({histogram}_count{sel}[{w}]))"
+    )
+
+
 def _total(counter: str, sel: str, w: str) -> str:
     """A counter's increase over the window, 0 (not an empty result) when it has no series yet."""
     return f"(sum(increase({counter}{sel}[{w}])) or vector(0))"
@@ -123,10 +130,12 @@ def expression(rule: Rule, scope: Scope, w: str) -> str:
             per_answer = [_share(s.ROUTER_OUTPUT_TOKENS, scope, tier, w) for tier in (t, b)]
             return _ratio(*per_answer)
         case "shadow-agreement":
-            agreement = s.ROUTER_SHADOW_AGREEMENT
+            # The target's agreement with the baseline, relative to the baseline's own agreement
+            # with itself on the same requests (router/agreement.py): sampling noise shows in
+            # both and cancels out. No calibration answer (or a mean of 0) yet: no series.
             return _ratio(
-                f"sum(rate({agreement}_sum{scope.sel(t)}[{w}]))",
-                f"sum(rate({agreement}_count{scope.sel(t)}[{w}]))",
+                _mean(s.ROUTER_SHADOW_AGREEMENT, scope.sel(t), w),
+                f"({_mean(s.ROUTER_SHADOW_SELF_AGREEMENT, scope.sel(b), w)}) > 0",
             )
         case "custom":
             return rule.query or ""

@@ -11,12 +11,20 @@ QuantizedModels' `status.traffic` and proxies OpenAI-compatible requests to thei
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from quantrollout import __version__, defaults
 from quantrollout.cli import preflight
 from quantrollout.cli.run import add_arguments as add_run_arguments
+from quantrollout.defaults import ROUTER_CALIBRATION_PERCENT, ROUTER_MAX_BODY_BYTES
+
+if TYPE_CHECKING:
+    from quantrollout.router.settings import RouterSettings
+
+MAX_BODY_ENV = "QR_ROUTER_MAX_BODY_BYTES"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,8 +108,14 @@ def _add_router(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "(repeatable; for local runs and tests)",
     )  # fmt: skip
     router.add_argument(
-        "--max-body-bytes", type=int, default=None, metavar="N",
-        help="larger request bodies get 413 (default 1048576)",
+        "--max-body-bytes", type=_positive, default=None, metavar="N",
+        help="larger request bodies get 413 (default: $QR_ROUTER_MAX_BODY_BYTES, else "
+        f"{ROUTER_MAX_BODY_BYTES}, 32 MiB: room for base64 images and audio uploads)",
+    )  # fmt: skip
+    router.add_argument(
+        "--calibration-percent", type=_percent, default=None, metavar="P",
+        help="share of mirrored requests the baseline answers twice, to measure its agreement "
+        f"with itself, the yardstick of shadow-agreement (default {ROUTER_CALIBRATION_PERCENT})",
     )  # fmt: skip
     router.add_argument(
         "--connect-timeout", type=float, default=None, metavar="S",
@@ -118,6 +132,26 @@ def _add_router(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )  # fmt: skip
     router.add_argument("--access-log", action="store_true", help="log every request")
     router.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, got {text!r}")
+    return value
+
+
+def _percent(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage from 0 to 100, got {text!r}")
+    return value
 
 
 def _upstream(text: str) -> tuple[tuple[str, str], str]:
@@ -146,27 +180,45 @@ def _run(args: argparse.Namespace) -> int:
     return run_operator(args)
 
 
+def router_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> RouterSettings:
+    """The router's settings from its options; an option not given falls back to its
+    environment variable, if any, then to the default (ArgumentTypeError when one is bad)."""
+    from quantrollout.router.settings import RouterSettings
+
+    max_body = args.max_body_bytes
+    if max_body is None and environ.get(MAX_BODY_ENV):
+        try:
+            max_body = _positive(environ[MAX_BODY_ENV])
+        except argparse.ArgumentTypeError as err:
+            raise argparse.ArgumentTypeError(f"${MAX_BODY_ENV}: {err}") from None
+    knobs = {
+        "max_body_bytes": max_body,
+        "calibration_percent": args.calibration_percent,
+        "connect_timeout": args.connect_timeout,
+        "read_timeout": args.read_timeout,
+        "max_shadow_inflight": args.max_shadow_inflight,
+    }
+    return RouterSettings(
+        upstreams=dict(args.upstream), **{k: v for k, v in knobs.items() if v is not None}
+    )
+
+
 def _router(args: argparse.Namespace) -> int:
     import logging
 
     from quantrollout.router.app import RouterApp
     from quantrollout.router.kube_source import KubeConfigSource, KubeEndpoint
     from quantrollout.router.server import serve
-    from quantrollout.router.settings import RouterSettings
 
     level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # one line per API request (the watch) says nothing the router does not
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    knobs = {
-        "max_body_bytes": args.max_body_bytes,
-        "connect_timeout": args.connect_timeout,
-        "read_timeout": args.read_timeout,
-        "max_shadow_inflight": args.max_shadow_inflight,
-    }
-    settings = RouterSettings(
-        upstreams=dict(args.upstream), **{k: v for k, v in knobs.items() if v is not None}
-    )
+    try:
+        settings = router_settings(args, os.environ)
+    except argparse.ArgumentTypeError as err:
+        print(f"quantrollout router: {err}", file=sys.stderr)
+        return 2
     source = KubeConfigSource(KubeEndpoint.load(args.kubeconfig), namespace=args.namespace)
     serve(
         RouterApp(source, settings),

@@ -1,13 +1,31 @@
 """What an upstream answered, read from the bytes the router passed on. Pure.
 
-Both OpenAI shapes are understood: chat completions (`choices[0].message.content`, or
-`choices[0].delta.content` in a stream) and completions (`choices[0].text`). Only the first
-choice (`index` 0) is read.
+Three shapes are understood, as vLLM writes them:
 
-**Output tokens**: `usage.completion_tokens` when the answer carries it (vLLM always does for a
-non-streamed answer, and for a stream when the client asked for `stream_options.include_usage`).
-Otherwise an estimate: for a stream, the number of events that carried text (vLLM sends one
-per generated token), for a plain answer the number of whitespace-separated words.
+- chat completions: `choices[0].message` (`choices[0].delta` in a stream) with `content`,
+  `reasoning` (vLLM's reasoning parsers; `reasoning_content` in releases before 0.11) and
+  `tool_calls` (a stream sends each call's `function.name` once and its `arguments` in pieces,
+  keyed by the call's `index`);
+- completions: `choices[0].text`;
+- the Responses API: a `response` object (`output` items of type `message`, `reasoning` and
+  `function_call`); a stream's events are `response.output_text.delta`,
+  `response.reasoning_text.delta`, and a closing `response.completed` that carries the whole
+  response, which then wins over the deltas.
+
+Only the first choice (`index` 0) is read.
+
+**Errors inside a 200 answer.** vLLM has sent the status line before it starts generating, so a
+stream that fails mid-generation ends with an event `data: {"error": {"message", "type",
+"code"}}` (then `data: [DONE]`), still under HTTP 200. The Responses API may also end with an
+event of type `error` or `response.failed`. Such an answer carries `error`: the event's `code`
+when it is an HTTP status, else 500. A failed answer is not a complete answer: it is counted as
+the tier's error, not inspected.
+
+**Output tokens**: `usage.completion_tokens` (`usage.output_tokens` for the Responses API) when
+the answer carries it (vLLM always does for a non-streamed answer, and for a stream when the
+client asked for `stream_options.include_usage`). Otherwise an estimate: for a stream, the number
+of events that carried generated text (vLLM sends one per generated token), for a plain answer
+the number of whitespace-separated words.
 """
 
 from __future__ import annotations
@@ -19,22 +37,92 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for: its name and its arguments as canonical JSON."""
+
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
-    """The text of the first choice and the number of tokens generated (all choices)."""
+    """The first choice's content, reasoning and tool calls, the tokens generated (all choices),
+    and the status of an error event that ended the answer (None: it did not fail)."""
 
     text: str
     output_tokens: int
+    reasoning: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    error: int | None = None
 
 
-def _choice_text(choice: Any, streamed: bool) -> str:
-    if not isinstance(choice, dict):
-        return ""
-    if "text" in choice:  # /v1/completions
-        text = choice["text"]
+def canonical_arguments(arguments: Any) -> str:
+    """A tool call's arguments as canonical JSON (keys sorted, no spaces), so that the same call
+    written twice reads the same; text that is not JSON is kept as it is, stripped."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return str(arguments).strip()
+    return json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def error_code(event: Any) -> int | None:
+    """The status of an error event or error body (None if `event` is not one): the error's
+    `code` when it is an HTTP status, else 500."""
+    if not isinstance(event, dict):
+        return None
+    error = event.get("error")
+    kind = event.get("type")
+    if isinstance(error, dict):
+        details = error
+    elif kind == "error":  # the Responses API's error event: code and message at the top
+        details = event
+    elif kind == "response.failed":
+        response = event.get("response")
+        failed = response.get("error") if isinstance(response, dict) else None
+        details = failed if isinstance(failed, dict) else {}
     else:
-        part = choice.get("delta" if streamed else "message")
-        text = part.get("content") if isinstance(part, dict) else None
-    return text if isinstance(text, str) else ""
+        return None
+    code = _int(details.get("code"))
+    return code if code is not None and 400 <= code <= 599 else 500
+
+
+def _message_part(part: Any) -> tuple[str, str]:
+    """(content, reasoning) of a chat message or delta."""
+    if not isinstance(part, dict):
+        return "", ""
+    reasoning = part.get("reasoning")
+    if reasoning is None:
+        reasoning = part.get("reasoning_content")
+    return _str(part.get("content")), _str(reasoning)
+
+
+def _tool_calls(message: Any) -> tuple[ToolCall, ...]:
+    if not isinstance(message, dict):
+        return ()
+    calls = message.get("tool_calls")
+    found = []
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            found.append(
+                ToolCall(_str(function.get("name")), canonical_arguments(function.get("arguments")))
+            )
+    legacy = message.get("function_call")  # the deprecated single call
+    if isinstance(legacy, dict):
+        found.append(
+            ToolCall(_str(legacy.get("name")), canonical_arguments(legacy.get("arguments")))
+        )
+    return tuple(found)
 
 
 def _first_choice(body: Any) -> Any:
@@ -49,8 +137,49 @@ def _first_choice(body: Any) -> Any:
 
 def _usage_tokens(body: Any) -> int | None:
     usage = body.get("usage") if isinstance(body, dict) else None
-    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+    if not isinstance(usage, dict):
+        return None
+    tokens = _int(usage.get("completion_tokens"))
+    return tokens if tokens is not None else _int(usage.get("output_tokens"))
+
+
+def _texts(parts: Any, kinds: tuple[str, ...]) -> str:
+    if not isinstance(parts, list):
+        return ""
+    return "".join(
+        _str(p.get("text")) for p in parts if isinstance(p, dict) and p.get("type") in kinds
+    )
+
+
+def from_response(response: dict[str, Any]) -> Answer:
+    """The answer in a Responses API `response` object."""
+    text: list[str] = []
+    reasoning: list[str] = []
+    calls: list[ToolCall] = []
+    output = response.get("output")
+    for item in output if isinstance(output, list) else ():
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "message":
+            text.append(_texts(item.get("content"), ("output_text", "refusal")))
+        elif kind == "reasoning":
+            thought = _texts(item.get("content"), ("reasoning_text",))
+            reasoning.append(thought or _texts(item.get("summary"), ("summary_text",)))
+        elif kind == "function_call":
+            calls.append(
+                ToolCall(_str(item.get("name")), canonical_arguments(item.get("arguments")))
+            )
+    joined = "".join(text)
+    tokens = _usage_tokens(response)
+    error = 500 if response.get("status") == "failed" else None
+    return Answer(
+        joined,
+        tokens if tokens is not None else len(joined.split()),
+        "".join(reasoning),
+        tuple(calls),
+        error,
+    )
 
 
 def from_json(body: bytes) -> Answer | None:
@@ -59,11 +188,24 @@ def from_json(body: bytes) -> Answer | None:
         parsed = json.loads(body)
     except ValueError:
         return None
-    if not isinstance(parsed, dict) or "choices" not in parsed:
+    if not isinstance(parsed, dict):
         return None
-    text = _choice_text(_first_choice(parsed), streamed=False)
+    error = error_code(parsed)
+    if error is not None:
+        return Answer("", 0, error=error)
+    if parsed.get("object") == "response":
+        return from_response(parsed)
+    if "choices" not in parsed:
+        return None
+    choice = _first_choice(parsed)
+    calls: tuple[ToolCall, ...] = ()
+    if isinstance(choice, dict) and "text" in choice:  # /v1/completions
+        text, reasoning = _str(choice["text"]), ""
+    else:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        (text, reasoning), calls = _message_part(message), _tool_calls(message)
     tokens = _usage_tokens(parsed)
-    return Answer(text, tokens if tokens is not None else len(text.split()))
+    return Answer(text, tokens if tokens is not None else len(text.split()), reasoning, calls)
 
 
 class SseParser:
@@ -127,14 +269,29 @@ class StreamedAnswer:
     the answer: the event loop that passes streams on is never held up for long."""
 
     BATCH = 16
-    __slots__ = ("_parser", "_parts", "_pending", "_seen", "_text_events", "_tokens")
+    __slots__ = (
+        "_calls",
+        "_error",
+        "_final",
+        "_parser",
+        "_parts",
+        "_pending",
+        "_reasoning",
+        "_seen",
+        "_text_events",
+        "_tokens",
+    )
 
     def __init__(self) -> None:
         self._parser = SseParser(self._data)
         self._pending: list[bytes] = []  # event data not decoded yet
         self._parts: list[str] = []
+        self._reasoning: list[str] = []
+        self._calls: dict[int, list[str]] = {}  # tool call index -> [name, arguments so far]
         self._text_events = 0
         self._tokens: int | None = None
+        self._error: int | None = None
+        self._final: Answer | None = None  # a Responses stream's closing response
         self._seen = False
 
     def feed(self, piece: bytes) -> None:
@@ -144,10 +301,18 @@ class StreamedAnswer:
         """The answer so far (call at the end), or None if no event was a completion chunk."""
         self._parser.close()
         self._decode()
+        if self._error is not None:
+            return Answer("".join(self._parts), self._text_events, error=self._error)
+        if self._final is not None:
+            return self._final
         if not self._seen:
             return None
         tokens = self._tokens if self._tokens is not None else self._text_events
-        return Answer("".join(self._parts), tokens)
+        calls = tuple(
+            ToolCall(name, canonical_arguments(arguments))
+            for _, (name, arguments) in sorted(self._calls.items())
+        )
+        return Answer("".join(self._parts), tokens, "".join(self._reasoning), calls)
 
     def _data(self, data: bytes) -> None:
         if data != b"[DONE]":
@@ -174,19 +339,67 @@ class StreamedAnswer:
             self._event(event)
 
     def _event(self, event: Any) -> None:
-        if not isinstance(event, dict) or not isinstance(event.get("choices"), list):
+        if not isinstance(event, dict):
+            return
+        choices = event.get("choices")
+        if not isinstance(choices, list):
+            self._other_event(event)
             return
         self._seen = True
         usage = _usage_tokens(event)
         if usage is not None:
             self._tokens = usage
-        for choice in event["choices"]:
-            text = _choice_text(choice, streamed=True)
-            if not text:
+        for choice in choices:
+            if not isinstance(choice, dict):
                 continue
-            self._text_events += 1  # any choice carrying text is one generated token of it
+            if "text" in choice:  # /v1/completions
+                text, reasoning, calls = _str(choice["text"]), "", None
+            else:
+                delta = choice.get("delta")
+                text, reasoning = _message_part(delta)
+                calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+            if not (text or reasoning or calls):
+                continue
+            self._text_events += 1  # any choice carrying output is one generated token of it
             if choice.get("index", 0) == 0:
-                self._parts.append(text)
+                if text:
+                    self._parts.append(text)
+                if reasoning:
+                    self._reasoning.append(reasoning)
+                if isinstance(calls, list):
+                    self._tool_deltas(calls)
+
+    def _tool_deltas(self, deltas: list[Any]) -> None:
+        for delta in deltas:
+            if not isinstance(delta, dict):
+                continue
+            index = _int(delta.get("index"))
+            call = self._calls.setdefault(index if index is not None else 0, ["", ""])
+            function = delta.get("function")
+            if isinstance(function, dict):
+                call[0] += _str(function.get("name"))
+                call[1] += _str(function.get("arguments"))
+
+    def _other_event(self, event: dict[str, Any]) -> None:
+        """An event without `choices`: an error, or one of the Responses API's."""
+        error = error_code(event)
+        if error is not None:
+            self._error = error
+            return
+        kind = event.get("type")
+        if not isinstance(kind, str) or not kind.startswith("response."):
+            return
+        self._seen = True
+        if kind == "response.output_text.delta":
+            self._parts.append(_str(event.get("delta")))
+            self._text_events += 1
+        elif kind == "response.reasoning_text.delta":
+            self._reasoning.append(_str(event.get("delta")))
+            self._text_events += 1
+        elif kind in ("response.completed", "response.incomplete"):
+            response = event.get("response")
+            if isinstance(response, dict):
+                self._final = from_response(response)
 
 
 def from_sse(stream: bytes) -> Answer | None:

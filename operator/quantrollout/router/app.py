@@ -1,13 +1,17 @@
-"""The router as an ASGI application: routing of the five endpoints, request validation, and
+"""The router as an ASGI application: routing of the endpoints, request validation, and
 the lifecycle of the pooled client, the config source and the shadow calls.
 
-    POST /v1/chat/completions, /v1/completions   proxied to the model's tiers
-    GET  /v1/models                              the served models in the route table
-    GET  /health                                 200 once the route table is loaded, else 503
-    GET  /metrics                                the router's series (Prometheus text format)
+    vLLM's request paths (endpoints.FORWARDED)  proxied to the model's tiers: /v1/chat/completions,
+                                                /v1/completions, /v1/responses, /v1/embeddings,
+                                                /tokenize, /v1/audio/transcriptions, /version, ...
+    GET  /v1/models                             the served models in the route table
+    GET  /health                                200 once the route table is loaded, else 503
+    GET  /metrics                               the router's series (Prometheus text format)
 
-Refused before any tier is called: a body over the limit (413), not JSON or not an object or
-without a string `model` (400), a model no QuantizedModel serves (404).
+Refused before any tier is called: a body over the limit (413), a JSON body that is not an
+object or whose `model` is not a string (400), a request without a model when the router serves
+several (400), a model no QuantizedModel serves (404), a path vLLM does not serve (404), a
+method the path is not served with (405).
 """
 
 from __future__ import annotations
@@ -16,13 +20,11 @@ import asyncio
 import logging
 import random
 from datetime import datetime
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from quantrollout.api.status import TrafficBackend
 
-from .agreement import is_greedy
 from .asgi import (
     BodyTooLargeError,
     ClientGoneError,
@@ -35,10 +37,11 @@ from .asgi import (
     send_json,
 )
 from .call import Call, Tier
+from .endpoints import Endpoint, find
 from .metrics import RouterMetrics
 from .pool import Upstreams
 from .proxy import Proxy
-from .requests import Refused, parse_completion, unknown_model
+from .requests import Refused, Request, choose_model, parse_request
 from .routes import ModelTraffic, RouteTable, changed, upstream_url
 from .settings import RouterSettings
 from .shadow import Shadows
@@ -47,8 +50,6 @@ from .split import decide
 from .upstream import request_headers
 
 log = logging.getLogger(__name__)
-
-COMPLETIONS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 class RouterApp:
@@ -112,11 +113,13 @@ class RouterApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
-        if path in COMPLETIONS:
-            if method != "POST":
-                await _not_allowed(send, "POST")
+        found = find(path)
+        if found is not None:
+            endpoint = found[1]
+            if method != endpoint.method and not (method == "HEAD" and endpoint.method == "GET"):
+                await _not_allowed(send, endpoint.method)
                 return
-            await self._completion(scope, receive, send)
+            await self._forward(scope, receive, send, endpoint)
             return
         get = {"/v1/models": self._models, "/health": self._health, "/metrics": self._metrics}.get(
             path
@@ -128,26 +131,33 @@ class RouterApp:
         else:
             await get(send)
 
-    async def _completion(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
+    ) -> None:
         limit = self.settings.max_body_bytes
         try:
             body = await read_body(scope, receive, limit)
         except BodyTooLargeError:
-            await send_error(
-                send, 413, f"request body is larger than {limit} bytes", "invalid_request_error"
+            message = (
+                f"the request body is larger than the router's limit of {limit} bytes "
+                "(router setting --max-body-bytes, Helm value router.maxBodyBytes)"
             )
+            await send_error(send, 413, message, "invalid_request_error", "request_too_large")
             return
         except ClientGoneError:
             return
-        request = parse_completion(body)
+        content_type = header(scope, b"content-type") or b""
+        query = scope.get("query_string", b"")
+        request = parse_request(body, endpoint.body, content_type.decode("latin-1"), query)
         if isinstance(request, Refused):
             await _refuse(send, request)
             return
-        route = self.source.table().get(request["model"])
-        if route is None:
-            await _refuse(send, unknown_model(request["model"]))
+        table = self.source.table()
+        served = choose_model(request.model, table.keys())
+        if isinstance(served, Refused):
+            await _refuse(send, served)
             return
-        await self._route(scope, receive, send, route, body, request)
+        await self._route(scope, receive, send, table[served], body, request, endpoint)
 
     async def _route(
         self,
@@ -156,14 +166,20 @@ class RouterApp:
         send: Send,
         route: ModelTraffic,
         body: bytes,
-        request: dict[str, Any],
+        request: Request,
+        endpoint: Endpoint,
     ) -> None:
         assert self._proxy is not None, "startup() was not run"
         traffic = route.traffic
         sticky = (
             header(scope, traffic.sticky_header.lower().encode()) if traffic.sticky_header else None
         )
-        decision = decide(traffic, sticky.decode("latin-1") if sticky else None, self._rng)
+        decision = decide(
+            traffic,
+            sticky.decode("latin-1") if sticky else None,
+            self._rng,
+            self.settings.calibration_percent,
+        )
         baseline = self._tier(route, traffic.baseline)
         target = self._tier(route, traffic.target) if traffic.target else None
         query = scope.get("query_string", b"")
@@ -171,15 +187,24 @@ class RouterApp:
             path=scope["path"] + ("?" + query.decode("latin-1") if query else ""),
             body=body,
             headers=request_headers(scope["headers"]),
-            streamed=request.get("stream") is True,
-            greedy=is_greedy(request),
+            streamed=request.streamed,
+            sampling=request.sampling,
+            inspected=endpoint.generates,
+            method=endpoint.method.encode(),
         )
         if decision.live_on_target and target is not None:
             await self._proxy.forward(receive, send, call, target, baseline, None)
-        else:
-            await self._proxy.forward(
-                receive, send, call, baseline, None, target if decision.mirrored else None
-            )
+            return
+        mirrored = decision.mirrored and endpoint.generates
+        await self._proxy.forward(
+            receive,
+            send,
+            call,
+            baseline,
+            None,
+            target if mirrored else None,
+            baseline if mirrored and decision.calibrated else None,
+        )
 
     def _tier(self, route: ModelTraffic, backend: TrafficBackend) -> Tier:
         return Tier(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .agreement import Sampling
 from .metrics import TierMetrics
 from .upstream import Headers
 
@@ -25,4 +26,6 @@ class Call:
     body: bytes
     headers: Headers  # already filtered for the upstream leg
     streamed: bool  # the client asked for `stream: true`
-    greedy: bool  # `temperature: 0`: the shadow comparison is exact match
+    sampling: Sampling = "sampled"  # how the shadow comparison scores (agreement.py)
+    inspected: bool = True  # the answer is generated text: read for the quality signals
+    method: bytes = b"POST"

@@ -87,18 +87,20 @@ class ResponseHeaders:
 
 
 def encode_request(
-    origin: Origin, path: str, body: bytes, headers: Sequence[tuple[bytes, bytes]]
+    origin: Origin,
+    path: str,
+    body: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    method: bytes = b"POST",
 ) -> bytes:
-    """A POST request, head and body in one piece (one write: never a small write that waits
-    for the peer's delayed ACK). `headers` must not hold Host or Content-Length."""
+    """A request (POST unless told), head and body in one piece (one write: never a small write
+    that waits for the peer's delayed ACK). `headers` must not hold Host or Content-Length."""
     path = origin.prefix + path
     if not path.startswith("/") or any(c <= " " or c == "\x7f" for c in path):
         path = quote(path if path.startswith("/") else "/" + path, safe="/?&=%:@!$'()*+,;~-._")
-    lines = [
-        b"POST " + path.encode("latin-1") + b" HTTP/1.1",
-        b"host: " + origin.host_header,
-        b"content-length: " + str(len(body)).encode(),
-    ]
+    lines = [method + b" " + path.encode("latin-1") + b" HTTP/1.1", b"host: " + origin.host_header]
+    if body or method != b"GET":  # a GET without a body says nothing of one (RFC 9110 8.6)
+        lines.append(b"content-length: " + str(len(body)).encode())
     lines.extend(k + b": " + v for k, v in headers)
     lines.append(b"")
     lines.append(body)

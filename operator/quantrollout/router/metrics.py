@@ -17,9 +17,18 @@ Every series carries `namespace` and `model` (the QuantizedModel) and `tier`. Ex
   the target tier says, and in the shadow stage it is the only one there is. The duration and
   first-token histograms include shadowed answers for the same reason; requests and errors count
   live requests only.
-- `shadow_requests_total{outcome}` (`tier` = the target): `compared` (both answers in, scored
-  into `shadow_agreement_ratio`), `error` (the target failed), `baseline_failed` (nothing to
-  compare with), `dropped` (too many shadow calls in flight, not sent).
+- `requests_total` and `request_errors_total` count a stream that ended with an error event
+  (HTTP 200, then `data: {"error": ...}`, as vLLM ends a generation that failed) under the
+  event's code (500 unless it names another status), not as a success.
+- `shadow_requests_total{outcome}`: on the target (`tier` = the target), its shadow copies; on
+  the baseline, its calibration copies (a second answer of the baseline to a mirrored request).
+  `compared` (both answers in, scored), `error` (the copy failed, an error event included),
+  `skipped` (nothing to compare with: the live answer failed or was not inspected), `dropped`
+  (too many mirrored calls in flight, not sent).
+- `shadow_agreement_ratio{sampling}` (`tier` = the target): each compared shadow answer's
+  agreement with the baseline's live answer; `shadow_self_agreement_ratio{sampling}` (`tier` =
+  the baseline): each calibration answer's agreement with the baseline's live answer. `sampling`
+  is how the request samples: greedy, seeded or sampled (`agreement`).
 - `config_reloads_total`: route-table changes applied for a model (`tier` = its target tier, or
   its baseline tier when it has none).
 """
@@ -31,6 +40,8 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from quantrollout import signals
+
+from .agreement import SAMPLINGS
 
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
@@ -85,7 +96,14 @@ class RouterMetrics:
         self.agreement = Histogram(
             signals.ROUTER_SHADOW_AGREEMENT,
             "Agreement of the target's shadowed answer with the baseline's (0..1).",
-            LABELS,
+            [*LABELS, signals.SAMPLING],
+            buckets=AGREEMENT_BUCKETS,
+            registry=r,
+        )
+        self.self_agreement = Histogram(
+            signals.ROUTER_SHADOW_SELF_AGREEMENT,
+            "Agreement of the baseline's second answer to a mirrored request with its first (0..1).",
+            [*LABELS, signals.SAMPLING],
             buckets=AGREEMENT_BUCKETS,
             registry=r,
         )
@@ -126,7 +144,8 @@ class TierMetrics:
         self.responses = p.responses.labels(*k)
         self.repetitions = p.repetitions.labels(*k)
         self.refusals = p.refusals.labels(*k)
-        self.agreement = p.agreement.labels(*k)
+        self.agreement = {m: p.agreement.labels(*k, m) for m in SAMPLINGS}
+        self.self_agreement = {m: p.self_agreement.labels(*k, m) for m in SAMPLINGS}
         self.fallbacks = p.fallbacks.labels(*k)
         self.reloads = p.reloads.labels(*k)
 

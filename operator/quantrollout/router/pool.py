@@ -59,7 +59,13 @@ class Upstreams:
         self._slots.release()
 
     async def open(
-        self, base_url: str, path: str, body: bytes, headers: Headers, streamed: bool
+        self,
+        base_url: str,
+        path: str,
+        body: bytes,
+        headers: Headers,
+        streamed: bool,
+        method: bytes = b"POST",
     ) -> Opened | Failed:
         """Sends one request to a tier (`base_url` + `path`) and reads as far as the first byte
         of its answer; an Opened stream holds its connection until it is closed."""
@@ -71,7 +77,7 @@ class Upstreams:
                 return Failed(504, "timed out waiting for a free connection to the tiers")
         else:
             await self._slots.acquire()  # a slot is free: returns at once
-        request = encode_request(origin, path, body, headers)
+        request = encode_request(origin, path, body, headers, method)
         fresh = False
         while True:
             try:

@@ -6,6 +6,8 @@ What the client sees when no tier answers: 503 with `Retry-After` when the tier 
 reached, 504 when it timed out, 502 when it broke the connection, and a tier's own 5xx answer
 as it is. A stream that fails after its first byte cannot be retried (the client already has
 part of an answer): it ends with an SSE `error` event, as vLLM ends its own failed streams.
+A stream vLLM itself ended with such an event (a generation that failed after the 200 status
+line) counts as the tier's error under the event's code, not as a success (answers.py).
 """
 
 from __future__ import annotations
@@ -76,14 +78,20 @@ class Proxy:
         live: Tier,
         fallback: Tier | None,
         shadow: Tier | None,
+        calibration: Tier | None = None,
     ) -> None:
-        """Answers `call` from `live` (or `fallback`), mirroring it to `shadow` if given."""
+        """Answers `call` from `live` (or `fallback`), mirroring it to `shadow` if given, and
+        asking `calibration` (the baseline, when `shadow` is given) for a second answer."""
         baseline = self._shadows.mirror(shadow, call, self._max_inspect) if shadow else None
+        if calibration is not None and shadow is not None:
+            baseline = self._shadows.mirror(
+                calibration, call, self._max_inspect, baseline, calibration=True
+            )
         watch = DisconnectWatch(receive)
         current = [live]  # the tier in flight, for counting a client that went away
-        text: str | None = None
+        answer: Answer | None = None
         try:
-            text = await self._answer(send, call, live, fallback, current, watch)
+            answer = await self._answer(send, call, live, fallback, current, watch)
         except asyncio.CancelledError:
             if not watch.gone:
                 raise
@@ -94,7 +102,7 @@ class Proxy:
         finally:
             watch.stop()
             if baseline is not None and not baseline.done():
-                baseline.set_result(text)
+                baseline.set_result(answer)
 
     async def _answer(
         self,
@@ -104,10 +112,10 @@ class Proxy:
         fallback: Tier | None,
         current: list[Tier],
         watch: DisconnectWatch,
-    ) -> str | None:
+    ) -> Answer | None:
         tier = live
         opened = await self._upstreams.open(
-            tier.base_url, call.path, call.body, call.headers, call.streamed
+            tier.base_url, call.path, call.body, call.headers, call.streamed, call.method
         )
         if isinstance(opened, Failed) and fallback is not None:
             tier.metrics.request(opened.code)
@@ -117,7 +125,7 @@ class Proxy:
             )
             tier = current[0] = fallback
             opened = await self._upstreams.open(
-                tier.base_url, call.path, call.body, call.headers, call.streamed
+                tier.base_url, call.path, call.body, call.headers, call.streamed, call.method
             )
         if isinstance(opened, Failed):
             tier.metrics.request(opened.code)
@@ -125,12 +133,12 @@ class Proxy:
             await self._send_failure(send, tier, opened)
             return None
         if call.streamed:
-            return await self._stream(send, tier, opened, watch)
-        return await self._whole(send, tier, opened, watch)
+            return await self._stream(send, tier, opened, watch, call)
+        return await self._whole(send, tier, opened, watch, call)
 
     async def _whole(
-        self, send: Send, tier: Tier, opened: Opened, watch: DisconnectWatch
-    ) -> str | None:
+        self, send: Send, tier: Tier, opened: Opened, watch: DisconnectWatch, call: Call
+    ) -> Answer | None:
         headers = response_headers(opened.headers, tier.name)
         headers.append((b"content-length", str(len(opened.first)).encode()))
         watch.finished = True
@@ -138,18 +146,19 @@ class Proxy:
         await send({"type": "http.response.body", "body": opened.first, "more_body": False})
         tier.metrics.request(opened.status)
         tier.metrics.latency.observe(opened.first_byte - opened.started)
-        if opened.status != 200:
+        if opened.status != 200 or not call.inspected:
             return None
         reader = AnswerReader(opened.headers.get("content-type", ""), self._max_inspect)
         reader.feed(opened.first)
         return _count(tier, reader.answer())
 
     async def _stream(
-        self, send: Send, tier: Tier, opened: Opened, watch: DisconnectWatch
-    ) -> str | None:
+        self, send: Send, tier: Tier, opened: Opened, watch: DisconnectWatch, call: Call
+    ) -> Answer | None:
         headers = response_headers(opened.headers, tier.name)
         await send({"type": "http.response.start", "status": opened.status, "headers": headers})
-        reader = AnswerReader(opened.headers.get("content-type", ""), self._max_inspect)
+        limit = self._max_inspect if call.inspected and opened.status == 200 else -1
+        reader = AnswerReader(opened.headers.get("content-type", ""), limit)
         last = b""
         try:
             await relay(send, opened, reader)
@@ -160,12 +169,15 @@ class Proxy:
             await opened.close()
         watch.finished = True
         await send({"type": "http.response.body", "body": last, "more_body": False})
-        tier.metrics.request(502 if last else opened.status)
+        answer = None if last else reader.answer()
+        failed = answer.error if answer is not None else None
+        tier.metrics.request(502 if last else failed or opened.status)
         tier.metrics.ttft.observe(opened.first_byte - opened.started)
         tier.metrics.latency.observe(time.perf_counter() - opened.started)
-        if last or opened.status != 200:
+        if failed is not None:
+            log.info("tier %s ended a stream with an error event (%d)", tier.name, failed)
             return None
-        return _count(tier, reader.answer())
+        return _count(tier, answer)
 
     async def _send_failure(self, send: Send, tier: Tier, failed: Failed) -> None:
         if failed.unreachable:
@@ -184,12 +196,12 @@ class Proxy:
             )
 
 
-def _count(tier: Tier, answer: Answer | None) -> str | None:
-    """Records an inspected answer's signals; its text, for a shadow to compare with."""
-    if answer is None:
+def _count(tier: Tier, answer: Answer | None) -> Answer | None:
+    """Records an inspected answer's signals; the answer, for a shadow to compare with."""
+    if answer is None or answer.error is not None:
         return None
     record(tier.metrics, answer)
-    return answer.text
+    return answer
 
 
 def _sse_error(message: str, code: int) -> bytes:

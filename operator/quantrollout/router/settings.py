@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from quantrollout.defaults import ROUTER_CALIBRATION_PERCENT, ROUTER_MAX_BODY_BYTES
+
 from .routes import Overrides
 
 
 @dataclass(frozen=True)
 class RouterSettings:
-    max_body_bytes: int = 1 << 20  # larger request bodies get 413
+    max_body_bytes: int = ROUTER_MAX_BODY_BYTES  # larger request bodies get 413
+    # Share (%) of mirrored requests the baseline answers twice (its agreement with itself).
+    calibration_percent: int = ROUTER_CALIBRATION_PERCENT
     connect_timeout: float = 3.0  # seconds to open a connection to a tier
     # Seconds between two bytes of an answer. A non-streamed answer arrives only when the whole
     # generation is done, so this bounds a whole non-streamed request: keep it generous.

@@ -1,5 +1,10 @@
 """Shadow calls: a copy of a live request sent to the target in the background, its answer
-compared with the baseline's and never returned.
+compared with the baseline's and never returned; and calibration calls: a second copy of a
+mirrored request sent to the baseline itself, whose answer is compared with the baseline's live
+one in the same way. The second measures how far the baseline agrees with itself (sampling noise,
+nondeterministic batching), the yardstick the `shadow-agreement` rule holds the target to
+(agreement.py). A calibration answer is not counted in the baseline's quality signals or
+latency: only its agreement and its outcome are.
 
 The client is never delayed: the live request does not wait for its shadow, which runs as its
 own task and reads the baseline's answer from a future the live path resolves when it is done.
@@ -14,6 +19,7 @@ import logging
 import time
 
 from .agreement import agreement
+from .answers import Answer
 from .call import Call, Tier
 from .http1 import UpstreamError
 from .inspect_answer import AnswerReader, record
@@ -22,7 +28,7 @@ from .upstream import Failed, Opened
 
 log = logging.getLogger(__name__)
 
-BaselineText = asyncio.Future[str | None]  # the live answer's text; None: nothing to compare
+BaselineAnswer = asyncio.Future[Answer | None]  # the live answer; None: nothing to compare
 
 
 class Shadows:
@@ -34,14 +40,23 @@ class Shadows:
         self._compare_timeout = compare_timeout
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def mirror(self, target: Tier, call: Call, max_bytes: int) -> BaselineText | None:
-        """Starts a shadow call; returns the future to resolve with the baseline's answer, or
-        None when the copy was dropped."""
+    def mirror(
+        self,
+        tier: Tier,
+        call: Call,
+        max_bytes: int,
+        baseline: BaselineAnswer | None = None,
+        calibration: bool = False,
+    ) -> BaselineAnswer | None:
+        """Starts a shadow call to `tier` (a calibration call when `calibration`: `tier` is the
+        baseline). Returns the future to resolve with the baseline's live answer (`baseline`
+        when given: several copies may wait on one), or None when the copy was dropped."""
         if len(self._tasks) >= self._max:
-            target.metrics.shadow("dropped")
-            return None
-        baseline: BaselineText = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._run(target, call, baseline, max_bytes))
+            tier.metrics.shadow("dropped")
+            return baseline
+        if baseline is None:
+            baseline = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._run(tier, call, baseline, max_bytes, calibration))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return baseline
@@ -56,28 +71,40 @@ class Shadows:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(self, target: Tier, call: Call, baseline: BaselineText, max_bytes: int) -> None:
+    async def _run(
+        self,
+        target: Tier,
+        call: Call,
+        baseline: BaselineAnswer,
+        max_bytes: int,
+        calibration: bool,
+    ) -> None:
         try:
-            text = await self._answer(target, call, max_bytes)
-            if text is None:
+            answer = await self._answer(target, call, max_bytes, calibration)
+            if answer is None:
                 return
-            try:
-                base = await asyncio.wait_for(baseline, self._compare_timeout)
+            try:  # shielded: other copies of the request wait on the same future
+                base = await asyncio.wait_for(asyncio.shield(baseline), self._compare_timeout)
             except TimeoutError:
                 base = None
             if base is None:
                 target.metrics.shadow("skipped")
                 return
-            target.metrics.agreement.observe(agreement(base, text, call.greedy))
+            score = agreement(base, answer, call.sampling == "greedy")
+            scores = target.metrics.self_agreement if calibration else target.metrics.agreement
+            scores[call.sampling].observe(score)
             target.metrics.shadow("compared")
         except Exception:  # a shadow must never take anything else down; say why it failed
             log.exception("shadow call to tier %s failed", target.name)
             target.metrics.shadow("error")
 
-    async def _answer(self, target: Tier, call: Call, max_bytes: int) -> str | None:
-        """The target's answer text, its signals recorded; None (outcome counted) if none."""
+    async def _answer(
+        self, target: Tier, call: Call, max_bytes: int, calibration: bool
+    ) -> Answer | None:
+        """The tier's answer, its signals recorded (not for a calibration copy); None (outcome
+        counted) if there is none to compare."""
         opened = await self._upstreams.open(
-            target.base_url, call.path, call.body, call.headers, call.streamed
+            target.base_url, call.path, call.body, call.headers, call.streamed, call.method
         )
         if isinstance(opened, Failed):
             target.metrics.shadow("error")
@@ -87,15 +114,20 @@ class Shadows:
             target.metrics.shadow("error")
             return None
         done = time.perf_counter()
-        target.metrics.latency.observe(done - opened.started)
-        if call.streamed:
-            target.metrics.ttft.observe(opened.first_byte - opened.started)
+        if not calibration:
+            target.metrics.latency.observe(done - opened.started)
+            if call.streamed:
+                target.metrics.ttft.observe(opened.first_byte - opened.started)
         answer = reader.answer() if opened.status == 200 else None
+        if answer is not None and answer.error is not None:  # failed mid-answer: an error event
+            target.metrics.shadow("error")
+            return None
         if answer is None:
             target.metrics.shadow("skipped")
             return None
-        record(target.metrics, answer)
-        return answer.text
+        if not calibration:
+            record(target.metrics, answer)
+        return answer
 
 
 async def _read(opened: Opened, reader: AnswerReader) -> bool:

@@ -60,16 +60,22 @@ class Decision:
 
     live_on_target: bool
     mirrored: bool
+    calibrated: bool = False  # mirrored, and the baseline answers a second copy too
 
 
 def decide(
-    traffic: TrafficStatus, sticky_key: str | None, rng: random.Random | None = None
+    traffic: TrafficStatus,
+    sticky_key: str | None,
+    rng: random.Random | None = None,
+    calibration_percent: int = 0,
 ) -> Decision:
     """The tiers of one request under `traffic`.
 
     Only a request answered by the baseline is mirrored (mirroring the target to itself would
     compare an answer with itself); the mirror draw is per request even for sticky users,
-    since a shadow copy changes nothing the user sees.
+    since a shadow copy changes nothing the user sees. `calibration_percent`% of the mirrored
+    requests, drawn apart, also go to the baseline a second time: its agreement with itself is
+    what the target's agreement is judged against (agreement.py).
     """
     if traffic.target is None:
         return Decision(False, False)
@@ -81,4 +87,9 @@ def decide(
         and traffic.mirror_percent > 0
         and is_mirrored(random_bucket(rng), traffic.mirror_percent)
     )
-    return Decision(on_target, mirrored)
+    calibrated = (
+        mirrored
+        and calibration_percent > 0
+        and is_mirrored(random_bucket(rng), calibration_percent)
+    )
+    return Decision(on_target, mirrored, calibrated)
