@@ -81,7 +81,7 @@ from quantrollout.rollout.policy import (
     compile_policy,
     relative_cost,
 )
-from quantrollout.router.agreement import agreement
+from quantrollout.router.agreement import word_f1
 from quantrollout.router.class_split import ClassRoute, decide_class
 from quantrollout.router.classify import CLASS_HEADER, CLASSES, classify, features
 from quantrollout.router.routes import ModelTraffic
@@ -459,7 +459,7 @@ async def serving_phase(
             i: int, p: Prompt, pick: Callable[[Prompt], str], strategy: str, scores: list[float]
         ) -> None:
             answer = await post(client, router, p, serve_route(strategy, p.true_class, pick(p)))
-            scores.append(agreement(reference[i], answer, greedy=True))
+            scores.append(word_f1(reference[i], answer))
 
         jobs = (one(i, p, pick, strategy, scores) for i, p in enumerate(prompts))
         await run_all(jobs, concurrency)
