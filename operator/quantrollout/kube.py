@@ -12,7 +12,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from quantrollout.api.crd import GROUP, KIND, PLURAL, VERSION
+from quantrollout.api.crd import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "quantrollout"
 APPLY = "application/apply-patch+yaml"
@@ -46,17 +46,6 @@ def going_away(err: ApiException) -> bool:
 def _json(response: Any) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(response.data)
     return data
-
-
-def owner_reference(qm: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
-        "name": qm["metadata"]["name"],
-        "uid": qm["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 class Kube:

@@ -106,6 +106,11 @@ class RolloutBookkeeping(ApiModel):
     last_evaluation_time: str | None = None
     stages_hash: str | None = None
     rolled_back_at: str | None = None
+    held_for: str | None = Field(
+        None,
+        description="The edit the operator refuses (its field and why) while it holds the "
+        "rollout where it is; fixing the edit resumes the same step.",
+    )
 
 
 class QuantizedModelStatus(ApiModel):

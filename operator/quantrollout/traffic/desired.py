@@ -29,13 +29,14 @@ def builtin_config(
     ).to_wire()
 
 
-def http_route_rules(
-    *, name: str, baseline: Tier, target: Tier, target_weight: int, mirror_percent: int
-) -> dict[str, Any]:
+def http_route_rules(traffic: dict[str, Any]) -> dict[str, Any]:
     """The `spec.rules` the operator owns in the user's HTTPRoute (Gateway API >= v1.3: weighted
-    backendRefs, and a RequestMirror filter with a percentage while shadowing)."""
-    base_ref = {"kind": "Service", "name": resource_name(name, baseline), "port": VLLM_PORT}
-    target_ref = {"kind": "Service", "name": resource_name(name, target), "port": VLLM_PORT}
+    backendRefs, and a RequestMirror filter with a percentage while shadowing), for the traffic
+    `builtin_config` describes: one description of the traffic, two shapes."""
+    target_weight, mirror_percent = traffic["targetWeight"], traffic["mirrorPercent"]
+    base, target = traffic["baseline"], traffic["target"]
+    base_ref = {"kind": "Service", "name": base["service"], "port": base["port"]}
+    target_ref = {"kind": "Service", "name": target["service"], "port": target["port"]}
     rule: dict[str, Any] = {
         "backendRefs": [
             {**base_ref, "weight": 100 - target_weight},
