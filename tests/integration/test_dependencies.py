@@ -269,8 +269,7 @@ def test_an_api_server_restart_mid_rollout_resumes_the_same_stage(
             wait_for(
                 "the model's runner to fail a pass",
                 lambda: (
-                    len(log_lines(operator, f"{namespace}/{NAME}: pass failed"))
-                    > failed_passes
+                    len(log_lines(operator, f"{namespace}/{NAME}: pass failed")) > failed_passes
                 ),
             )
             assert not stack.controlplane.api_ready()
