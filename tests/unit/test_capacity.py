@@ -13,6 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from quantrollout import defaults
+from quantrollout.api.resolve import tiers
+from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.rollout.capacity import (
     CapacityPlan,
     Inputs,
@@ -20,12 +23,18 @@ from quantrollout.rollout.capacity import (
     Settings,
     TierInput,
     Traffic,
+    applied_traffic,
     can_carry,
     gpu_usage,
     needed,
+    next_traffic,
     plan,
     reserve,
+    settings_for,
+    tier_input,
+    two_tiers,
 )
+from quantrollout.rollout.steps import Step
 
 T0 = datetime.datetime(2026, 11, 23, 10, 0, tzinfo=datetime.UTC)
 MIN = datetime.timedelta(minutes=1)
@@ -255,6 +264,17 @@ def test_a_new_target_after_full_keeps_the_old_tier_serving_until_the_baseline_i
     assert all(p.tier(BASE).replicas == 4 for p in passes)
     assert [p.delete for p in passes][-1] == ()  # it carried traffic at the start of that pass
     assert [p.ready_for_next for p in passes] == [False, False, False, False, True]
+    # Asked for the shadow step while the old tier still serves: only the baseline takes over.
+    early = plan(
+        Inputs(
+            (tier(BASE, "baseline", ready=2), tier(old, "retired"), tier(new, "target")),
+            live(**{old: 50, BASE: 50}), shadow, "Progressing", T0, SETTINGS,
+        )
+    )  # fmt: skip
+    assert early.traffic.same_as(live(fp16=50, **{old: 50}))
+    assert early.held
+    assert "waits for the tiers no longer in the spec to drain" in early.held
+    assert two_tiers(early.traffic, BASE) == (old, 50, 0)
     drained = plan(
         Inputs(
             (tier(BASE, "baseline"), tier(old, "retired", replicas=1), tier(new, "target")),
@@ -427,6 +447,9 @@ def test_invariants_of_one_pass(inputs: Inputs) -> None:
     if p.degraded:
         assert any(t.unschedulable for t in inputs.tiers)
         assert not now.same_as(want)
+    # Routers carry the baseline and one other tier: a pass never makes that two others.
+    if len({n for n, w in (*cur.live.items(), *cur.mirror.items()) if w} - {BASE}) <= 1:
+        two_tiers(now, BASE)
     # The same inputs give the same plan (a restart resumes the same decision).
     assert plan(inputs) == p
 
@@ -499,3 +522,70 @@ def test_passes_converge_and_never_move_onto_capacity_still_loading(
     else:
         can = can_carry(tier(BASE, "baseline", full, ready=placeable))
         assert current.live.get(BASE, 0) == max(100 - start_target, can)
+
+
+# ---------------------------------------------------------------------------------------------
+# From the spec and the status
+
+
+def _spec(**changes: object) -> QuantizedModelSpec:
+    raw: dict[str, object] = {
+        "model": "m",
+        "baseline": {"artifact": "s3://b", "precision": "fp16"},
+        "target": {"name": "int4-awq", "artifact": "s3://t", "precision": "int4", "format": "awq"},
+        "serving": {"replicas": 4},
+        **changes,
+    }
+    return QuantizedModelSpec.model_validate(raw)
+
+
+def test_settings_default_from_defaults_py() -> None:
+    s = settings_for(_spec())
+    assert s == Settings(
+        rollback_reserve_percent=defaults.ROLLBACK_RESERVE_PERCENT,
+        standby_replicas=defaults.STANDBY_REPLICAS,
+        bake_s=3600,
+        abort_scale_down_delay_s=600,
+        scale_up_lead_s=600,
+    )
+    tuned = settings_for(
+        _spec(
+            baseline={"artifact": "s3://b", "standbyReplicas": 1},
+            rollout={
+                "bakeDuration": "2h",
+                "abortScaleDownDelay": "0s",
+                "rollbackReservePercent": 0,
+            },
+        )
+    )
+    assert (tuned.standby_replicas, tuned.bake_s, tuned.abort_scale_down_delay_s) == (1, 7200, 0)
+    assert tuned.rollback_reserve_percent == 0
+
+
+def test_tier_input_from_a_resolved_tier() -> None:
+    spec = _spec(
+        serving={"replicas": 4, "headroomPercent": 10},
+        target={
+            "name": "int4-awq", "artifact": "s3://t", "precision": "int4", "format": "awq",
+            "serving": {"autoscaling": {"minReplicas": 2, "maxReplicas": 6}, "gpu": {"count": 1}},
+        },
+    )  # fmt: skip
+    base, target = tiers(spec)
+    b = tier_input(base, replicas=3, ready_replicas=2)
+    assert (b.full_replicas, b.headroom_percent, b.autoscale_max, b.role) == (
+        4,
+        10,
+        None,
+        "baseline",
+    )
+    t = tier_input(target, role="retired")
+    assert (t.full_replicas, t.autoscale_max, t.role) == (2, 6, "retired")
+
+
+def test_applied_traffic_reads_the_routers_configuration() -> None:
+    assert applied_traffic(None, BASE).same_as(live(fp16=100))
+    cfg = {"targetWeight": 25, "mirrorPercent": 0, "target": {"tier": "old"}}
+    assert applied_traffic(cfg, BASE).same_as(live(fp16=75, old=25))
+    shadow = {"targetWeight": 0, "mirrorPercent": 100, "target": {"tier": TARGET}}
+    assert applied_traffic(shadow, BASE).same_as(Traffic({BASE: 100}, {TARGET: 100}))
+    assert next_traffic(BASE, TARGET, Step("gradual", 50, 0, 60)).same_as(live(fp16=50, int4=50))

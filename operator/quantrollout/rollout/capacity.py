@@ -53,7 +53,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from quantrollout import defaults
+from quantrollout.api.durations import parse_duration
+from quantrollout.api.resolve import Tier
+from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.api.status import CapacityReason
+
+from .steps import Step
 
 Role = Literal["baseline", "target", "retired"]
 Phase = Literal["Pending", "Progressing", "Paused", "Succeeded", "RolledBack"]
@@ -211,6 +217,20 @@ def _order(tier: TierInput) -> tuple[int, str]:
     return ({"retired": 0, "target": 1, "baseline": 2}[tier.role], tier.name)
 
 
+def two_tiers(traffic: Traffic, baseline: str) -> tuple[str | None, int, int]:
+    """`traffic` as the routers' two-backend configuration: (the other tier or None, its live %,
+    its mirror %). `reachable` never puts traffic on two tiers beside the baseline."""
+    others = sorted(
+        {n for n, w in (*traffic.live.items(), *traffic.mirror.items()) if w} - {baseline}
+    )
+    if len(others) > 1:
+        raise ValueError(f"traffic on more than one tier beside the baseline: {traffic.describe()}")
+    if not others:
+        return None, 0, 0
+    name = others[0]
+    return name, traffic.live.get(name, 0), traffic.mirror.get(name, 0)
+
+
 def reachable(inputs: Inputs) -> tuple[Traffic, str | None, str | None]:
     """The weights that may be applied now on the way from `current` to `wanted`, why they fall
     short (or None), and, when the shortfall is a move back to the baseline that capacity which
@@ -240,6 +260,17 @@ def reachable(inputs: Inputs) -> tuple[Traffic, str | None, str | None]:
             if tier.unschedulable:
                 stuck.append(f"{name}: {tier.unschedulable}")
         gains[name] = allowed
+    # A tier no longer in the spec hands its traffic to the baseline alone: nothing moves onto
+    # a target (live or mirrored) until that is done, so at most one tier beside the baseline
+    # ever carries traffic, as every router's two-backend configuration can express.
+    leaving = sum(live[n] for n, t in tiers.items() if t.role == "retired")
+    to_baseline = sum(g for n, g in gains.items() if tiers[n].role == "baseline")
+    handing_over = leaving > to_baseline
+    if handing_over:
+        for name, gain in gains.items():
+            if tiers[name].role == "target" and gain:
+                gains[name] = 0
+                blocked.append(f"{name} waits for the tiers no longer in the spec to drain")
     # What the gainers take comes off the losers, those leaving the spec first. With weights
     # that each sum to 100 the losers always have enough; if not, the gains shrink to fit.
     supply = sum(max(0, live[n] - want.live.get(n, 0)) for n in tiers)
@@ -262,6 +293,13 @@ def reachable(inputs: Inputs) -> tuple[Traffic, str | None, str | None]:
             blocked.append(_short(tier, load, 0, mirrored=after))
             if tier.unschedulable:
                 stuck.append(f"{name}: {tier.unschedulable}")
+        elif after > before and handing_over and tier.role == "target":
+            mirror[name] = before
+            blocked.append(
+                f"mirroring to {name} waits for the tiers no longer in the spec to drain"
+            )
+        elif tier.role == "retired":
+            mirror[name] = min(before, after)
         else:
             mirror[name] = after
     traffic = Traffic({n: w for n, w in live.items() if w}, {n: w for n, w in mirror.items() if w})
@@ -437,3 +475,76 @@ def plan(inputs: Inputs) -> CapacityPlan:
         delete=tuple(delete),
         wake_at=min(wakes) if wakes else None,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# From the spec and the status: the values the executor passes in
+
+
+def settings_for(spec: QuantizedModelSpec) -> Settings:
+    """The model's capacity settings, defaults (defaults.py) filled in."""
+    rollout = spec.rollout
+    reserve_pct = rollout.rollback_reserve_percent if rollout else None
+    standby = spec.baseline.standby_replicas
+    return Settings(
+        rollback_reserve_percent=defaults.ROLLBACK_RESERVE_PERCENT
+        if reserve_pct is None
+        else reserve_pct,
+        standby_replicas=defaults.STANDBY_REPLICAS if standby is None else standby,
+        bake_s=parse_duration((rollout and rollout.bake_duration) or defaults.BAKE_DURATION),
+        abort_scale_down_delay_s=parse_duration(
+            (rollout and rollout.abort_scale_down_delay) or defaults.ABORT_SCALE_DOWN_DELAY
+        ),
+        scale_up_lead_s=parse_duration(defaults.SCALE_UP_LEAD),
+    )
+
+
+def tier_input(
+    tier: Tier,
+    *,
+    replicas: int = 0,
+    ready_replicas: int = 0,
+    unschedulable: str | None = None,
+    role: Role | None = None,
+) -> TierInput:
+    """A resolved tier with what was observed of its Deployment. An autoscaled tier is sized by
+    `autoscaling.minReplicas` (what must be Ready) with `maxReplicas` as the HPA's ceiling."""
+    s = tier.serving
+    return TierInput(
+        name=tier.name,
+        role=role or tier.role,
+        full_replicas=s.autoscaling.min_replicas if s.autoscaling else s.replicas,
+        gpus_per_replica=s.gpu.count,
+        replicas=replicas,
+        ready_replicas=ready_replicas,
+        unschedulable=unschedulable,
+        headroom_percent=s.headroom_percent,
+        autoscale_max=s.autoscaling.max_replicas if s.autoscaling else None,
+    )
+
+
+def step_traffic(baseline: str, target: str, weight: int, mirror: int) -> Traffic:
+    """The rollout's two-tier weights (`targetWeight`, `mirrorPercent`) as a Traffic."""
+    live = {baseline: 100 - weight, target: weight}
+    return Traffic({n: w for n, w in live.items() if w}, {target: mirror} if mirror else {})
+
+
+def next_traffic(baseline: str, target: str, step: Step) -> Traffic:
+    return step_traffic(baseline, target, step.weight, step.mirror)
+
+
+def applied_traffic(status_traffic: Mapping[str, object] | None, baseline: str) -> Traffic:
+    """What the router applies now, read from `status.traffic` (the built-in router's
+    configuration): its target backend may be a tier no longer in the spec (a handover).
+    Nothing written yet: everything on the baseline."""
+    if not status_traffic:
+        return Traffic({baseline: 100})
+    target = status_traffic.get("target")
+    name = target.get("tier") if isinstance(target, Mapping) else None
+    weight = status_traffic.get("targetWeight")
+    mirror = status_traffic.get("mirrorPercent")
+    w = weight if isinstance(weight, int) else 0
+    m = mirror if isinstance(mirror, int) else 0
+    if not isinstance(name, str):
+        return Traffic({baseline: 100})
+    return step_traffic(baseline, name, w, m)
