@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from quantrollout import defaults
+
 from .durations import parse_duration
 from .spec import (
     DEFAULT_VLLM_IMAGE,
@@ -34,6 +36,7 @@ class ResolvedServing(BaseModel):
     gpu_memory_utilization: float
     tensor_parallel_size: int
     replicas: int
+    headroom_percent: int
     autoscaling: Autoscaling | None = None
     readiness_deadline: str
     extra_args: tuple[str, ...]
@@ -62,6 +65,7 @@ BUILTIN_SERVING = ServingOverrides(
     gpu_memory_utilization=0.90,
     tensor_parallel_size=1,
     replicas=1,
+    headroom_percent=defaults.HEADROOM_PERCENT,
     readiness_deadline="15m",
     extra_args=[],
 )

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, WithJsonSchema
 
+from quantrollout import defaults
+
 from .base import ApiModel, cel, validations
 from .durations import DURATION_PATTERN
 from .thresholds import THRESHOLD_PATTERN
@@ -94,8 +96,33 @@ class GPU(ApiModel):
 
 
 class Autoscaling(ApiModel):
-    min_replicas: int = Field(1, ge=1, le=1000)
-    max_replicas: int = Field(ge=1, le=1000)
+    """A HorizontalPodAutoscaler (autoscaling/v2) the operator creates for the tier. The bounds
+    are for the tier carrying all of the model's traffic; the operator scales both with the
+    tier's share of traffic (and keeps none while the tier is scaled to zero)."""
+
+    min_replicas: int = Field(
+        1, ge=1, le=1000, description="Fewest replicas at 100% of the traffic (default 1)."
+    )
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas at 100% of the traffic.")
+    metric: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[^/%]+$",
+        description=(
+            "A per-pod metric served by the custom metrics API (e.g. prometheus-adapter) that the "
+            f"HPA follows (default {defaults.AUTOSCALING_METRIC}, vLLM's queue of waiting requests)."
+        ),
+    )
+    target_per_replica: int | None = Field(
+        None,
+        ge=1,
+        le=100000,
+        description=(
+            "Average value of the metric per replica the HPA aims at "
+            f"(default {defaults.AUTOSCALING_TARGET_PER_REPLICA})."
+        ),
+    )
 
 
 class ServingOverrides(ApiModel):
@@ -118,10 +145,30 @@ class ServingOverrides(ApiModel):
         None, ge=1, le=64, description="--tensor-parallel-size (default 1)."
     )
     replicas: int | None = Field(
-        None, ge=0, le=1000, description="Replicas of the tier (default 1)."
+        None,
+        ge=0,
+        le=1000,
+        description=(
+            "Replicas of the tier when it carries all of the model's traffic (default 1). "
+            "While it carries a share, it runs that share of them plus headroomPercent."
+        ),
+    )
+    headroom_percent: int | None = Field(
+        None,
+        ge=0,
+        le=400,
+        description=(
+            "Extra replicas, in % of a tier's traffic share, kept over what the share needs "
+            f"(default {defaults.HEADROOM_PERCENT}): each point is GPUs held for bursts; 0 sizes "
+            "a tier exactly to its share. Never above `replicas`."
+        ),
     )
     autoscaling: Autoscaling | None = Field(
-        None, description="If set, the operator does not own replicas: an HPA may scale the tier."
+        None,
+        description=(
+            "If set, the operator creates a HorizontalPodAutoscaler (autoscaling/v2) for the tier "
+            "whose bounds follow the tier's traffic share, instead of setting its replicas."
+        ),
     )
     readiness_deadline: str | None = _duration(  # type: ignore[assignment]
         "How long a tier may take to become ready before it is reported Degraded (default 15m)."
@@ -161,6 +208,18 @@ class Baseline(ApiModel):
     )
     precision: BaselinePrecision = Field(
         "fp16", description="The baseline's precision, and the name of its tier."
+    )
+    standby_replicas: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description=(
+            f"Baseline replicas kept once the rollout reached full and baked (default "
+            f"{defaults.STANDBY_REPLICAS}). With 0 the baseline holds no GPU, and a rollback after "
+            "the bake first waits for baseline replicas to be scheduled and load their weights "
+            "(minutes), moving traffic back as each becomes Ready; each standby replica holds "
+            "its GPUs but takes its share of traffic back at once."
+        ),
     )
     serving: TierServing | None = None
 
@@ -370,6 +429,39 @@ class Rollout(ApiModel):
     )
     analysis: Analysis | None = None
     paused: bool = Field(False, description="Hold the rollout where it is (GitOps-friendly pause).")
+    bake_duration: str | None = _duration(  # type: ignore[assignment]
+        f"After full, how long analysis keeps judging while the baseline keeps its rollback "
+        f"reserve, so a rollback stays instant (default {defaults.BAKE_DURATION}). Longer costs "
+        "the reserve's GPUs for longer."
+    )
+    abort_scale_down_delay: str | None = _duration(  # type: ignore[assignment]
+        f"After a rollback, how long the target keeps its replicas so a retry starts at once "
+        f"(default {defaults.ABORT_SCALE_DOWN_DELAY}); then it is scaled to 0. Longer costs the "
+        "target's GPUs for longer."
+    )
+    after_bake: Literal["rollback", "alert"] | None = Field(
+        None,
+        description=(
+            f"What a breach found after the bake does (default {defaults.AFTER_BAKE}): rollback "
+            "scales the baseline up and moves traffic back as its replicas become Ready; alert "
+            "only reports it (Degraded, Event) and leaves traffic on the target."
+        ),
+    )
+    after_bake_interval: str | None = _duration(  # type: ignore[assignment]
+        f"Time between evaluations once the bake is over (default {defaults.AFTER_BAKE_INTERVAL})."
+    )
+    rollback_reserve_percent: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description=(
+            "While a rollout is active (and during the bake), the baseline keeps this % of its "
+            f"full replicas however little traffic it carries (default "
+            f"{defaults.ROLLBACK_RESERVE_PERCENT}: a rollback is instant and never overloads it). "
+            "Lower saves those GPUs; a rollback then moves traffic back only as fast as baseline "
+            "replicas become Ready (minutes), and the status says so."
+        ),
+    )
 
 
 class HTTPRouteRef(ApiModel):

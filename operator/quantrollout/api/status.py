@@ -11,6 +11,17 @@ from .base import ApiModel
 
 Phase = Literal["Pending", "Progressing", "Paused", "Succeeded", "RolledBack", "Failed"]
 Verdict = Literal["Pass", "Fail", "Inconclusive"]
+# Why a tier runs the replicas it runs (rollout/capacity.py decides).
+CapacityReason = Literal[
+    "FollowingTraffic",  # sized for its share of live (or mirrored) traffic, plus headroom
+    "ScalingUpForNextStep",  # sized for the weights the next step moves onto it
+    "RollbackReserve",  # baseline: kept at rollbackReservePercent while a rollout is active
+    "Baking",  # baseline: kept at its reserve during the bake after full
+    "Standby",  # baseline: at standbyReplicas once the bake is over
+    "KeptForRetry",  # target: kept after a rollback until abortScaleDownDelay has passed
+    "ScaledDownAfterRollback",  # target: at 0 once abortScaleDownDelay has passed
+    "Draining",  # a tier no longer in the spec, serving until its traffic moved off
+]
 
 
 class Condition(ApiModel):
@@ -36,15 +47,35 @@ class TierStatus(ApiModel):
     estimated_memory_per_gpu_gi_b: float | None = Field(None, alias="estimatedMemoryPerGPUGiB")
     ready: bool = False
     message: str | None = None
+    wanted_replicas: int | None = Field(
+        None,
+        description="Replicas the capacity plan wants now (for an autoscaled tier: its minimum).",
+    )
+    capacity_reason: CapacityReason | None = Field(
+        None, description="Why the tier has that many replicas."
+    )
+    capacity_message: str | None = Field(None, description="The same, in words.")
 
 
 class GPUSaving(ApiModel):
-    """What the target saves over the baseline, estimated from the model's shape."""
+    """What the target saves over the baseline: weight memory estimated from the model's shape,
+    and the GPUs the model holds now against the FP16-only fleet it ran before its rollout."""
 
-    weight_memory_gi_b: float = Field(alias="weightMemoryGiB")
-    weight_memory_percent: float
+    weight_memory_gi_b: float | None = Field(None, alias="weightMemoryGiB")
+    weight_memory_percent: float | None = None
     gpus_per_replica: int = Field(
-        description="GPUs per replica the target needs fewer than the baseline."
+        0, description="GPUs per replica the target needs fewer than the baseline."
+    )
+    gpus_in_use: int | None = Field(
+        None, description="GPUs the model's tiers hold now (replicas x GPUs per replica, summed)."
+    )
+    baseline_fleet_gpus: int | None = Field(
+        None,
+        description="GPUs of the FP16-only fleet: the baseline at its full replicas, no other tier.",
+    )
+    gpus_saved: int | None = Field(
+        None,
+        description="baselineFleetGPUs - gpusInUse: negative while a rollout runs both tiers.",
     )
 
 
