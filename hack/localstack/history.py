@@ -29,7 +29,7 @@ from quantrollout.analysis.rules import Compare, RuleQuery
 from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.health import ObservedTier
 from quantrollout.manifests.plan import parse_spec
-from quantrollout.pass_.plan import rollout_inputs
+from quantrollout.pass_.plan import capacity_plan, capacity_tiers, rollout_inputs
 from quantrollout.rollout.codec import state_from_status, status_from_state
 from quantrollout.rollout.machine import Evaluation, Phase, RolloutState, decide
 from quantrollout.rollout.steps import Step, steps_for
@@ -235,9 +235,16 @@ def illegal_transitions(history: Sequence[Seen]) -> list[str]:
             candidates = [clock, clock + _MS] if clock else [_EPOCH]
             reached = []
             for now in candidates:
-                inputs = rollout_inputs(
-                    model.spec, "", name, now, seen_tiers(b.status), evaluation=evaluation
+                seen = seen_tiers(b.status)
+                # Whether capacity let traffic move on: the tiers as recorded with the decision,
+                # the traffic the router applied before it.
+                gate = capacity_plan(
+                    model.spec, sa, capacity_tiers(model.spec, seen), a.status.get("traffic"), now
                 )
+                inputs = rollout_inputs(
+                    model.spec, "", name, now, seen, evaluation=evaluation,
+                    ready_for_next=gate.ready_for_next,
+                )  # fmt: skip
                 reached.append(_normal(decide(sa, inputs).state, model.steps))
             if sb not in reached:
                 problems.append(

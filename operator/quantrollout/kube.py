@@ -53,6 +53,7 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.autoscaling = client.AutoscalingV2Api(api)
 
     def get_quantizedmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -70,6 +71,7 @@ class Kube:
         read = {
             "Deployment": self.apps.read_namespaced_deployment,
             "Service": self.core.read_namespaced_service,
+            "HorizontalPodAutoscaler": self.autoscaling.read_namespaced_horizontal_pod_autoscaler,
         }[kind]
         try:
             return _json(read(name, namespace, _preload_content=False))
@@ -78,11 +80,23 @@ class Kube:
                 return None
             raise
 
+    def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        """The namespace's Deployments with all of `selector`'s labels."""
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        listed = _json(
+            self.apps.list_namespaced_deployment(
+                namespace, label_selector=label_selector, _preload_content=False
+            )
+        )
+        items: list[dict[str, Any]] = listed.get("items", [])
+        return items
+
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply, forcing ownership of the fields we set (we are their only manager)."""
         patch = {
             "Deployment": self.apps.patch_namespaced_deployment,
             "Service": self.core.patch_namespaced_service,
+            "HorizontalPodAutoscaler": self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
         }[obj["kind"]]
         meta = obj["metadata"]
         return _json(
@@ -96,6 +110,7 @@ class Kube:
         delete = {
             "Deployment": self.apps.delete_namespaced_deployment,
             "Service": self.core.delete_namespaced_service,
+            "HorizontalPodAutoscaler": self.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
         }[kind]
         try:
             delete(name, namespace)

@@ -90,6 +90,17 @@ class FakeKube:
         self.reads.append((kind, name))
         return copy.deepcopy(self.children.get((kind, name)))
 
+    def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        self.reads.append(
+            ("Deployments", ",".join(f"{k}={v}" for k, v in sorted(selector.items())))
+        )
+        return [
+            copy.deepcopy(d)
+            for (kind, _), d in sorted(self.children.items())
+            if kind == "Deployment"
+            and selector.items() <= (d["metadata"].get("labels") or {}).items()
+        ]
+
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         key = (obj["kind"], obj["metadata"]["name"])
         live = self.children.get(key)
@@ -97,7 +108,12 @@ class FakeKube:
         gen = (live or {}).get("metadata", {}).get("generation", 0)
         stored["metadata"]["generation"] = gen + 1
         if obj["kind"] == "Deployment":
-            stored["status"] = _ready_status(stored) if self.ready_on_apply else {}
+            if self.ready_on_apply:
+                stored["status"] = _ready_status(stored)
+            else:  # the pods that were Ready stay Ready (as many as are kept); new ones load
+                before = (live or {}).get("status") or {}
+                kept = min(before.get("readyReplicas", 0), stored["spec"].get("replicas", 1))
+                stored["status"] = {**before, "readyReplicas": kept, "availableReplicas": kept}
         self.children[key] = stored
         self.log.append(("apply", obj["kind"], key[1], obj.get("spec", {}).get("replicas")))
         return copy.deepcopy(stored)
@@ -137,6 +153,11 @@ class FakeKube:
         self.route = spec
         weights = [b["weight"] for b in spec["rules"][0]["backendRefs"]]
         self.log.append(("route", tuple(weights)))
+
+    def make_ready(self, name: str) -> None:
+        """The Deployment's pods all became Ready (a Deployment event follows)."""
+        d = self.children[("Deployment", name)]
+        d["status"] = _ready_status(d)
 
     # For assertions
 

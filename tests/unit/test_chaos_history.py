@@ -23,7 +23,13 @@ from localstack.history import (
 )
 from quantrollout.analysis.rules import RuleQuery
 from quantrollout.api.spec import QuantizedModelSpec
-from quantrollout.pass_.plan import current_state, rollout_inputs, rollout_status
+from quantrollout.pass_.plan import (
+    capacity_plan,
+    capacity_tiers,
+    current_state,
+    rollout_inputs,
+    rollout_status,
+)
 from quantrollout.rollout.codec import rfc3339
 from quantrollout.rollout.machine import Evaluation, decide
 from quantrollout.rollout.steps import steps_for
@@ -79,7 +85,8 @@ class Run:
         self.versions.append(Seen(self.name, rv, at, self.raw, copy.deepcopy(self.status)))
 
     def tiers(self, at: float, ready: bool = True) -> Run:
-        self.write({"tiers": [{"name": "fp16", "ready": ready}, {"name": "int4-awq", "ready": ready}]}, at)  # fmt: skip
+        up = {"ready": ready, "replicas": 1, "readyReplicas": 1 if ready else 0}
+        self.write({"tiers": [{"name": "fp16", **up}, {"name": "int4-awq", **up}]}, at)
         return self
 
     def tick(self, at: float, verdict: str | None = None, *results: dict[str, Any]) -> Run:
@@ -93,9 +100,14 @@ class Run:
             )
             evaluation = Evaluation(verdict, reasons)  # type: ignore[arg-type]
         state = current_state(self.status, self.spec)
-        inputs = rollout_inputs(
-            self.spec, "", self.name, now, seen_tiers(self.status), evaluation=evaluation
+        seen = seen_tiers(self.status)
+        gate = capacity_plan(
+            self.spec, state, capacity_tiers(self.spec, seen), self.status.get("traffic"), now
         )
+        inputs = rollout_inputs(
+            self.spec, "", self.name, now, seen, evaluation=evaluation,
+            ready_for_next=gate.ready_for_next,
+        )  # fmt: skip
         new = decide(state, inputs).state
         if new == state and evaluation is None:
             return self

@@ -36,6 +36,8 @@ SPEC: dict[str, Any] = {
             {"name": "full"},
         ],
         "analysis": {"interval": "1s", "failureLimit": 2, "minSamples": 5},
+        "bakeDuration": "3s",
+        "abortScaleDownDelay": "4s",
     },
 }  # fmt: skip
 REFUSED = "spec.target.serving: gpu.count 1 (after merging spec.serving) is less than tensorParallelSize 2"
@@ -52,13 +54,17 @@ class Model:
         self.events = FakeEvents(self.kube.log)
         self.memory = Memory()
         self.clock = Clock()
+        self.unplaced: dict[str, str] = {}  # tier -> the scheduler's message for its pod
+
+    def reason(self, namespace: str, selector: dict[str, str]) -> str | None:
+        return self.unplaced.get(selector.get("quantrollout.io/tier", ""))
 
     def run(self, seconds: float = 1.0) -> PassResult:
         self.clock.advance(seconds)
         return asyncio.run(
             run_pass(
                 self.kube, self.metrics, self.events, self.memory, "llm", NAME,
-                lambda namespace, selector: None, self.clock,
+                self.reason, self.clock,
             )
         )  # fmt: skip
 
@@ -78,11 +84,11 @@ class Model:
             (s.get("traffic") or {}).get("targetWeight", 0),
         )
 
-    def until(self, check: Any, passes: int = 40) -> None:
+    def until(self, check: Any, passes: int = 40, seconds: float = 1.0) -> None:
         for _ in range(passes):
             if check(self):
                 return
-            self.run()
+            self.run(seconds)
         raise AssertionError(f"not reached in {passes} passes: {self.status}")
 
 
@@ -117,7 +123,8 @@ def test_capacity_comes_up_before_the_first_status_and_the_events_after_it() -> 
 def test_a_steady_model_costs_one_read_and_no_write() -> None:
     m = Model()
     m.until(lambda m: m.status.get("phase") == "Succeeded")
-    m.run()  # the conditions follow the phase
+    for _ in range(5):  # the bake, then the baseline at its standby replicas
+        m.run()
     m.kube.writes()
     m.kube.reads.clear()
     for _ in range(3):

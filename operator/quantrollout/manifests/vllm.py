@@ -30,8 +30,8 @@ QUANTIZATION_ARG = {
 }
 
 
-def resource_name(model_name: str, tier: Tier) -> str:
-    return f"{model_name}-{tier.name}"
+def resource_name(model_name: str, tier: Tier | str) -> str:
+    return f"{model_name}-{tier if isinstance(tier, str) else tier.name}"
 
 
 def selector_labels(model_name: str, tier: Tier) -> dict[str, str]:

@@ -53,6 +53,10 @@ async def _write(kube: KubeIO, namespace: str, write: ChildWrite, memory: Memory
     else:
         await asyncio.to_thread(kube.delete, write.kind, namespace, write.name)
         memory.children[(write.kind, write.name)] = None
+        if write.kind == "Deployment":  # a tier that left the spec: gone now
+            memory.retired = {
+                t: d for t, d in memory.retired.items() if d["metadata"]["name"] != write.name
+            }
 
 
 async def _patch(kube: KubeIO, plan: Plan, patch: dict[str, object]) -> bool:

@@ -20,7 +20,7 @@ from quantrollout.api.resolve import tiers
 from quantrollout.io.kube import KubeIO
 from quantrollout.io.prometheus import Metrics
 from quantrollout.manifests.plan import plan as manifests_for
-from quantrollout.manifests.vllm import resource_name, selector_labels
+from quantrollout.manifests.vllm import MODEL_LABEL, TIER_LABEL, resource_name, selector_labels
 from quantrollout.rollout.schedule import round_start
 from quantrollout.rollout.settings import analysis_of, settings_of
 
@@ -36,6 +36,7 @@ class Memory:
     """What a model's runner keeps between passes."""
 
     children: dict[ChildKey, dict[str, Any] | None] = field(default_factory=dict)
+    retired: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> its Deployment
     stale: bool = True  # the children must be read again
     route_pending: bool = False  # a route written by a decision whose status write lost a race
     traffic_refused: str | None = None  # why the route cannot be written, while it cannot
@@ -66,10 +67,23 @@ async def observe(
     keys = children_of(manifests, name)
     if memory.stale or any(k not in memory.children for k in keys):
         memory.stale = False  # before reading: a change seen while we read marks it again
-        read = {}
+        # The model's Deployments in one list: the spec's tiers, and any no longer in it.
+        listed = await asyncio.to_thread(kube.list_deployments, namespace, {MODEL_LABEL: name})
+        by_name = {d["metadata"]["name"]: d for d in listed}
+        read: dict[ChildKey, dict[str, Any] | None] = {}
         for kind, child in keys:
-            read[(kind, child)] = await asyncio.to_thread(kube.get, kind, namespace, child)
+            if kind == "Deployment":
+                read[(kind, child)] = by_name.get(child)
+            else:
+                read[(kind, child)] = await asyncio.to_thread(kube.get, kind, namespace, child)
         memory.children = read
+        spec_tiers = {tp.tier.name for tp in manifests.tiers}
+        memory.retired = {
+            tier: d
+            for d in listed
+            if (tier := (d["metadata"].get("labels") or {}).get(TIER_LABEL)) is not None
+            and tier not in spec_tiers
+        }
     children = {k: memory.children.get(k) for k in keys}
 
     unschedulable: dict[str, str] = {}
@@ -112,4 +126,5 @@ async def observe(
         measured=measured,
         action=action_of(qm),
         route_pending=memory.route_pending or memory.traffic_refused is not None,
+        retired=dict(memory.retired) if not manifests.invalid else {},
     )

@@ -34,11 +34,13 @@ from quantrollout import health
 from quantrollout.api.crd import GROUP, KIND, VERSION
 from quantrollout.api.resolve import tiers
 from quantrollout.api.spec import QuantizedModelSpec
+from quantrollout.manifests.autoscaler import build_hpa
 from quantrollout.manifests.drift import drifted
 from quantrollout.manifests.plan import Plan as Manifests
 from quantrollout.manifests.plan import Problem, parse_spec
 from quantrollout.manifests.plan import plan as manifests_for
-from quantrollout.manifests.vllm import resource_name
+from quantrollout.manifests.vllm import GPU_RESOURCE, resource_name
+from quantrollout.rollout import capacity
 from quantrollout.rollout.codec import rfc3339, state_from_status, status_from_state
 from quantrollout.rollout.machine import (
     ACTIVE,
@@ -61,8 +63,10 @@ ACTION_ANNOTATION = "quantrollout.io/action"
 _NO_ANALYSIS = AnalysisSettings(0.0, 1, "pause", 0.0)
 
 _TRAFFIC_RETRY_S = 30.0  # the longest a pass that could not write traffic waits to try again
+_DRAIN_CHECK_S = 1.0  # how soon to look again at a tier that left the spec and still exists
 
 ChildKey = tuple[str, str]  # (kind, name)
+HPA = "HorizontalPodAutoscaler"
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class Observed:
     measured: Measured | None = None
     action: Action | None = None
     route_pending: bool = False  # the HTTPRoute may not match the record (a lost race, a refusal)
+    # Deployments labelled with the model whose tier is no longer in the spec, by tier.
+    retired: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,11 +173,13 @@ def refusal(manifests: Manifests) -> Problem | None:
 
 
 def children_of(manifests: Manifests, name: str) -> tuple[ChildKey, ...]:
-    """The children a pass reads: both kinds of object of every tier of the spec."""
+    """The children a pass reads: every tier's Deployment and Service, and its
+    HorizontalPodAutoscaler when the tier is autoscaled."""
     return tuple(
         (kind, resource_name(name, tp.tier))
         for tp in manifests.tiers
-        for kind in ("Deployment", "Service")
+        for kind in ("Deployment", "Service", HPA)
+        if kind != HPA or tp.tier.serving.autoscaling is not None
     )
 
 
@@ -211,32 +219,119 @@ def rollout_inputs(
     evaluation: Evaluation | None = None,
     action: Action | None = None,
     refused: str | None = None,
+    *,
+    ready_for_next: bool = True,
 ) -> Inputs:
-    """The state machine's inputs for a spec and what was observed of its tiers."""
+    """The state machine's inputs for a spec and what was observed of its tiers.
+    `ready_for_next`: the capacity plan's word that the next step's weights have Ready replicas
+    (`capacity_gate`): nothing starts or is promoted onto capacity still loading."""
     steps = steps_for(spec)
     baseline, target = tiers(spec)
+    base = seen.get(baseline.name)
     return Inputs(
         rollout_id=rollout_id(spec), steps=steps, stages_hash=stages_hash(steps),
         analysis=settings_of(analysis_of(spec), namespace, name), now=now,
         paused=bool(spec.rollout and spec.rollout.paused),
-        tiers_ready=tiers_ready(seen, (baseline.name, target.name)),
+        tiers_ready=ready_for_next and base is not None and base.ready,
         target_down=target_down(seen, target.name), evaluation=evaluation, action=action,
         refused=refused,
     )  # fmt: skip
 
 
+def capacity_tiers(
+    spec: QuantizedModelSpec,
+    seen: Mapping[str, health.ObservedTier],
+    retired: Mapping[str, tuple[health.ObservedTier, int]] | None = None,
+    rolling: frozenset[str] = frozenset(),
+) -> tuple[capacity.TierInput, ...]:
+    """The tiers as the capacity planner takes them: the spec's, and those leaving it (with the
+    GPUs per replica their Deployment asks for). A tier in `rolling` is having its pods
+    replaced: none of its Ready pods counts (they run what is being replaced)."""
+    out = []
+    for tier in tiers(spec):
+        o = seen.get(tier.name, health.ObservedTier())
+        out.append(
+            capacity.tier_input(
+                tier,
+                replicas=o.replicas if o.exists else 0,
+                ready_replicas=0 if tier.name in rolling else o.ready_replicas,
+                unschedulable=o.unschedulable,
+            )
+        )
+    for tier_name, (o, gpus) in sorted((retired or {}).items()):
+        out.append(
+            capacity.TierInput(
+                name=tier_name,
+                role="retired",
+                full_replicas=max(1, o.replicas),
+                gpus_per_replica=gpus,
+                replicas=o.replicas,
+                ready_replicas=o.ready_replicas,
+                unschedulable=o.unschedulable,
+            )
+        )
+    return tuple(out)
+
+
+def capacity_plan(
+    spec: QuantizedModelSpec,
+    state: RolloutState,
+    tier_inputs: tuple[capacity.TierInput, ...],
+    applied: Mapping[str, Any] | None,
+    now: datetime.datetime,
+    action: Action | None = None,
+) -> capacity.CapacityPlan:
+    """The capacity plan for the rollout at `state`: replicas per tier, the traffic that may be
+    applied now (from `applied`, the `status.traffic` the router reads), and whether the next
+    step's weights (the first stage's, before a rollout starts) have Ready replicas."""
+    steps = steps_for(spec)
+    baseline, target = tiers(spec)
+    b, t = baseline.name, target.name
+    nxt: capacity.Traffic | None = None
+    nxt_at = None
+    starting = state.rollout_id != rollout_id(spec) or state.phase == "Pending"
+    retrying = state.phase == "RolledBack" and action is not None and action.kind == "retry"
+    if starting or retrying:
+        nxt = capacity.next_traffic(b, t, steps[0])
+    elif state.phase in ACTIVE and state.step + 1 < len(steps):
+        nxt = capacity.next_traffic(b, t, steps[state.step + 1])
+        held_for = steps[state.step].duration_s
+        promoting = action is not None and action.kind == "promote"
+        if state.step_started_at is not None and held_for is not None and not promoting:
+            nxt_at = state.step_started_at + datetime.timedelta(seconds=held_for)
+    full_at = state.step_started_at if state.phase == "Succeeded" else None
+    wanted = capacity.step_traffic(b, t, state.target_weight, state.mirror_percent)
+    if starting:
+        wanted = capacity.Traffic({b: 100})
+    return capacity.plan(
+        capacity.Inputs(
+            tiers=tier_inputs, current=capacity.applied_traffic(applied, b), wanted=wanted,
+            phase=state.phase, now=now, settings=capacity.settings_for(spec), full_at=full_at,
+            rolled_back_at=state.rolled_back_at, next=nxt, next_at=nxt_at,
+        )
+    )  # fmt: skip
+
+
 def rollout_status(
-    spec: QuantizedModelSpec, name: str, state: RolloutState, steps: tuple[Step, ...]
+    spec: QuantizedModelSpec,
+    name: str,
+    state: RolloutState,
+    steps: tuple[Step, ...],
+    traffic: capacity.Traffic | None = None,
 ) -> dict[str, Any]:
-    """The status fields the rollout owns, with the traffic the built-in router reads."""
+    """The status fields the rollout owns, with the traffic the built-in router reads: the
+    rollout's weights, or `traffic` (what capacity lets apply now, which may lag them)."""
     baseline, target = tiers(spec)
     fields = status_from_state(state, steps)
     sticky = next((s.sticky_header for s in steps if s.sticky_header), None)
+    other, live, mirror = target.name, state.target_weight, state.mirror_percent
+    if traffic is not None:
+        beside, live, mirror = capacity.two_tiers(traffic, baseline.name)
+        other = beside or target.name
     fields["traffic"] = builtin_config(
         name=name, served_model=spec.model, rollout_id=state.rollout_id or "",
-        attempt=state.attempt, baseline=baseline, target=target,
-        target_weight=state.target_weight, mirror_percent=state.mirror_percent,
-        sticky_header=sticky,
+        attempt=state.attempt, baseline=baseline, target=other,
+        target_weight=live, mirror_percent=mirror, sticky_header=sticky,
     )  # fmt: skip
     return fields
 
@@ -272,12 +367,24 @@ def changed(status: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in desired.items() if _strip(status.get(k)) != _strip(v)}
 
 
+def _template_drifted(body: dict[str, Any], live: dict[str, Any]) -> bool:
+    """A change of the Deployment other than its replicas: its pods are replaced."""
+    spec = {k: v for k, v in body.get("spec", {}).items() if k != "replicas"}
+    return drifted({**body, "spec": spec}, live)
+
+
 def _children(
-    manifests: Manifests, observed: Observed, name: str, owner: dict[str, Any]
+    manifests: Manifests,
+    observed: Observed,
+    namespace: str,
+    name: str,
+    owner: dict[str, Any],
+    cap: capacity.CapacityPlan | None,
 ) -> tuple[list[ChildWrite], list[ChildWrite], set[str]]:
-    """Capacity up, capacity down, and the tiers whose Deployment is being (re)written (not
-    ready for a decision until it has rolled out). Capacity step: every tier at the replicas
-    its spec asks for."""
+    """Capacity up (new objects, more replicas, other changes), capacity down (fewer replicas,
+    deletions), and the tiers whose pods are being replaced (not ready for a decision until
+    the new ones are). Each tier runs the replicas the capacity plan wants (without one: the
+    replicas its spec asks for); an autoscaled tier gets an HPA with the plan's bounds."""
     up: list[ChildWrite] = []
     down: list[ChildWrite] = []
     rolling: set[str] = set()
@@ -287,25 +394,71 @@ def _children(
             # A target that cannot run is removed (no traffic reaches it: a rollout that sends
             # it some is held instead); the baseline is never taken away by us.
             if tp.tier.role == "target":
-                for kind in ("Deployment", "Service"):
+                for kind in ("Deployment", "Service", HPA):
                     if observed.children.get((kind, rname)) is not None:
                         down.append(ChildWrite("delete", kind, rname))
             continue
+        wanted = next((t for t in cap.tiers if t.name == tp.tier.name), None) if cap else None
+        autoscaled = tp.tier.serving.autoscaling is not None
+        live_deployment = observed.children.get(("Deployment", rname)) or {}
+        have = live_deployment.get("spec", {}).get("replicas")
         for desired in tp.objects:
             body = {**desired, "metadata": {**desired["metadata"], "ownerReferences": [owner]}}
-            live = observed.children.get((desired["kind"], rname))
+            kind = desired["kind"]
+            if (
+                kind == "Deployment"
+                and wanted is not None
+                and (not autoscaled or not wanted.replicas)
+            ):
+                body = {**body, "spec": {**body["spec"], "replicas": wanted.replicas}}
+            live = observed.children.get((kind, rname))
             if live is not None and not drifted(body, live):
                 continue
-            write = ChildWrite("apply", desired["kind"], rname, body)
-            if desired["kind"] == "Deployment":
-                rolling.add(tp.tier.name)
-                want = desired.get("spec", {}).get("replicas")
-                have = (live or {}).get("spec", {}).get("replicas")
+            write = ChildWrite("apply", kind, rname, body)
+            if kind == "Deployment":
+                if live is None or _template_drifted(body, live):
+                    rolling.add(tp.tier.name)
+                want = body["spec"].get("replicas")
                 if live is not None and want is not None and have is not None and want < have:
                     down.append(write)
                     continue
             up.append(write)
+        if autoscaled and wanted is not None:
+            live_hpa = observed.children.get((HPA, rname))
+            if wanted.replicas and wanted.max_replicas:
+                hpa = build_hpa(
+                    name=name, namespace=namespace, tier=tp.tier, min_replicas=wanted.replicas,
+                    max_replicas=wanted.max_replicas,
+                )  # fmt: skip
+                hpa["metadata"]["ownerReferences"] = [owner]
+                if live_hpa is None or drifted(hpa, live_hpa):
+                    lower = live_hpa is not None and wanted.replicas < int(
+                        live_hpa.get("spec", {}).get("minReplicas") or 0
+                    )
+                    (down if lower else up).append(ChildWrite("apply", HPA, rname, hpa))
+            elif live_hpa is not None:
+                down.append(ChildWrite("delete", HPA, rname))
+    for tier_name in cap.delete if cap else ():
+        # A tier no longer in the spec that no traffic reaches any more.
+        for kind in ("Deployment", "Service", HPA):
+            down.append(ChildWrite("delete", kind, resource_name(name, tier_name)))
     return up, down, rolling
+
+
+def _gpus(deployment: dict[str, Any]) -> int:
+    """GPUs per replica a Deployment asks for (its containers' nvidia.com/gpu limits)."""
+    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+    total = 0
+    for c in containers or []:
+        total += int((c.get("resources", {}).get("limits") or {}).get(GPU_RESOURCE, 0) or 0)
+    return total
+
+
+def _retired(observed: Observed) -> dict[str, tuple[health.ObservedTier, int]]:
+    return {
+        tier: (health.observe_deployment(d, observed.unschedulable.get(tier)), _gpus(d))
+        for tier, d in observed.retired.items()
+    }
 
 
 def _condition_events(transitions: list[health.Transition]) -> list[Event]:
@@ -315,12 +468,59 @@ def _condition_events(transitions: list[health.Transition]) -> list[Event]:
 
 
 def _wake_in(
-    state: RolloutState, analysis: AnalysisSettings, now: datetime.datetime
+    state: RolloutState,
+    analysis: AnalysisSettings,
+    now: datetime.datetime,
+    cap: capacity.CapacityPlan | None = None,
+    draining: bool = False,
 ) -> float | None:
-    due = next_evaluation_at(state, analysis)
-    if due is None:
+    """Until the next evaluation, or the next change of the capacity plan (a bake or a delay
+    over), whichever comes first; soon while a tier that left the spec waits to be deleted."""
+    times = [t for t in (next_evaluation_at(state, analysis), cap.wake_at if cap else None) if t]
+    if draining:
+        times.append(now + datetime.timedelta(seconds=_DRAIN_CHECK_S))
+    if not times:
         return None
-    return max(0.05, (due - now).total_seconds())
+    return max(0.05, (min(times) - now).total_seconds())
+
+
+def _weights(state: RolloutState) -> tuple[Any, ...]:
+    """What the capacity plan reads of a rollout's state."""
+    return (state.rollout_id, state.phase, state.step, state.target_weight, state.mirror_percent,
+            state.step_started_at, state.rolled_back_at)  # fmt: skip
+
+
+def _rolling(manifests: Manifests, observed: Observed, name: str) -> set[str]:
+    """The tiers whose Deployment is missing or has a changed pod template."""
+    out = set()
+    for tp in manifests.tiers:
+        for desired in tp.objects:
+            if desired["kind"] != "Deployment":
+                continue
+            live = observed.children.get(("Deployment", resource_name(name, tp.tier)))
+            if live is None or _template_drifted(desired, live):
+                out.add(tp.tier.name)
+    return out
+
+
+def _with_capacity(
+    health_fields: dict[str, Any],
+    cap: capacity.CapacityPlan,
+    tier_inputs: tuple[capacity.TierInput, ...],
+) -> None:
+    """Each tier's wanted replicas and why, and the GPUs the model holds against the FP16 fleet."""
+    wanted = {t.name: t for t in cap.tiers}
+    for tier in health_fields.get("tiers") or []:
+        plan_of = wanted.get(tier["name"])
+        if plan_of is not None:
+            tier["wantedReplicas"] = plan_of.replicas
+            tier["capacityReason"] = plan_of.reason
+            tier["capacityMessage"] = plan_of.message
+    in_use, fleet, saved = capacity.gpu_usage(tier_inputs)
+    saving = health_fields.get("gpuSaving") or {}
+    health_fields["gpuSaving"] = {
+        **saving, "gpusInUse": in_use, "baselineFleetGPUs": fleet, "gpusSaved": saved,
+    }  # fmt: skip
 
 
 def plan(observed: Observed, now: datetime.datetime) -> Plan:
@@ -339,30 +539,34 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
     evaluation = observed.measured.evaluation if observed.measured else None
     seen = observed_tiers(manifests, observed, name)
 
-    up: list[ChildWrite] = []
-    down: list[ChildWrite] = []
-    rolling: set[str] = set()
-    if not held and not manifests.invalid:
-        up, down, rolling = _children(manifests, observed, name, owner_reference(qm))
-    # A tier being rewritten is not ready for a decision until its new pods are.
+    # A tier whose pods are being replaced is not ready for a decision until its new ones are.
+    rolling = _rolling(manifests, observed, name) if not held and not manifests.invalid else set()
     deciding = {
         n: replace(t, generation_observed=False) if n in rolling else t for n, t in seen.items()
     }
 
     decision: Decision | None = None
+    cap: capacity.CapacityPlan | None = None
     steps: tuple[Step, ...] = ()
     settings = _NO_ANALYSIS
     baseline_runs = bool(manifests.tiers) and manifests.tiers[0].deployable
     if spec is not None and (held or (baseline_runs and not manifests.invalid)):
         steps = steps_for(spec)
         settings = settings_of(analysis_of(spec), namespace, name)
+        tier_inputs = capacity_tiers(spec, seen, _retired(observed), frozenset(rolling))
+        applied = status.get("traffic")
+        gate = capacity_plan(spec, state, tier_inputs, applied, now, observed.action)
         decision = decide(
             state,
             rollout_inputs(
                 spec, namespace, name, now, deciding, evaluation, observed.action,
                 problem.message if held and problem else None,
+                ready_for_next=gate.ready_for_next,
             ),
         )  # fmt: skip
+        if not held:
+            same = _weights(decision.state) == _weights(state)
+            cap = gate if same else capacity_plan(spec, decision.state, tier_inputs, applied, now)
     elif held and problem is not None:
         # Unparsable, so no steps: hold (an abort still rolls back) and wait for a fix.
         decision = decide(
@@ -374,12 +578,17 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         )  # fmt: skip
     new = decision.state if decision else state
 
+    up: list[ChildWrite] = []
+    down: list[ChildWrite] = []
+    if not held and not manifests.invalid:
+        up, down, _ = _children(manifests, observed, namespace, name, owner_reference(qm), cap)
+
     rollout_fields: dict[str, Any] = {}
     if decision is not None:
         if new.held is not None:
             rollout_fields = _held_status(status, new, steps)
         elif spec is not None:
-            rollout_fields = rollout_status(spec, name, new, steps)
+            rollout_fields = rollout_status(spec, name, new, steps, cap.traffic if cap else None)
         if observed.measured is not None:
             rollout_fields["lastAnalysis"] = {
                 "at": rfc3339(now),
@@ -394,9 +603,15 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         previous=status.get("conditions"),
         now=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         rollout=rollout_fields or None,
+        waiting="; ".join(w for w in (cap.held, cap.next_held) if w) if cap else None,
+        capacity_problem=Problem("TrafficNotMovedBack", cap.degraded)
+        if cap and cap.degraded
+        else None,
     )
     if rollout_fields:
         health_fields.pop("phase", None)  # a rollout exists: its phase, never Failed
+    if cap is not None and spec is not None:
+        _with_capacity(health_fields, cap, capacity_tiers(spec, seen, _retired(observed)))
     patch = changed(status, {**health_fields, **rollout_fields})
 
     route = None
@@ -405,7 +620,12 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
     )
     traffic = rollout_fields.get("traffic")
     if gateway and gateway.http_route and traffic and decision is not None:
-        moved = new != state or observed.measured is not None or observed.route_pending
+        moved = (
+            new != state
+            or observed.measured is not None
+            or observed.route_pending
+            or _strip(traffic) != _strip(status.get("traffic"))
+        )
         if moved:
             ref = gateway.http_route
             route = RouteWrite(ref.namespace or namespace, ref.name, http_route_rules(traffic))
@@ -423,7 +643,7 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         events=decision.events if decision else (),
         condition_events=tuple(_condition_events(transitions)),
         remove_action=observed.action is not None,
-        wake_in_s=_wake_in(new, settings, now) if decision else None,
+        wake_in_s=_wake_in(new, settings, now, cap, bool(observed.retired)) if decision else None,
         traffic_retry_s=max(1.0, min(_TRAFFIC_RETRY_S, settings.interval_s)),
         before=state,
         after=new,

@@ -10,10 +10,13 @@ from quantrollout.manifests.vllm import VLLM_PORT, resource_name
 
 
 def builtin_config(
-    *, name: str, served_model: str, rollout_id: str, attempt: int, baseline: Tier, target: Tier,
-    target_weight: int, mirror_percent: int, sticky_header: str | None,
+    *, name: str, served_model: str, rollout_id: str, attempt: int, baseline: Tier | str,
+    target: Tier | str, target_weight: int, mirror_percent: int, sticky_header: str | None,
 ) -> dict[str, Any]:  # fmt: skip
-    """`status.traffic`, which the built-in router watches."""
+    """`status.traffic`, which the built-in router watches. `target` is the tier beside the
+    baseline that traffic is on: the rollout's target, or a tier leaving the spec."""
+    base_name = baseline if isinstance(baseline, str) else baseline.name
+    target_name = target if isinstance(target, str) else target.name
     return TrafficStatus(
         rollout_id=f"{rollout_id}-{attempt}",
         served_model=served_model,
@@ -21,10 +24,10 @@ def builtin_config(
         mirror_percent=mirror_percent,
         sticky_header=sticky_header,
         baseline=TrafficBackend(
-            tier=baseline.name, service=resource_name(name, baseline), port=VLLM_PORT
+            tier=base_name, service=resource_name(name, base_name), port=VLLM_PORT
         ),
         target=TrafficBackend(
-            tier=target.name, service=resource_name(name, target), port=VLLM_PORT
+            tier=target_name, service=resource_name(name, target_name), port=VLLM_PORT
         ),
     ).to_wire()
 
