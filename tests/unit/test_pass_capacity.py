@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from quantrollout.pass_.plan import ACTION_ANNOTATION
+
 from .test_pass import SPEC, Model, at_weight
 
 TARGET, BASELINE = "llama3-8b-int4-awq", "llama3-8b-fp16"
@@ -132,3 +134,22 @@ def test_a_scale_up_the_scheduler_cannot_place_holds_the_step_with_its_reason() 
     m.kube.make_ready(TARGET)
     m.memory.stale = True
     m.until(at_weight(50), passes=3)
+
+
+def test_a_promote_waits_for_the_next_steps_replicas_and_then_applies() -> None:
+    m = Model(slow_gradual())
+    m.until(at_weight(25))
+    m.run()
+    m.kube.ready_on_apply = False
+    m.kube.annotate(ACTION_ANNOTATION, "promote")
+    for _ in range(3):
+        m.run()
+    assert m.live() == ("Progressing", 25, 25)  # the analysis is skipped, the capacity is not
+    assert ("apply", "Deployment", TARGET, 2) in m.kube.writes()
+    assert ACTION_ANNOTATION in m.kube.model["metadata"]["annotations"]  # kept until it applies
+    m.kube.make_ready(TARGET)
+    m.memory.stale = True
+    m.run()
+    assert m.live() == ("Progressing", 50, 50)
+    assert ACTION_ANNOTATION not in m.kube.model["metadata"]["annotations"]
+    assert m.events.reasons().count("Promoted") >= 1

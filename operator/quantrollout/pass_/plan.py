@@ -484,6 +484,26 @@ def _wake_in(
     return max(0.05, (min(times) - now).total_seconds())
 
 
+def _promote_waits(observed: Observed, before: RolloutState, after: RolloutState) -> bool:
+    """A promote that could not apply yet (the next step's replicas are not Ready): its
+    annotation stays, and it applies once they are."""
+    action = observed.action
+    return (
+        action is not None
+        and action.kind == "promote"
+        and after.phase in ACTIVE
+        and after.held is None
+        and (after.step, after.rollout_id) == (before.step, before.rollout_id)
+        and after.step_started_at == before.step_started_at
+        and not _last_step(observed, after)
+    )
+
+
+def _last_step(observed: Observed, state: RolloutState) -> bool:
+    parsed = parse_spec(observed.model.get("spec", {}))
+    return isinstance(parsed, Problem) or state.step + 1 >= len(steps_for(parsed))
+
+
 def _weights(state: RolloutState) -> tuple[Any, ...]:
     """What the capacity plan reads of a rollout's state."""
     return (state.rollout_id, state.phase, state.step, state.target_weight, state.mirror_percent,
@@ -642,7 +662,7 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         traffic_in_status=route is None,
         events=decision.events if decision else (),
         condition_events=tuple(_condition_events(transitions)),
-        remove_action=observed.action is not None,
+        remove_action=observed.action is not None and not _promote_waits(observed, state, new),
         wake_in_s=_wake_in(new, settings, now, cap, bool(observed.retired)) if decision else None,
         traffic_retry_s=max(1.0, min(_TRAFFIC_RETRY_S, settings.interval_s)),
         before=state,

@@ -3,7 +3,8 @@ verdict, the tiers' readiness and any user action come in as values.
 
 The rules it keeps (and the property tests check):
 - it never moves to the next step on an Inconclusive or Fail verdict, nor without a verdict;
-  only a Pass at the end of a step's duration, or a user's promote, moves it on;
+  only a Pass at the end of a step's duration, or a user's promote, moves it on, and either
+  only once the tiers are ready for the next step's weights (`Inputs.tiers_ready`);
 - `failureLimit` consecutive Fails (an Inconclusive does not break the streak, a Pass does) roll
   back, from any step, in one transition, to 0% live and 0% mirror; so does an outage of metrics
   longer than its grace when `onMetricsUnavailable` is rollback, a target tier left with no
@@ -338,7 +339,9 @@ def _decide(state: RolloutState, inputs: Inputs) -> Decision:
             )
         )
 
-    promote_now = action is not None and action.kind == "promote"
+    # A user's promote skips the analysis, never the capacity: the next step's weights move only
+    # onto Ready replicas (the caller keeps the request until they are).
+    promote_now = action is not None and action.kind == "promote" and inputs.tiers_ready
     if not promote_now:
         if paused or not inputs.tiers_ready or ev is None or ev.verdict != "Pass":
             return Decision(state, tuple(events))
