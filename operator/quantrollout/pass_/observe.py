@@ -37,6 +37,7 @@ class Memory:
 
     children: dict[ChildKey, dict[str, Any] | None] = field(default_factory=dict)
     retired: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> its Deployment
+    tiers: frozenset[str] | None = None  # the spec's tiers when the Deployments were last listed
     stale: bool = True  # the children must be read again
     route_pending: bool = False  # a route written by a decision whose status write lost a race
     traffic_refused: str | None = None  # why the route cannot be written, while it cannot
@@ -65,25 +66,39 @@ async def observe(
         return None
     manifests = manifests_for(name, namespace, qm.get("spec", {}))
     keys = children_of(manifests, name)
+    spec_tiers = frozenset(tp.tier.name for tp in manifests.tiers)
     if memory.stale or any(k not in memory.children for k in keys):
         memory.stale = False  # before reading: a change seen while we read marks it again
-        # The model's Deployments in one list: the spec's tiers, and any no longer in it.
-        listed = await asyncio.to_thread(kube.list_deployments, namespace, {MODEL_LABEL: name})
-        by_name = {d["metadata"]["name"]: d for d in listed}
+        listed: dict[str, dict[str, Any]] | None = None
+        if memory.tiers != spec_tiers:
+            # First sight, or the spec's tiers changed: list the model's Deployments once to
+            # find tiers that left the spec. Otherwise each child is read by name (a LIST scans
+            # the whole namespace on the API server, a GET does not).
+            found = await asyncio.to_thread(kube.list_deployments, namespace, {MODEL_LABEL: name})
+            listed = {d["metadata"]["name"]: d for d in found}
+            memory.retired = {
+                tier: d
+                for d in found
+                if (tier := (d["metadata"].get("labels") or {}).get(TIER_LABEL)) is not None
+                and tier not in spec_tiers
+            }
+            memory.tiers = spec_tiers
         read: dict[ChildKey, dict[str, Any] | None] = {}
         for kind, child in keys:
-            if kind == "Deployment":
-                read[(kind, child)] = by_name.get(child)
+            if listed is not None and kind == "Deployment":
+                read[(kind, child)] = listed.get(child)
             else:
                 read[(kind, child)] = await asyncio.to_thread(kube.get, kind, namespace, child)
+        for tier, d in list(memory.retired.items()):
+            # A tier that left the spec is read again too, until it is deleted.
+            again = await asyncio.to_thread(
+                kube.get, "Deployment", namespace, d["metadata"]["name"]
+            )
+            if again is None:
+                del memory.retired[tier]
+            else:
+                memory.retired[tier] = again
         memory.children = read
-        spec_tiers = {tp.tier.name for tp in manifests.tiers}
-        memory.retired = {
-            tier: d
-            for d in listed
-            if (tier := (d["metadata"].get("labels") or {}).get(TIER_LABEL)) is not None
-            and tier not in spec_tiers
-        }
     children = {k: memory.children.get(k) for k in keys}
 
     unschedulable: dict[str, str] = {}
