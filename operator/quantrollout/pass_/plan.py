@@ -5,11 +5,14 @@ apply in its fixed order: capacity up, traffic, capacity down, status once, Even
 What it decides, from the model as read, its children, the pods' reasons, a verdict (when one
 was due) and a user's action:
 
-- the children to apply or delete, each marked capacity up (before traffic moves) or capacity
-  down (only after traffic moved off). Capacity step: today every tier runs the replicas its
-  spec asks for (the replica planner that makes replicas follow traffic plugs in here);
+- the capacity plan (`rollout.capacity`): whether the next step's weights have Ready replicas
+  (the state machine starts or promotes only then), each tier's replicas (and HPA bounds), the
+  traffic that may be applied now (weight moves onto a tier only once it is Ready for it, back
+  to the baseline as far as its Ready replicas carry), tiers that left the spec to delete;
 - the rollout's next state (`rollout.machine.decide`), and with it the traffic (the built-in
   router's `status.traffic`; the user's HTTPRoute rules for Gateway API);
+- the children to apply or delete, each marked capacity up (applied before traffic moves) or
+  capacity down (only after traffic moved off);
 - one status patch holding only what changed (none at steady state), the Events of the rollout
   and of every condition that changed, and when to run again.
 
