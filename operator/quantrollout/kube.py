@@ -88,8 +88,10 @@ class Kube:
                 namespace, label_selector=label_selector, _preload_content=False
             )
         )
-        items: list[dict[str, Any]] = listed.get("items", [])
-        return items
+        # A list's items come without their kind: put it back, as a GET returns it.
+        return [
+            {"apiVersion": "apps/v1", "kind": "Deployment", **d} for d in listed.get("items", [])
+        ]
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply, forcing ownership of the fields we set (we are their only manager)."""

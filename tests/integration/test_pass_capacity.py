@@ -120,8 +120,13 @@ def test_replicas_follow_traffic_up_before_weight_and_down_after_the_bake(
     assert replicas(kube, namespace, BASELINE) == (2, 2)  # baking: an instant rollback
     wait_for("the baseline at standby", lambda: (replicas(kube, namespace, BASELINE) or (0,))[0] == 0)  # fmt: skip
     wait_for("Standby recorded", lambda: tier(models, "fp16").get("capacityReason") == "Standby")
-    saving = status(models)["gpuSaving"]
-    assert (saving["gpusInUse"], saving["baselineFleetGPUs"], saving["gpusSaved"]) == (2, 2, 0)
+
+    def gpus() -> tuple[int, int, int]:
+        saving = status(models)["gpuSaving"]
+        return saving["gpusInUse"], saving["baselineFleetGpus"], saving["gpusSaved"]
+
+    # the target's 2 GPUs against the FP16 fleet's 2, once the baseline's pods are gone
+    wait_for("the GPUs recorded", lambda: gpus() == (2, 2, 0))
 
 
 def test_after_a_rollback_the_target_goes_to_zero_once_its_delay_is_over(
@@ -166,7 +171,16 @@ def test_a_tier_no_longer_in_the_spec_is_deleted_once_no_traffic_reaches_it(
 
     with watching(no_traffic_to_a_deleted_tier) as problems:
         models.patch_spec(NAME, {"target": {"name": "int4-awq-v2", "artifact": "s3://models/llama3-8b-awq-v2"}})  # fmt: skip
-        wait_for("the old tier deleted", lambda: replicas(kube, namespace, TARGET) is None)
+        try:
+            wait_for("the old tier deleted", lambda: replicas(kube, namespace, TARGET) is None)
+        except BaseException:
+            import json
+
+            print(
+                "DEBUG",
+                json.dumps({k: v for k, v in status(models).items() if k != "kopf"}, indent=1),
+            )
+            raise
         assert client.CoreV1Api(kube).list_namespaced_service(namespace, field_selector=f"metadata.name={TARGET}").items == []  # fmt: skip
         wait_for(
             "the new tier", lambda: replicas(kube, namespace, f"{NAME}-int4-awq-v2") is not None

@@ -74,7 +74,7 @@ def test_the_baseline_goes_to_its_standby_replicas_after_full_and_the_bake() -> 
     m.run()
     assert (tier(m, "fp16")["wantedReplicas"], tier(m, "fp16")["capacityReason"]) == (1, "Standby")
     saving = m.status["gpuSaving"]
-    assert (saving["gpusInUse"], saving["baselineFleetGPUs"], saving["gpusSaved"]) == (3, 2, -1)
+    assert (saving["gpusInUse"], saving["baselineFleetGpus"], saving["gpusSaved"]) == (3, 2, -1)
 
 
 def test_after_a_rollback_the_target_goes_to_zero_once_its_delay_is_over() -> None:
@@ -153,3 +153,22 @@ def test_a_promote_waits_for_the_next_steps_replicas_and_then_applies() -> None:
     assert m.live() == ("Progressing", 50, 50)
     assert ACTION_ANNOTATION not in m.kube.model["metadata"]["annotations"]
     assert m.events.reasons().count("Promoted") >= 1
+
+
+def test_a_renamed_target_hands_its_traffic_to_the_baseline_before_the_new_one_takes_any() -> None:
+    """A first stage with live weight (no shadow), and the new tier Ready at once: the new
+    rollout still waits until the old tier's traffic is on the baseline (routers carry two
+    tiers), then the old tier goes."""
+    spec = copy.deepcopy(SPEC)
+    spec["rollout"]["stages"] = spec["rollout"]["stages"][1:]
+    m = Model(spec)
+    m.until(at_weight(10))
+    m.edit({"target": {"name": "int4-awq-v2", "artifact": "s3://models/llama3-8b-awq-v2"}})
+    seen = []
+    for _ in range(2):
+        m.run()
+        traffic = m.status["traffic"]
+        seen.append((m.status["phase"], traffic["target"]["tier"], traffic["targetWeight"]))
+    # all on the baseline first, then the old tier goes and the new rollout takes its first stage
+    assert seen == [("Pending", "int4-awq-v2", 0), ("Progressing", "int4-awq-v2", 10)]
+    assert ("Deployment", TARGET) not in m.kube.children

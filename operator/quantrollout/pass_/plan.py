@@ -28,6 +28,7 @@ the children observed, and the rollout's own record is the only status this read
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,7 @@ from quantrollout import health
 from quantrollout.api.crd import GROUP, KIND, VERSION
 from quantrollout.api.resolve import tiers
 from quantrollout.api.spec import QuantizedModelSpec
+from quantrollout.api.status import GPUSaving
 from quantrollout.manifests.autoscaler import build_hpa
 from quantrollout.manifests.drift import drifted
 from quantrollout.manifests.plan import Plan as Manifests
@@ -304,15 +306,23 @@ def capacity_plan(
             nxt_at = state.step_started_at + datetime.timedelta(seconds=held_for)
     full_at = state.step_started_at if state.phase == "Succeeded" else None
     wanted = capacity.step_traffic(b, t, state.target_weight, state.mirror_percent)
-    if starting:
+    current = capacity.applied_traffic(applied, b)
+    leaving = [x.name for x in tier_inputs if x.role == "retired" and current.load(x.name)]
+    if starting or leaving:
+        # Before a rollout starts, and while a tier that left the spec still has traffic, all of
+        # it goes to the baseline first (routers carry two tiers, not three).
         wanted = capacity.Traffic({b: 100})
-    return capacity.plan(
+    cap = capacity.plan(
         capacity.Inputs(
-            tiers=tier_inputs, current=capacity.applied_traffic(applied, b), wanted=wanted,
+            tiers=tier_inputs, current=current, wanted=wanted,
             phase=state.phase, now=now, settings=capacity.settings_for(spec), full_at=full_at,
             rolled_back_at=state.rolled_back_at, next=nxt, next_at=nxt_at,
         )
     )  # fmt: skip
+    if leaving:
+        why = f"traffic leaves {', '.join(leaving)} (no longer in the spec) first"
+        cap = dataclasses.replace(cap, ready_for_next=False, next_held=why)
+    return cap
 
 
 def rollout_status(
@@ -540,10 +550,10 @@ def _with_capacity(
             tier["capacityReason"] = plan_of.reason
             tier["capacityMessage"] = plan_of.message
     in_use, fleet, saved = capacity.gpu_usage(tier_inputs)
-    saving = health_fields.get("gpuSaving") or {}
-    health_fields["gpuSaving"] = {
-        **saving, "gpusInUse": in_use, "baselineFleetGPUs": fleet, "gpusSaved": saved,
-    }  # fmt: skip
+    saving = GPUSaving.model_validate(health_fields.get("gpuSaving") or {})
+    health_fields["gpuSaving"] = saving.model_copy(
+        update={"gpus_in_use": in_use, "baseline_fleet_gpus": fleet, "gpus_saved": saved}
+    ).to_wire()
 
 
 def plan(observed: Observed, now: datetime.datetime) -> Plan:
