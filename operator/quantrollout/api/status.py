@@ -71,6 +71,7 @@ class GPUSaving(ApiModel):
     )
     baseline_fleet_gpus: int | None = Field(
         None,
+        alias="baselineFleetGPUs",
         description="GPUs of the FP16-only fleet: the baseline at its full replicas, no other tier.",
     )
     gpus_saved: int | None = Field(

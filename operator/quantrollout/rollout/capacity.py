@@ -260,30 +260,19 @@ def reachable(inputs: Inputs) -> tuple[Traffic, str | None, str | None]:
             if tier.unschedulable:
                 stuck.append(f"{name}: {tier.unschedulable}")
         gains[name] = allowed
-    # A tier no longer in the spec hands its traffic to the baseline alone: nothing moves onto
-    # a target (live or mirrored) until that is done, so at most one tier beside the baseline
-    # ever carries traffic, as every router's two-backend configuration can express.
-    leaving = sum(live[n] for n, t in tiers.items() if t.role == "retired")
-    to_baseline = sum(g for n, g in gains.items() if tiers[n].role == "baseline")
-    handing_over = leaving > to_baseline
+    moved = _shift(tiers, live, want, gains)
+    # A tier no longer in the spec hands its traffic to the baseline: nothing moves onto a
+    # target (live or mirrored) while it still serves after this pass, so at most one tier
+    # beside the baseline ever carries traffic, as every router's two-backend configuration
+    # can express.
+    handing_over = any(moved[n] for n, t in tiers.items() if t.role == "retired")
     if handing_over:
         for name, gain in gains.items():
             if tiers[name].role == "target" and gain:
                 gains[name] = 0
                 blocked.append(f"{name} waits for the tiers no longer in the spec to drain")
-    # What the gainers take comes off the losers, those leaving the spec first. With weights
-    # that each sum to 100 the losers always have enough; if not, the gains shrink to fit.
-    supply = sum(max(0, live[n] - want.live.get(n, 0)) for n in tiers)
-    spare = min(sum(gains.values()), supply)
-    for tier in sorted(tiers.values(), key=_order):
-        taken = min(max(0, live[tier.name] - want.live.get(tier.name, 0)), spare)
-        live[tier.name] -= taken
-        spare -= taken
-    give = min(sum(gains.values()), supply)
-    for name in sorted(gains, key=lambda n: _order(tiers[n]), reverse=True):
-        share = min(gains[name], give)
-        live[name] += share
-        give -= share
+        moved = _shift(tiers, live, want, gains)
+    live = moved
     mirror: dict[str, int] = {}
     for name, tier in tiers.items():
         before, after = cur.mirror.get(name, 0), want.mirror.get(name, 0)
@@ -314,6 +303,27 @@ def reachable(inputs: Inputs) -> tuple[Traffic, str | None, str | None]:
             f"{traffic.describe()} keeps serving"
         )
     return traffic, held, degraded
+
+
+def _shift(
+    tiers: Mapping[str, TierInput], live: Mapping[str, int], want: Traffic, gains: Mapping[str, int]
+) -> dict[str, int]:
+    """`live` with each tier's gain added and taken off the tiers losing weight, those leaving
+    the spec first. With weights that each sum to 100 the losers always have enough; if not,
+    the gains shrink to fit (the baseline's last)."""
+    after = dict(live)
+    supply = sum(max(0, live[n] - want.live.get(n, 0)) for n in tiers)
+    spare = min(sum(gains.values()), supply)
+    for tier in sorted(tiers.values(), key=_order):
+        taken = min(max(0, live[tier.name] - want.live.get(tier.name, 0)), spare)
+        after[tier.name] -= taken
+        spare -= taken
+    give = min(sum(gains.values()), supply)
+    for name in sorted(gains, key=lambda n: _order(tiers[n]), reverse=True):
+        share = min(gains[name], give)
+        after[name] += share
+        give -= share
+    return after
 
 
 def _short(tier: TierInput, load: int, weight: int, mirrored: int = 0) -> str:
@@ -384,7 +394,7 @@ def _policy(
                 standby,
                 share,
                 "Standby",
-                f"standby after the bake: {standby} replicas",
+                "standby after the bake (spec.baseline.standbyReplicas)",
                 None,
             )
         return 0, 0, None, "", None
@@ -458,7 +468,7 @@ def plan(inputs: Inputs) -> CapacityPlan:
                 else None,
                 share_percent=share,
                 reason=reason,
-                message=f"{replicas} replicas: {words}",
+                message=f"{replicas} replica{'' if replicas == 1 else 's'}: {words}",
                 gpus=replicas * tier.gpus_per_replica,
             )
         )
@@ -548,3 +558,18 @@ def applied_traffic(status_traffic: Mapping[str, object] | None, baseline: str) 
     if not isinstance(name, str):
         return Traffic({baseline: 100})
     return step_traffic(baseline, name, w, m)
+
+
+def tier_status(tier: TierPlan) -> dict[str, object]:
+    """The fields of the tier's entry in `status.tiers[]` that the plan owns."""
+    return {
+        "wantedReplicas": tier.replicas,
+        "capacityReason": tier.reason,
+        "capacityMessage": tier.message,
+    }
+
+
+def gpu_status(tiers: tuple[TierInput, ...]) -> dict[str, object]:
+    """The fields of `status.gpuSaving` that count GPUs held now against the FP16-only fleet."""
+    in_use, fleet, saved = gpu_usage(tiers)
+    return {"gpusInUse": in_use, "baselineFleetGPUs": fleet, "gpusSaved": saved}
