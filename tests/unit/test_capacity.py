@@ -589,3 +589,24 @@ def test_applied_traffic_reads_the_routers_configuration() -> None:
     shadow = {"targetWeight": 0, "mirrorPercent": 100, "target": {"tier": TARGET}}
     assert applied_traffic(shadow, BASE).same_as(Traffic({BASE: 100}, {TARGET: 100}))
     assert next_traffic(BASE, TARGET, Step("gradual", 50, 0, 60)).same_as(live(fp16=50, int4=50))
+
+
+def test_traffic_on_a_tier_nobody_observed_goes_back_to_the_baseline() -> None:
+    """Its Deployment deleted by hand while the router still sends to it."""
+    tiers = (tier(BASE, "baseline", ready=2), tier(TARGET, "target", replicas=0))
+    p = plan(Inputs(tiers, live(fp16=50, ghost=50), live(fp16=100), "Pending", T0))
+    assert p.traffic.same_as(live(fp16=50, ghost=50))  # the baseline carries 50% only
+    assert p.delete == ()
+    assert [t.name for t in p.tiers] == [BASE, TARGET]
+    ready = (tier(BASE, "baseline"), tiers[1])
+    p = plan(Inputs(ready, live(fp16=50, ghost=50), live(fp16=100), "Pending", T0))
+    assert p.traffic.same_as(live(fp16=100))
+
+
+def test_traffic_wanted_on_a_tier_not_observed_is_a_callers_error() -> None:
+    with pytest.raises(ValueError, match="not observed"):
+        plan(
+            Inputs(
+                (tier(BASE, "baseline"),), live(fp16=100), live(fp16=90, int4=10), "Progressing", T0
+            )
+        )

@@ -50,7 +50,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from quantrollout import defaults
@@ -426,8 +426,27 @@ def _next_due(inputs: Inputs) -> tuple[bool, datetime.datetime | None]:
     return inputs.now >= start, (start if inputs.now < start else None)
 
 
+def _unseen(inputs: Inputs) -> tuple[TierInput, ...]:
+    """Tiers the traffic names but nobody observed (a Deployment deleted by hand while the
+    router still sends to it): leaving, with nothing Ready, so their traffic goes back to the
+    baseline as it can and nothing else lands on them."""
+    seen = {t.name for t in inputs.tiers}
+    for traffic in (inputs.wanted, inputs.next or inputs.wanted):
+        missing = sorted({n for n in (*traffic.live, *traffic.mirror) if traffic.load(n)} - seen)
+        if missing:
+            raise ValueError(f"tiers {missing} get traffic but were not observed: pass every tier")
+    named = {n for n, w in (*inputs.current.live.items(), *inputs.current.mirror.items()) if w}
+    return tuple(
+        TierInput(name=n, role="retired", full_replicas=0, gpus_per_replica=0)
+        for n in sorted(named - seen)
+    )
+
+
 def plan(inputs: Inputs) -> CapacityPlan:
-    traffic, held, degraded = reachable(inputs)
+    """The replicas of every observed tier, the traffic to apply now, and the gate for the next
+    step (see the module docstring for how the executor uses it)."""
+    unseen = _unseen(inputs)
+    traffic, held, degraded = reachable(replace(inputs, tiers=inputs.tiers + unseen))
     next_due, next_wake = _next_due(inputs)
     wakes = [next_wake] if next_wake else []
     plans: list[TierPlan] = []
