@@ -229,7 +229,7 @@ def test_a_rollback_whose_baseline_cannot_come_back_keeps_the_target_serving_and
     assert p.traffic.same_as(live(fp16=25, int4=75))
     assert p.degraded
     assert why in p.degraded
-    assert "int4 75%" in p.degraded
+    assert "traffic stays at fp16 25%, int4 75%" in p.degraded
     assert p.tier(TARGET).replicas == 4  # not scaled down after the delay: it still serves
 
 

@@ -77,7 +77,7 @@ class TierInput:
     replicas: int = 0  # the Deployment's spec.replicas now (0 when absent or scaled to zero)
     ready_replicas: int = 0
     unschedulable: str | None = None  # the scheduler's reason for a pod it cannot place
-    headroom_percent: int = 20
+    headroom_percent: int = defaults.HEADROOM_PERCENT
     autoscale_max: int | None = None  # autoscaling.maxReplicas when an HPA scales the tier
 
 
@@ -111,20 +111,18 @@ class Traffic:
 class Settings:
     """The capacity settings of one model, resolved (see defaults.py, capacity section)."""
 
-    rollback_reserve_percent: int = 100
-    standby_replicas: int = 0
-    bake_s: float = 3600.0
-    abort_scale_down_delay_s: float = 600.0
-    scale_up_lead_s: float = 600.0
+    rollback_reserve_percent: int = defaults.ROLLBACK_RESERVE_PERCENT
+    standby_replicas: int = defaults.STANDBY_REPLICAS
+    bake_s: float = parse_duration(defaults.BAKE_DURATION)
+    abort_scale_down_delay_s: float = parse_duration(defaults.ABORT_SCALE_DOWN_DELAY)
+    scale_up_lead_s: float = parse_duration(defaults.SCALE_UP_LEAD)
 
 
 @dataclass(frozen=True)
 class Inputs:
     tiers: tuple[TierInput, ...]
     current: Traffic  # what the router applies now
-    wanted: (
-        Traffic  # where the rollout's state puts traffic (after a rollback: all on the baseline)
-    )
+    wanted: Traffic  # where the rollout's state puts traffic (rolled back: all on the baseline)
     phase: Phase
     now: datetime.datetime
     settings: Settings = Settings()
@@ -198,7 +196,7 @@ def gpu_usage(tiers: tuple[TierInput, ...]) -> tuple[int, int, int]:
     return in_use, fleet, fleet - in_use
 
 
-def hpa_bounds(tier: TierInput, replicas: int, share: int) -> int:
+def hpa_max(tier: TierInput, replicas: int, share: int) -> int:
     """The HPA's maxReplicas for an autoscaled tier sized for `share`% with minimum `replicas`."""
     if tier.autoscale_max is None or replicas == 0:
         return 0
@@ -300,7 +298,7 @@ def reachable(inputs: Inputs) -> tuple[Traffic, str | None, str | None]:
     if stuck and moving_back and not traffic.same_as(want):
         degraded = (
             f"traffic cannot all move back to the baseline: {'; '.join(stuck)}; "
-            f"{traffic.describe()} keeps serving"
+            f"traffic stays at {traffic.describe()}"
         )
     return traffic, held, degraded
 
@@ -482,7 +480,7 @@ def plan(inputs: Inputs) -> CapacityPlan:
             TierPlan(
                 name=name,
                 replicas=replicas,
-                max_replicas=hpa_bounds(tier, replicas, share)
+                max_replicas=hpa_max(tier, replicas, share)
                 if tier.autoscale_max is not None
                 else None,
                 share_percent=share,
