@@ -15,9 +15,9 @@ traffic, scale down.
 - ideal: per pass, each tier at ceil(full x its share of the traffic applied in that pass),
   at least 1 while it has any: no headroom, no reserve, no bake, nothing kept ahead of time.
 
-It also times a breach after the bake: the baseline at `standbyReplicas`, traffic moving back as
-its replicas become Ready (`--load` each). The machine's own post-bake rollback is wired by the
-executor, not here: this part sets the phase to RolledBack itself.
+It also times a breach after the bake: judged on the slow clock by `rollout.after_bake`, rolled
+back, the baseline coming back from `standbyReplicas` and traffic moving back as its replicas
+become Ready (`--load` each).
 
 usage: hack/bench/gpu_hours.py [--days 7] [--replicas 4] [--load 5m] [--pass 60s]
                                [--reserve 100] [--standby 0] [--headroom 20] [--bake 1h]
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from quantrollout.api.durations import format_duration, parse_duration
 from quantrollout.api.resolve import Tier, tiers
 from quantrollout.api.spec import QuantizedModelSpec
+from quantrollout.rollout.after_bake import after_bake_of, next_watch_at, watch
 from quantrollout.rollout.capacity import (
     CapacityPlan,
     Inputs,
@@ -182,34 +183,71 @@ def simulate(args: argparse.Namespace) -> tuple[Totals, dict[str, datetime.datet
     return totals, marks
 
 
-def rollback_after_bake(args: argparse.Namespace) -> tuple[float, float]:
-    """Seconds from a breach after the bake to the first and to all traffic back on a baseline
-    at standby (passes every 5 s; each replica Ready `--load` after it is asked for)."""
+@dataclass(frozen=True)
+class BreachTimes:
+    detected_s: float  # from the breach to the rollback (failureLimit evaluations)
+    first_back_s: float  # from the breach to the first traffic back on the baseline
+    all_back_s: float  # from the breach to all of it
+
+
+def breach_after_bake(args: argparse.Namespace) -> BreachTimes:
+    """A breach a day after full (long after the bake), just after an evaluation: the model
+    judged by `after_bake.watch` on its slow clock (afterBakeInterval), rolled back after
+    failureLimit failed evaluations, traffic moved as the baseline comes back from standby
+    (passes every 5 s; each replica Ready `--load` after it is asked for)."""
     spec = model_spec(args)
     baseline, target = tiers(spec)
-    cap = settings_for(spec)
+    steps = steps_for(spec)
+    cap, after = settings_for(spec), after_bake_of(spec)
+    analysis = AnalysisSettings(
+        interval_s=30, failure_limit=2, on_metrics_unavailable="pause", metrics_unavailable_grace_s=300
+    )  # fmt: skip
     load_s, tick = parse_duration(args.load), datetime.timedelta(seconds=5)
     standby = [T0] * min(cap.standby_replicas, baseline.serving.replicas)
     cluster = Cluster({baseline.name: standby, target.name: [T0] * target.serving.replicas})
     current = Traffic({target.name: 100})
-    breach = T0 + datetime.timedelta(days=2)
-    state = RolloutState(phase="RolledBack", target_weight=0, rolled_back_at=breach)
+    full_at = T0
+    breach = full_at + datetime.timedelta(days=1)
+    state = RolloutState(
+        rollout_id=rollout_id(spec), phase="Succeeded", step=len(steps) - 1, target_weight=100,
+        step_started_at=full_at, stages_hash=stages_hash(steps), last_evaluation_at=breach,
+    )  # fmt: skip
     first = None
     now = breach
     while now < breach + datetime.timedelta(hours=2):
+        due = next_watch_at(state, analysis, after)
+        failing = Evaluation("Fail", ("repetition-rate 0.21 > 0.15",))
+        state = watch(
+            state,
+            MachineInputs(
+                rollout_id=rollout_id(spec), steps=steps, stages_hash=stages_hash(steps),
+                analysis=analysis, now=now, evaluation=failing if due and now >= due else None,
+            ),
+            after,
+        ).decision.state  # fmt: skip
         observed = (cluster.observe(baseline, now), cluster.observe(target, now))
         wanted = step_traffic(baseline.name, target.name, state.target_weight, 0)
-        p = plan(Inputs(observed, current, wanted, state.phase, now, cap, rolled_back_at=breach))
+        p = plan(
+            Inputs(
+                observed, current, wanted, state.phase, now, cap, full_at=full_at,
+                rolled_back_at=state.rolled_back_at,
+            )
+        )  # fmt: skip
         cluster.scale(p, now, load_s, up=True)
         current = p.traffic
         cluster.scale(p, now, load_s, up=False)
         back = current.live.get(baseline.name, 0)
         if back and first is None:
             first = (now - breach).total_seconds()
-        if back == 100:
-            return first or 0.0, (now - breach).total_seconds()
+        if back == 100 and state.rolled_back_at is not None:
+            detected = (state.rolled_back_at - breach).total_seconds()
+            return BreachTimes(detected, first or 0.0, (now - breach).total_seconds())
         now += tick
     raise SystemExit("traffic never came back to the baseline within 2h")
+
+
+def later(seconds: float) -> str:
+    return "at once" if seconds <= 0 else f"{format_duration(seconds)} later"
 
 
 def main() -> None:
@@ -242,10 +280,13 @@ def main() -> None:
     )
     over = 100 * (totals.ours / totals.ideal - 1) if totals.ideal else 0.0
     print(f"ours is {over:+.1f}% against ideal (goal: within 10%)")
-    first, done = rollback_after_bake(args)
+    times = breach_after_bake(args)
     print(
-        f"breach after the bake, baseline from standby {args.standby}: first traffic back on the "
-        f"baseline after {format_duration(first)}, all of it after {format_duration(done)} "
+        f"breach a day after full, baseline at standby {args.standby}: rolled back "
+        f"{format_duration(times.detected_s)} after it (2 failed evaluations, afterBakeInterval "
+        f"{format_duration(after_bake_of(model_spec(args)).interval_s)}); traffic first back on "
+        f"the baseline {later(times.first_back_s - times.detected_s)}, all of it "
+        f"{format_duration(times.all_back_s - times.detected_s)} after the rollback "
         f"(simulated load time {args.load})"
     )
     print(f"gpu-hours: ours={totals.ours:.1f} keep-both={keep_both:.1f} ideal={totals.ideal:.1f}")

@@ -37,4 +37,4 @@ def test_the_simulation_reaches_full_and_stays_above_the_minimum(
     assert last, out[-1]
     ours, keep_both, ideal = (float(x) for x in last.groups())
     assert ideal <= ours < keep_both
-    assert any("all of it after" in line for line in out)
+    assert any("rolled back 10m after it" in line for line in out), out
