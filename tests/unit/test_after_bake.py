@@ -115,6 +115,13 @@ def test_an_abort_at_full_rolls_back_and_other_actions_change_nothing() -> None:
         assert same.decision.events == ()
 
 
+def test_a_target_with_no_ready_pod_at_full_rolls_back_even_when_alerting_only() -> None:
+    down = "target tier int4-awq has no ready pod (0/4 ready)"
+    w = watch(FULL, inputs(at(200), target_down=down), ALERT)
+    assert w.decision.state.phase == "RolledBack"
+    assert w.decision.state.rollback_reasons == (down,)
+
+
 def test_no_evaluation_changes_nothing() -> None:
     assert watch(FULL, inputs(at(500)), ROLLBACK).decision.state == FULL
 

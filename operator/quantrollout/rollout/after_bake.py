@@ -12,7 +12,8 @@ full is still caught, while the baseline's GPUs are given back:
   `standbyReplicas` and moves traffic back as its replicas become Ready, saying so) or only alert
   (`afterBake: alert`: a Warning Event `BreachAfterBake` each time a streak completes, and
   `Watch.alert` for the Degraded condition; traffic stays on the target);
-- a user's abort rolls back from full too (the on-call's way back).
+- a user's abort rolls back from full too (the on-call's way back), and so does a target left
+  with no ready pod (it answers every request), whatever `afterBake` says.
 
 Missing data is never a breach after full either: an Inconclusive neither breaks nor extends a
 streak, and `onMetricsUnavailable` does not apply (nothing is promoted any more).
@@ -80,6 +81,10 @@ def watch(state: RolloutState, inputs: Inputs, after: AfterBake) -> Watch:
     in_bake = baking(state, after, now)
     if action is not None and action.kind == "abort":
         return Watch(_rollback(state, (f"aborted by {action.by}",), now, in_bake))
+    if inputs.target_down:
+        # Every request is on the target: with no pod to answer, waiting for a streak (or
+        # only alerting) would leave users with errors. Back to the baseline, whatever afterBake.
+        return Watch(_rollback(state, (inputs.target_down,), now, in_bake))
     ev = inputs.evaluation
     if ev is None or ev.verdict == "Inconclusive":
         at = now if ev is not None else state.last_evaluation_at
