@@ -71,12 +71,11 @@ class GPUSaving(ApiModel):
     )
     baseline_fleet_gpus: int | None = Field(
         None,
-        alias="baselineFleetGPUs",
         description="GPUs of the FP16-only fleet: the baseline at its full replicas, no other tier.",
     )
     gpus_saved: int | None = Field(
         None,
-        description="baselineFleetGPUs - gpusInUse: negative while a rollout runs both tiers.",
+        description="baselineFleetGpus - gpusInUse: negative while a rollout runs both tiers.",
     )
 
 

@@ -589,4 +589,4 @@ def tier_status(tier: TierPlan) -> dict[str, object]:
 def gpu_status(tiers: tuple[TierInput, ...]) -> dict[str, object]:
     """The fields of `status.gpuSaving` that count GPUs held now against the FP16-only fleet."""
     in_use, fleet, saved = gpu_usage(tiers)
-    return {"gpusInUse": in_use, "baselineFleetGPUs": fleet, "gpusSaved": saved}
+    return {"gpusInUse": in_use, "baselineFleetGpus": fleet, "gpusSaved": saved}
