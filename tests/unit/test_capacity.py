@@ -31,10 +31,13 @@ from quantrollout.rollout.capacity import (
     plan,
     reserve,
     settings_for,
+    step_traffic,
     tier_input,
     two_tiers,
 )
-from quantrollout.rollout.steps import Step
+from quantrollout.rollout.machine import Action, AnalysisSettings, Evaluation, RolloutState, decide
+from quantrollout.rollout.machine import Inputs as MachineInputs
+from quantrollout.rollout.steps import Step, stages_hash
 
 T0 = datetime.datetime(2026, 11, 23, 10, 0, tzinfo=datetime.UTC)
 MIN = datetime.timedelta(minutes=1)
@@ -229,7 +232,7 @@ def test_a_rollback_whose_baseline_cannot_come_back_keeps_the_target_serving_and
     assert p.traffic.same_as(live(fp16=25, int4=75))
     assert p.degraded
     assert why in p.degraded
-    assert "int4 75%" in p.degraded
+    assert "traffic stays at fp16 25%, int4 75%" in p.degraded
     assert p.tier(TARGET).replicas == 4  # not scaled down after the delay: it still serves
 
 
@@ -589,3 +592,137 @@ def test_applied_traffic_reads_the_routers_configuration() -> None:
     shadow = {"targetWeight": 0, "mirrorPercent": 100, "target": {"tier": TARGET}}
     assert applied_traffic(shadow, BASE).same_as(Traffic({BASE: 100}, {TARGET: 100}))
     assert next_traffic(BASE, TARGET, Step("gradual", 50, 0, 60)).same_as(live(fp16=50, int4=50))
+
+
+def test_traffic_on_a_tier_nobody_observed_goes_back_to_the_baseline() -> None:
+    """Its Deployment deleted by hand while the router still sends to it."""
+    tiers = (tier(BASE, "baseline", ready=2), tier(TARGET, "target", replicas=0))
+    p = plan(Inputs(tiers, live(fp16=50, ghost=50), live(fp16=100), "Pending", T0))
+    assert p.traffic.same_as(live(fp16=50, ghost=50))  # the baseline carries 50% only
+    assert p.delete == ()
+    assert [t.name for t in p.tiers] == [BASE, TARGET]
+    ready = (tier(BASE, "baseline"), tiers[1])
+    p = plan(Inputs(ready, live(fp16=50, ghost=50), live(fp16=100), "Pending", T0))
+    assert p.traffic.same_as(live(fp16=100))
+
+
+def test_traffic_wanted_on_a_tier_not_observed_is_a_callers_error() -> None:
+    with pytest.raises(ValueError, match="not observed"):
+        plan(
+            Inputs(
+                (tier(BASE, "baseline"),), live(fp16=100), live(fp16=90, int4=10), "Progressing", T0
+            )
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan driving the real state machine, pass after pass
+
+
+NEVER = 10**9  # a pod the scheduler cannot place
+WALK_STEPS = (
+    Step("shadow", 0, 100, 120),
+    Step("ab", 10, 0, 180, "x-user-id"),
+    Step("gradual", 50, 0, 120),
+    Step("full", 100, 0, None),
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from([None, "Pass", "Pass", "Pass", "Fail", "Inconclusive"]),
+            st.sampled_from([None] * 12 + ["promote", "abort", "retry"]),
+        ),
+        min_size=20,
+        max_size=90,
+    ),
+    load_minutes=st.integers(0, 6),
+    reserve_pct=st.sampled_from([0, 50, 100]),
+    full=st.integers(1, 5),
+    gpu_limit=st.none() | st.integers(0, 3),
+)
+def test_with_the_state_machine_nothing_lands_on_capacity_still_loading(
+    events: list[tuple[str | None, str | None]],
+    load_minutes: int,
+    reserve_pct: int,
+    full: int,
+    gpu_limit: int | None,
+) -> None:
+    """Every pass as the executor runs it: plan, decide with `ready_for_next` as the machine's
+    readiness, plan the decided weights, scale up, apply traffic, scale down. A replica is Ready
+    `load_minutes` after it is asked for; once the baseline gave replicas back, only `gpu_limit`
+    of its replicas can be scheduled again (its GPUs went to someone else). Whatever the verdicts and actions, traffic lands only on
+    Ready replicas, no tier drops below what its traffic needs, and the reserve is kept while
+    the rollout is active."""
+    s = replace(SETTINGS, rollback_reserve_percent=reserve_pct, bake_s=300, abort_scale_down_delay_s=240)  # fmt: skip
+    analysis = AnalysisSettings(interval_s=60, failure_limit=2, on_metrics_unavailable="pause", metrics_unavailable_grace_s=300)  # fmt: skip
+    pods: dict[str, list[int]] = {BASE: [0] * full, TARGET: []}
+    base_limit = gpu_limit  # once given back, the GPUs may be gone to someone else
+    state, current = RolloutState(), live(fp16=100)
+
+    def observe(minute: int) -> tuple[TierInput, TierInput]:
+        out = []
+        for name, role in ((BASE, "baseline"), (TARGET, "target")):
+            ready = sum(1 for at in pods[name] if at <= minute)
+            stuck = "no GPUs left" if any(at == NEVER for at in pods[name]) else None
+            out.append(
+                tier(name, role, full, replicas=len(pods[name]), ready=ready, unschedulable=stuck)
+            )
+        return out[0], out[1]
+
+    def capacity(st_: RolloutState, observed: tuple[TierInput, TierInput], minute: int, retry: bool) -> CapacityPlan:  # fmt: skip
+        started = st_.phase != "Pending"
+        nxt = None
+        if not started or (st_.phase == "RolledBack" and retry):
+            nxt = next_traffic(BASE, TARGET, WALK_STEPS[0])
+        elif st_.phase in ("Progressing", "Paused") and st_.step + 1 < len(WALK_STEPS):
+            nxt = next_traffic(BASE, TARGET, WALK_STEPS[st_.step + 1])
+        wanted = step_traffic(BASE, TARGET, st_.target_weight, st_.mirror_percent)
+        return plan(
+            Inputs(
+                observed, current, wanted, st_.phase, T0 + minute * MIN, s,
+                full_at=st_.step_started_at if st_.phase == "Succeeded" else None,
+                rolled_back_at=st_.rolled_back_at, next=nxt,
+            )
+        )  # fmt: skip
+
+    for minute, (verdict, asked) in enumerate(events):
+        observed = observe(minute)
+        before = capacity(state, observed, minute, asked == "retry")
+        # The executor holds a promote (its annotation kept) until the next step is Ready: a
+        # promote skips the analysis, never the capacity.
+        action = None if asked == "promote" and not before.ready_for_next else asked
+        decision = decide(
+            state,
+            MachineInputs(
+                rollout_id="r1", steps=WALK_STEPS, stages_hash=stages_hash(WALK_STEPS),
+                analysis=analysis, now=T0 + minute * MIN, tiers_ready=before.ready_for_next,
+                evaluation=Evaluation(verdict, ("breach",)) if verdict else None,  # type: ignore[arg-type]
+                action=Action(action, "test") if action else None,  # type: ignore[arg-type]
+            ),
+        )  # fmt: skip
+        promoted = decision.state.target_weight > state.target_weight or (
+            decision.state.mirror_percent > state.mirror_percent
+        )
+        if promoted and decision.state.rollout_id == state.rollout_id:
+            assert before.ready_for_next  # the machine never promotes onto capacity not Ready
+        state = decision.state
+        after = capacity(state, observed, minute, False)
+        for tp in after.tiers:  # capacity up
+            while len(pods[tp.name]) < tp.replicas:
+                placed = tp.name != BASE or base_limit is None or len(pods[BASE]) < base_limit
+                pods[tp.name].append(minute + load_minutes if placed else NEVER)
+        for t in observed:  # traffic, onto Ready replicas only
+            if after.traffic.load(t.name) > current.load(t.name):
+                assert t.ready_replicas >= needed(t, after.traffic.load(t.name), headroom=False)
+        previous, current = current, after.traffic
+        for tp, t in zip(after.tiers, observed, strict=True):  # capacity down
+            assert tp.replicas >= needed(t, previous.load(t.name))
+            assert tp.replicas >= needed(t, current.load(t.name))
+            if tp.replicas < len(pods[tp.name]):
+                pods[tp.name] = sorted(pods[tp.name])[: tp.replicas]
+        if state.phase in ("Pending", "Progressing", "Paused"):
+            assert after.tier(BASE).replicas >= reserve(observed[0], reserve_pct)
+        assert sum(current.live.values()) == 100

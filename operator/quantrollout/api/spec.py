@@ -520,6 +520,17 @@ class QuantizedModelSpec(ApiModel):
                 field_path=".target.precision",
             ),
             cel(
+                "!has(self.baseline.standbyReplicas) || "
+                "(has(self.baseline.serving) && has(self.baseline.serving.autoscaling)) || "
+                "(has(self.serving) && has(self.serving.autoscaling)) || "
+                "self.baseline.standbyReplicas <= "
+                "(has(self.baseline.serving) && has(self.baseline.serving.replicas) ? self.baseline.serving.replicas : "
+                "(has(self.serving) && has(self.serving.replicas) ? self.serving.replicas : 1))",
+                "spec.baseline.standbyReplicas must not exceed the baseline's replicas "
+                "(spec.baseline.serving.replicas, else spec.serving.replicas, default 1)",
+                field_path=".baseline.standbyReplicas",
+            ),
+            cel(
                 "self.target.name != self.baseline.precision",
                 "spec.target.name must differ from the baseline's tier name (spec.baseline.precision)",
                 field_path=".target.name",

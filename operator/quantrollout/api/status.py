@@ -75,7 +75,7 @@ class GPUSaving(ApiModel):
     )
     gpus_saved: int | None = Field(
         None,
-        description="baselineFleetGPUs - gpusInUse: negative while a rollout runs both tiers.",
+        description="baselineFleetGpus - gpusInUse: negative while a rollout runs both tiers.",
     )
 
 

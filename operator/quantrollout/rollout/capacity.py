@@ -50,7 +50,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from quantrollout import defaults
@@ -77,7 +77,7 @@ class TierInput:
     replicas: int = 0  # the Deployment's spec.replicas now (0 when absent or scaled to zero)
     ready_replicas: int = 0
     unschedulable: str | None = None  # the scheduler's reason for a pod it cannot place
-    headroom_percent: int = 20
+    headroom_percent: int = defaults.HEADROOM_PERCENT
     autoscale_max: int | None = None  # autoscaling.maxReplicas when an HPA scales the tier
 
 
@@ -111,20 +111,18 @@ class Traffic:
 class Settings:
     """The capacity settings of one model, resolved (see defaults.py, capacity section)."""
 
-    rollback_reserve_percent: int = 100
-    standby_replicas: int = 0
-    bake_s: float = 3600.0
-    abort_scale_down_delay_s: float = 600.0
-    scale_up_lead_s: float = 600.0
+    rollback_reserve_percent: int = defaults.ROLLBACK_RESERVE_PERCENT
+    standby_replicas: int = defaults.STANDBY_REPLICAS
+    bake_s: float = parse_duration(defaults.BAKE_DURATION)
+    abort_scale_down_delay_s: float = parse_duration(defaults.ABORT_SCALE_DOWN_DELAY)
+    scale_up_lead_s: float = parse_duration(defaults.SCALE_UP_LEAD)
 
 
 @dataclass(frozen=True)
 class Inputs:
     tiers: tuple[TierInput, ...]
     current: Traffic  # what the router applies now
-    wanted: (
-        Traffic  # where the rollout's state puts traffic (after a rollback: all on the baseline)
-    )
+    wanted: Traffic  # where the rollout's state puts traffic (rolled back: all on the baseline)
     phase: Phase
     now: datetime.datetime
     settings: Settings = Settings()
@@ -198,7 +196,7 @@ def gpu_usage(tiers: tuple[TierInput, ...]) -> tuple[int, int, int]:
     return in_use, fleet, fleet - in_use
 
 
-def hpa_bounds(tier: TierInput, replicas: int, share: int) -> int:
+def hpa_max(tier: TierInput, replicas: int, share: int) -> int:
     """The HPA's maxReplicas for an autoscaled tier sized for `share`% with minimum `replicas`."""
     if tier.autoscale_max is None or replicas == 0:
         return 0
@@ -260,30 +258,19 @@ def reachable(inputs: Inputs) -> tuple[Traffic, str | None, str | None]:
             if tier.unschedulable:
                 stuck.append(f"{name}: {tier.unschedulable}")
         gains[name] = allowed
-    # A tier no longer in the spec hands its traffic to the baseline alone: nothing moves onto
-    # a target (live or mirrored) until that is done, so at most one tier beside the baseline
-    # ever carries traffic, as every router's two-backend configuration can express.
-    leaving = sum(live[n] for n, t in tiers.items() if t.role == "retired")
-    to_baseline = sum(g for n, g in gains.items() if tiers[n].role == "baseline")
-    handing_over = leaving > to_baseline
+    moved = _shift(tiers, live, want, gains)
+    # A tier no longer in the spec hands its traffic to the baseline: nothing moves onto a
+    # target (live or mirrored) while it still serves after this pass, so at most one tier
+    # beside the baseline ever carries traffic, as every router's two-backend configuration
+    # can express.
+    handing_over = any(moved[n] for n, t in tiers.items() if t.role == "retired")
     if handing_over:
         for name, gain in gains.items():
             if tiers[name].role == "target" and gain:
                 gains[name] = 0
                 blocked.append(f"{name} waits for the tiers no longer in the spec to drain")
-    # What the gainers take comes off the losers, those leaving the spec first. With weights
-    # that each sum to 100 the losers always have enough; if not, the gains shrink to fit.
-    supply = sum(max(0, live[n] - want.live.get(n, 0)) for n in tiers)
-    spare = min(sum(gains.values()), supply)
-    for tier in sorted(tiers.values(), key=_order):
-        taken = min(max(0, live[tier.name] - want.live.get(tier.name, 0)), spare)
-        live[tier.name] -= taken
-        spare -= taken
-    give = min(sum(gains.values()), supply)
-    for name in sorted(gains, key=lambda n: _order(tiers[n]), reverse=True):
-        share = min(gains[name], give)
-        live[name] += share
-        give -= share
+        moved = _shift(tiers, live, want, gains)
+    live = moved
     mirror: dict[str, int] = {}
     for name, tier in tiers.items():
         before, after = cur.mirror.get(name, 0), want.mirror.get(name, 0)
@@ -311,9 +298,30 @@ def reachable(inputs: Inputs) -> tuple[Traffic, str | None, str | None]:
     if stuck and moving_back and not traffic.same_as(want):
         degraded = (
             f"traffic cannot all move back to the baseline: {'; '.join(stuck)}; "
-            f"{traffic.describe()} keeps serving"
+            f"traffic stays at {traffic.describe()}"
         )
     return traffic, held, degraded
+
+
+def _shift(
+    tiers: Mapping[str, TierInput], live: Mapping[str, int], want: Traffic, gains: Mapping[str, int]
+) -> dict[str, int]:
+    """`live` with each tier's gain added and taken off the tiers losing weight, those leaving
+    the spec first. With weights that each sum to 100 the losers always have enough; if not,
+    the gains shrink to fit (the baseline's last)."""
+    after = dict(live)
+    supply = sum(max(0, live[n] - want.live.get(n, 0)) for n in tiers)
+    spare = min(sum(gains.values()), supply)
+    for tier in sorted(tiers.values(), key=_order):
+        taken = min(max(0, live[tier.name] - want.live.get(tier.name, 0)), spare)
+        after[tier.name] -= taken
+        spare -= taken
+    give = min(sum(gains.values()), supply)
+    for name in sorted(gains, key=lambda n: _order(tiers[n]), reverse=True):
+        share = min(gains[name], give)
+        after[name] += share
+        give -= share
+    return after
 
 
 def _short(tier: TierInput, load: int, weight: int, mirrored: int = 0) -> str:
@@ -384,7 +392,7 @@ def _policy(
                 standby,
                 share,
                 "Standby",
-                f"standby after the bake: {standby} replicas",
+                "standby after the bake (spec.baseline.standbyReplicas)",
                 None,
             )
         return 0, 0, None, "", None
@@ -416,8 +424,27 @@ def _next_due(inputs: Inputs) -> tuple[bool, datetime.datetime | None]:
     return inputs.now >= start, (start if inputs.now < start else None)
 
 
+def _unseen(inputs: Inputs) -> tuple[TierInput, ...]:
+    """Tiers the traffic names but nobody observed (a Deployment deleted by hand while the
+    router still sends to it): leaving, with nothing Ready, so their traffic goes back to the
+    baseline as it can and nothing else lands on them."""
+    seen = {t.name for t in inputs.tiers}
+    for traffic in (inputs.wanted, inputs.next or inputs.wanted):
+        missing = sorted({n for n in (*traffic.live, *traffic.mirror) if traffic.load(n)} - seen)
+        if missing:
+            raise ValueError(f"tiers {missing} get traffic but were not observed: pass every tier")
+    named = {n for n, w in (*inputs.current.live.items(), *inputs.current.mirror.items()) if w}
+    return tuple(
+        TierInput(name=n, role="retired", full_replicas=0, gpus_per_replica=0)
+        for n in sorted(named - seen)
+    )
+
+
 def plan(inputs: Inputs) -> CapacityPlan:
-    traffic, held, degraded = reachable(inputs)
+    """The replicas of every observed tier, the traffic to apply now, and the gate for the next
+    step (see the module docstring for how the executor uses it)."""
+    unseen = _unseen(inputs)
+    traffic, held, degraded = reachable(replace(inputs, tiers=inputs.tiers + unseen))
     next_due, next_wake = _next_due(inputs)
     wakes = [next_wake] if next_wake else []
     plans: list[TierPlan] = []
@@ -453,12 +480,12 @@ def plan(inputs: Inputs) -> CapacityPlan:
             TierPlan(
                 name=name,
                 replicas=replicas,
-                max_replicas=hpa_bounds(tier, replicas, share)
+                max_replicas=hpa_max(tier, replicas, share)
                 if tier.autoscale_max is not None
                 else None,
                 share_percent=share,
                 reason=reason,
-                message=f"{replicas} replicas: {words}",
+                message=f"{replicas} replica{'' if replicas == 1 else 's'}: {words}",
                 gpus=replicas * tier.gpus_per_replica,
             )
         )
@@ -548,3 +575,18 @@ def applied_traffic(status_traffic: Mapping[str, object] | None, baseline: str) 
     if not isinstance(name, str):
         return Traffic({baseline: 100})
     return step_traffic(baseline, name, w, m)
+
+
+def tier_status(tier: TierPlan) -> dict[str, object]:
+    """The fields of the tier's entry in `status.tiers[]` that the plan owns."""
+    return {
+        "wantedReplicas": tier.replicas,
+        "capacityReason": tier.reason,
+        "capacityMessage": tier.message,
+    }
+
+
+def gpu_status(tiers: tuple[TierInput, ...]) -> dict[str, object]:
+    """The fields of `status.gpuSaving` that count GPUs held now against the FP16-only fleet."""
+    in_use, fleet, saved = gpu_usage(tiers)
+    return {"gpusInUse": in_use, "baselineFleetGpus": fleet, "gpusSaved": saved}
