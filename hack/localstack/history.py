@@ -29,9 +29,9 @@ from quantrollout.analysis.rules import Compare, RuleQuery
 from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.health import ObservedTier
 from quantrollout.manifests.plan import parse_spec
-from quantrollout.pass_.plan import capacity_plan, capacity_tiers, rollout_inputs
+from quantrollout.pass_.plan import capacity_plan, capacity_tiers, decide_rollout, rollout_inputs
 from quantrollout.rollout.codec import state_from_status, status_from_state
-from quantrollout.rollout.machine import Evaluation, Phase, RolloutState, decide
+from quantrollout.rollout.machine import Evaluation, Phase, RolloutState
 from quantrollout.rollout.steps import Step, steps_for
 
 PHASES: tuple[str, ...] = get_args(Phase)
@@ -245,7 +245,7 @@ def illegal_transitions(history: Sequence[Seen]) -> list[str]:
                     model.spec, "", name, now, seen, evaluation=evaluation,
                     ready_for_next=gate.ready_for_next,
                 )  # fmt: skip
-                reached.append(_normal(decide(sa, inputs).state, model.steps))
+                reached.append(_normal(decide_rollout(model.spec, sa, inputs).state, model.steps))
             if sb not in reached:
                 problems.append(
                     f"{_where(a)} -> {_where(b)}: not a transition of the state machine "

@@ -27,11 +27,12 @@ from quantrollout.pass_.plan import (
     capacity_plan,
     capacity_tiers,
     current_state,
+    decide_rollout,
     rollout_inputs,
     rollout_status,
 )
 from quantrollout.rollout.codec import rfc3339
-from quantrollout.rollout.machine import Evaluation, decide
+from quantrollout.rollout.machine import Evaluation
 from quantrollout.rollout.steps import steps_for
 
 T0 = 1_800_000_000.0
@@ -108,7 +109,7 @@ class Run:
             self.spec, "", self.name, now, seen, evaluation=evaluation,
             ready_for_next=gate.ready_for_next,
         )  # fmt: skip
-        new = decide(state, inputs).state
+        new = decide_rollout(self.spec, state, inputs).state
         if new == state and evaluation is None:
             return self
         patch = rollout_status(self.spec, self.name, new, self.steps)

@@ -9,6 +9,7 @@ import asyncio
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -120,15 +121,18 @@ def test_capacity_comes_up_before_the_first_status_and_the_events_after_it() -> 
     assert m.status["traffic"]["mirrorPercent"] == 100
 
 
-def test_a_steady_model_costs_one_read_and_no_write() -> None:
+def test_a_steady_model_costs_one_read_and_no_write_between_its_evaluations() -> None:
     m = Model()
     m.until(lambda m: m.status.get("phase") == "Succeeded")
     for _ in range(5):  # the bake, then the baseline at its standby replicas
         m.run()
+    m.run(300)  # the first evaluation after the bake (afterBakeInterval 5m)
     m.kube.writes()
     m.kube.reads.clear()
-    for _ in range(3):
-        assert m.run().wake_in_s is None  # nothing scheduled: the runner sleeps
+    wakes = [m.run().wake_in_s for _ in range(3)]
+    # asleep until the next evaluation's slot on the shared 5-minute clock, a second less each pass
+    assert wakes[0] is not None
+    assert wakes == pytest.approx([wakes[0], wakes[0] - 1, wakes[0] - 2])
     assert m.kube.writes() == []
     assert m.kube.reads == [("QuantizedModel", NAME)] * 3  # the children are not read again
 

@@ -45,7 +45,7 @@ from quantrollout.manifests.plan import Plan as Manifests
 from quantrollout.manifests.plan import Problem, parse_spec
 from quantrollout.manifests.plan import plan as manifests_for
 from quantrollout.manifests.vllm import GPU_RESOURCE, resource_name
-from quantrollout.rollout import capacity
+from quantrollout.rollout import after_bake, capacity
 from quantrollout.rollout.codec import rfc3339, state_from_status, status_from_state
 from quantrollout.rollout.machine import (
     ACTIVE,
@@ -480,16 +480,36 @@ def _condition_events(transitions: list[health.Transition]) -> list[Event]:
     ]
 
 
+def decide_rollout(spec: QuantizedModelSpec, state: RolloutState, inputs: Inputs) -> Decision:
+    """The state machine, watching on after full (`rollout.after_bake`); a refused edit holds
+    whatever the phase."""
+    if inputs.refused is not None:
+        return decide(state, inputs)
+    return after_bake.watch(state, inputs, after_bake.after_bake_of(spec)).decision
+
+
+def next_evaluation(
+    state: RolloutState, analysis: AnalysisSettings, spec: QuantizedModelSpec | None
+) -> datetime.datetime | None:
+    """When the next evaluation is due: while the rollout is active, and at full (during the
+    bake at the rollout's interval, then at afterBakeInterval)."""
+    if spec is None:
+        return next_evaluation_at(state, analysis)
+    return after_bake.next_watch_at(state, analysis, after_bake.after_bake_of(spec))
+
+
 def _wake_in(
     state: RolloutState,
     analysis: AnalysisSettings,
     now: datetime.datetime,
     cap: capacity.CapacityPlan | None = None,
     draining: bool = False,
+    spec: QuantizedModelSpec | None = None,
 ) -> float | None:
     """Until the next evaluation, or the next change of the capacity plan (a bake or a delay
     over), whichever comes first; soon while a tier that left the spec waits to be deleted."""
-    times = [t for t in (next_evaluation_at(state, analysis), cap.wake_at if cap else None) if t]
+    due = next_evaluation(state, analysis, spec)
+    times = [t for t in (due, cap.wake_at if cap else None) if t]
     if draining:
         times.append(now + datetime.timedelta(seconds=_DRAIN_CHECK_S))
     if not times:
@@ -589,7 +609,8 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         tier_inputs = capacity_tiers(spec, seen, _retired(observed), frozenset(rolling))
         applied = status.get("traffic")
         gate = capacity_plan(spec, state, tier_inputs, applied, now, observed.action)
-        decision = decide(
+        decision = decide_rollout(
+            spec,
             state,
             rollout_inputs(
                 spec, namespace, name, now, deciding, evaluation, observed.action,
@@ -676,7 +697,9 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         events=decision.events if decision else (),
         condition_events=tuple(_condition_events(transitions)),
         remove_action=observed.action is not None and not _promote_waits(observed, state, new),
-        wake_in_s=_wake_in(new, settings, now, cap, bool(observed.retired)) if decision else None,
+        wake_in_s=_wake_in(new, settings, now, cap, bool(observed.retired), spec)
+        if decision
+        else None,
         traffic_retry_s=max(1.0, min(_TRAFFIC_RETRY_S, settings.interval_s)),
         before=state,
         after=new,
@@ -695,10 +718,10 @@ def measurement_due(
         return None
     meta = qm["metadata"]
     state = current_state(qm.get("status") or {}, parsed)
-    if state.rollout_id != rollout_id(parsed) or state.phase not in ACTIVE:
+    if state.rollout_id != rollout_id(parsed) or state.phase not in (*ACTIVE, "Succeeded"):
         return None
     settings = settings_of(analysis_of(parsed), meta["namespace"], meta["name"])
-    due = next_evaluation_at(state, settings)
+    due = next_evaluation(state, settings, parsed)
     if due is None or now < due:
         return None
     steps = steps_for(parsed)
