@@ -38,7 +38,6 @@ from quantrollout import health
 from quantrollout.api.crd import GROUP, KIND, VERSION
 from quantrollout.api.resolve import tiers
 from quantrollout.api.spec import QuantizedModelSpec
-from quantrollout.api.status import GPUSaving
 from quantrollout.manifests.autoscaler import build_hpa
 from quantrollout.manifests.drift import drifted
 from quantrollout.manifests.plan import Plan as Manifests
@@ -566,14 +565,11 @@ def _with_capacity(
     for tier in health_fields.get("tiers") or []:
         plan_of = wanted.get(tier["name"])
         if plan_of is not None:
-            tier["wantedReplicas"] = plan_of.replicas
-            tier["capacityReason"] = plan_of.reason
-            tier["capacityMessage"] = plan_of.message
-    in_use, fleet, saved = capacity.gpu_usage(tier_inputs)
-    saving = GPUSaving.model_validate(health_fields.get("gpuSaving") or {})
-    health_fields["gpuSaving"] = saving.model_copy(
-        update={"gpus_in_use": in_use, "baseline_fleet_gpus": fleet, "gpus_saved": saved}
-    ).to_wire()
+            tier.update(capacity.tier_status(plan_of))
+    health_fields["gpuSaving"] = {
+        **(health_fields.get("gpuSaving") or {}),
+        **capacity.gpu_status(tier_inputs),
+    }
 
 
 def plan(observed: Observed, now: datetime.datetime) -> Plan:
