@@ -19,16 +19,34 @@ It also times a breach after the bake: judged on the slow clock by `rollout.afte
 back, the baseline coming back from `standbyReplicas` and traffic moving back as its replicas
 become Ready (`--load` each).
 
+`--local-stack` runs the same plan on a private local stack (control plane with KWOK GPU nodes,
+the operator) with stages of seconds, and measures the Deployments' replicas every 0.5 s: ours
+from the replicas, ideal from the traffic the operator told the router, beside the pure
+simulation of the same stages. (It needs the executor that applies the plan.)
+
 usage: hack/bench/gpu_hours.py [--days 7] [--replicas 4] [--load 5m] [--pass 60s]
                                [--reserve 100] [--standby 0] [--headroom 20] [--bake 1h]
+                               [--local-stack [--horizon 150s]]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import tempfile
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from kubernetes import client
+
+from localstack import stack as localstack
+from localstack.crds import apply_crds
+from localstack.kubeapi import api_client, get_custom
+from localstack.lab import OperatorProcess
+from localstack.procs import free_port
+from quantrollout.api.crd import GROUP, PLURAL, VERSION, build_crd
 from quantrollout.api.durations import format_duration, parse_duration
 from quantrollout.api.resolve import Tier, tiers
 from quantrollout.api.spec import QuantizedModelSpec
@@ -61,17 +79,35 @@ T0 = datetime.datetime(2026, 1, 5, 9, 0, tzinfo=datetime.UTC)
 PASS = Evaluation("Pass")
 
 
-def model_spec(args: argparse.Namespace) -> QuantizedModelSpec:
+# --local-stack: the same plan on the real control plane, with stages of seconds. Analysis is one
+# custom rule that always passes (this measures capacity, not judging).
+SHORT_STAGES: list[dict[str, Any]] = [
+    {"name": "shadow", "duration": "20s"},
+    {"name": "ab", "weight": 10, "duration": "30s"},
+    {"name": "gradual", "weights": [25, 50, 75], "stepDuration": "10s"},
+    {"name": "full"},
+]
+SHORT_ANALYSIS = {
+    "interval": "1s", "minSamples": 0, "rules": [{"name": "custom", "query": "vector(0)", "max": "0"}],
+}  # fmt: skip
+
+
+def raw_spec(args: argparse.Namespace) -> dict[str, Any]:
     """The default stages and settings, with the figures the command line changes."""
-    return QuantizedModelSpec.model_validate(
-        {
-            "model": "meta-llama/Meta-Llama-3-8B-Instruct",
-            "baseline": {"artifact": "s3://models/fp16", "standbyReplicas": args.standby},
-            "target": {"name": "int4-awq", "artifact": "s3://models/awq", "precision": "int4", "format": "awq"},
-            "serving": {"replicas": args.replicas, "headroomPercent": args.headroom},
-            "rollout": {"bakeDuration": args.bake, "rollbackReservePercent": args.reserve},
-        }
-    )  # fmt: skip
+    rollout: dict[str, Any] = {"bakeDuration": args.bake, "rollbackReservePercent": args.reserve}
+    if args.local_stack:
+        rollout |= {"stages": SHORT_STAGES, "analysis": SHORT_ANALYSIS}
+    return {
+        "model": "meta-llama/Meta-Llama-3-8B-Instruct",
+        "baseline": {"artifact": "s3://models/fp16", "standbyReplicas": args.standby},
+        "target": {"name": "int4-awq", "artifact": "s3://models/awq", "precision": "int4", "format": "awq"},
+        "serving": {"replicas": args.replicas, "headroomPercent": args.headroom, "gpu": {"count": 1}},
+        "rollout": rollout,
+    }  # fmt: skip
+
+
+def model_spec(args: argparse.Namespace) -> QuantizedModelSpec:
+    return QuantizedModelSpec.model_validate(raw_spec(args))
 
 
 @dataclass
@@ -246,6 +282,109 @@ def breach_after_bake(args: argparse.Namespace) -> BreachTimes:
     raise SystemExit("traffic never came back to the baseline within 2h")
 
 
+@dataclass
+class Local:
+    """GPU-seconds measured on the local stack, from the Deployments' replicas and the traffic
+    the operator told the router, sampled every SAMPLE_S."""
+
+    ours: float = 0.0
+    ideal: float = 0.0
+    seconds: float = 0.0
+    full_after_s: float | None = None
+    standby_after_s: float | None = None
+
+
+SAMPLE_S = 0.5
+
+
+def run_local(args: argparse.Namespace, horizon_s: float) -> Local:
+    """A private local stack (control plane with KWOK GPU nodes, Prometheus) and the operator,
+    one model with stages of seconds; measures for `horizon_s` after the model is created."""
+    spec = model_spec(args)
+    baseline, target = tiers(spec)
+    inputs = {t.name: tier_input(t) for t in (baseline, target)}
+    out = Local()
+    with tempfile.TemporaryDirectory(prefix="qr-gpu-hours-") as tmp:
+        stack = localstack.up(Path(tmp), api_port=free_port(), etcd_port=free_port(), etcd_peer_port=free_port(),
+                              prometheus_port=free_port())  # fmt: skip
+        operator = OperatorProcess(
+            stack.controlplane.kubeconfig, Path(tmp) / "operator.log", stack.prometheus.url
+        )
+        try:
+            api = api_client(stack.controlplane.kubeconfig)
+            apply_crds(api, [build_crd()])
+            operator.start()
+            operator.wait_ready()
+            core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+            custom = client.CustomObjectsApi(api)
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="bench")))
+            obj = {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "QuantizedModel",
+                "metadata": {"name": "llama"}, "spec": raw_spec(args),
+            }  # fmt: skip
+            custom.create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, obj)
+            start = time.monotonic()
+            while (now := time.monotonic()) - start < horizon_s:
+                gpus = 0
+                for tier in (baseline, target):
+                    try:
+                        dep = apps.read_namespaced_deployment(f"llama-{tier.name}", "bench")
+                        gpus += int(dep.spec.replicas or 0) * tier.serving.gpu.count
+                    except client.ApiException as err:
+                        if err.status != 404:
+                            raise
+                status = get_custom(custom, GROUP, VERSION, "bench", PLURAL, "llama").get("status") or {}  # fmt: skip
+                traffic = status.get("traffic") or {}
+                weight, mirror = (
+                    int(traffic.get("targetWeight") or 0),
+                    int(traffic.get("mirrorPercent") or 0),
+                )
+                applied = step_traffic(baseline.name, target.name, weight, mirror)
+                least = ideal_gpus(tuple(inputs.values()), applied)
+                out.ours += gpus * SAMPLE_S
+                out.ideal += least * SAMPLE_S
+                out.seconds += SAMPLE_S
+                if status.get("phase") == "Succeeded" and out.full_after_s is None:
+                    out.full_after_s = now - start
+                reasons = {
+                    t.get("name"): t.get("capacityReason") for t in status.get("tiers") or []
+                }
+                if reasons.get(baseline.name) == "Standby" and out.standby_after_s is None:
+                    out.standby_after_s = now - start
+                time.sleep(max(0.0, SAMPLE_S - (time.monotonic() - now)))
+        finally:
+            operator.stop()
+            stack.down()
+    return out
+
+
+def local_main(args: argparse.Namespace) -> None:
+    horizon_s = parse_duration(args.horizon)
+    local = run_local(args, horizon_s)
+    sim_args = argparse.Namespace(**{**vars(args), "days": horizon_s / 86400, "pass_": "1s"})
+    simulated, _ = simulate(sim_args)
+    keep_both = 2 * args.replicas * local.seconds
+    print(
+        f"local stack (KWOK GPU nodes), {args.horizon} after apply; stages shadow 20s, ab 10% 30s, "
+        f"gradual 25/50/75% 10s each, full; bake {args.bake}; {args.replicas} replicas of 1 GPU "
+        f"per tier; rollback reserve {args.reserve}%, standby {args.standby}, headroom "
+        f"{args.headroom}%; sampled every {SAMPLE_S:g}s"
+    )
+    print(
+        f"full after {local.full_after_s or float('nan'):.1f}s, baseline at standby after "
+        f"{local.standby_after_s or float('nan'):.1f}s"
+    )
+    print(
+        f"local: ours {local.ours:.0f} GPU-s, ideal {local.ideal:.0f}, keep-both {keep_both:.0f}; "
+        f"the pure simulation of the same stages (replicas Ready {args.load} after asked, a pass "
+        f"every 1s): ours {simulated.ours * 3600:.0f}, ideal {simulated.ideal * 3600:.0f}"
+    )
+    print(
+        f"gpu-hours: ours={local.ours / 3600:.4f} keep-both={keep_both / 3600:.4f} "
+        f"ideal={local.ideal / 3600:.4f}"
+    )
+
+
 def later(seconds: float) -> str:
     return "at once" if seconds <= 0 else f"{format_duration(seconds)} later"
 
@@ -260,7 +399,20 @@ def main() -> None:
     parser.add_argument("--standby", type=int, default=0, help="standbyReplicas")
     parser.add_argument("--headroom", type=int, default=20, help="headroomPercent")
     parser.add_argument("--bake", default="1h", help="bakeDuration")
+    parser.add_argument(
+        "--local-stack",
+        action="store_true",
+        help="run the same plan on a private local stack with stages of seconds (needs the tools)",
+    )
+    parser.add_argument("--horizon", default="150s", help="--local-stack: how long to measure")
     args = parser.parse_args()
+    if args.local_stack:
+        if args.bake == "1h":
+            args.bake = "15s"
+        if args.load == "5m":
+            args.load = "2s"
+        local_main(args)
+        return
 
     totals, marks = simulate(args)
     keep_both = 2 * args.replicas * args.days * 24  # both tiers, 1 GPU per replica, all along

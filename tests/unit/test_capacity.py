@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from quantrollout import defaults
 from quantrollout.api.resolve import tiers
 from quantrollout.api.spec import QuantizedModelSpec
+from quantrollout.rollout.after_bake import AfterBake, watch
 from quantrollout.rollout.capacity import (
     CapacityPlan,
     Inputs,
@@ -35,7 +36,7 @@ from quantrollout.rollout.capacity import (
     tier_input,
     two_tiers,
 )
-from quantrollout.rollout.machine import Action, AnalysisSettings, Evaluation, RolloutState, decide
+from quantrollout.rollout.machine import Action, AnalysisSettings, Evaluation, RolloutState
 from quantrollout.rollout.machine import Inputs as MachineInputs
 from quantrollout.rollout.steps import Step, stages_hash
 
@@ -642,6 +643,7 @@ WALK_STEPS = (
     reserve_pct=st.sampled_from([0, 50, 100]),
     full=st.integers(1, 5),
     gpu_limit=st.none() | st.integers(0, 3),
+    on_breach=st.sampled_from(["rollback", "alert"]),
 )
 def test_with_the_state_machine_nothing_lands_on_capacity_still_loading(
     events: list[tuple[str | None, str | None]],
@@ -649,14 +651,17 @@ def test_with_the_state_machine_nothing_lands_on_capacity_still_loading(
     reserve_pct: int,
     full: int,
     gpu_limit: int | None,
+    on_breach: str,
 ) -> None:
-    """Every pass as the executor runs it: plan, decide with `ready_for_next` as the machine's
-    readiness, plan the decided weights, scale up, apply traffic, scale down. A replica is Ready
-    `load_minutes` after it is asked for; once the baseline gave replicas back, only `gpu_limit`
-    of its replicas can be scheduled again (its GPUs went to someone else). Whatever the verdicts and actions, traffic lands only on
-    Ready replicas, no tier drops below what its traffic needs, and the reserve is kept while
-    the rollout is active."""
+    """Every pass as the executor runs it: plan, decide (`after_bake.watch`: the machine, and
+    the watch at full) with `ready_for_next` as the machine's readiness, plan the decided
+    weights, scale up, apply traffic, scale down. A replica is Ready `load_minutes` after it is
+    asked for; once the baseline gave replicas back, only `gpu_limit` of its replicas can be
+    scheduled again (its GPUs went to someone else). Whatever the verdicts and actions, traffic
+    lands only on Ready replicas, no tier drops below what its traffic needs, and the reserve is
+    kept while the rollout is active."""
     s = replace(SETTINGS, rollback_reserve_percent=reserve_pct, bake_s=300, abort_scale_down_delay_s=240)  # fmt: skip
+    at_full = AfterBake(bake_s=s.bake_s, interval_s=60, on_breach=on_breach)  # type: ignore[arg-type]
     analysis = AnalysisSettings(interval_s=60, failure_limit=2, on_metrics_unavailable="pause", metrics_unavailable_grace_s=300)  # fmt: skip
     pods: dict[str, list[int]] = {BASE: [0] * full, TARGET: []}
     base_limit = gpu_limit  # once given back, the GPUs may be gone to someone else
@@ -694,7 +699,7 @@ def test_with_the_state_machine_nothing_lands_on_capacity_still_loading(
         # The executor holds a promote (its annotation kept) until the next step is Ready: a
         # promote skips the analysis, never the capacity.
         action = None if asked == "promote" and not before.ready_for_next else asked
-        decision = decide(
+        decision = watch(
             state,
             MachineInputs(
                 rollout_id="r1", steps=WALK_STEPS, stages_hash=stages_hash(WALK_STEPS),
@@ -702,7 +707,8 @@ def test_with_the_state_machine_nothing_lands_on_capacity_still_loading(
                 evaluation=Evaluation(verdict, ("breach",)) if verdict else None,  # type: ignore[arg-type]
                 action=Action(action, "test") if action else None,  # type: ignore[arg-type]
             ),
-        )  # fmt: skip
+            at_full,
+        ).decision  # fmt: skip
         promoted = decision.state.target_weight > state.target_weight or (
             decision.state.mirror_percent > state.mirror_percent
         )
