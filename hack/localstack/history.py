@@ -27,22 +27,12 @@ from typing import Any, get_args
 
 from quantrollout.analysis.rules import Compare, RuleQuery
 from quantrollout.api.spec import QuantizedModelSpec
-from quantrollout.driver import analysis_of, settings_of
+from quantrollout.health import ObservedTier
 from quantrollout.manifests.plan import parse_spec
-from quantrollout.rollout.codec import (
-    state_from_status,
-    status_from_state,
-    target_down,
-    tiers_ready,
-)
-from quantrollout.rollout.machine import (
-    Evaluation,
-    Inputs,
-    Phase,
-    RolloutState,
-    decide,
-)
-from quantrollout.rollout.steps import Step, rollout_id, stages_hash, steps_for
+from quantrollout.pass_.plan import capacity_plan, capacity_tiers, decide_rollout, rollout_inputs
+from quantrollout.rollout.codec import state_from_status, status_from_state
+from quantrollout.rollout.machine import Evaluation, Phase, RolloutState
+from quantrollout.rollout.steps import Step, steps_for
 
 PHASES: tuple[str, ...] = get_args(Phase)
 FINAL = ("Succeeded", "RolledBack")
@@ -202,10 +192,24 @@ def _rollout_view(status: dict[str, Any]) -> dict[str, Any]:
                                        "stageStartedAt", "rollback", "rollout")}  # fmt: skip
 
 
+def seen_tiers(status: dict[str, Any]) -> dict[str, ObservedTier]:
+    """The tiers as the pass that wrote `status` observed them: one pass records its observation
+    of the tiers and its decision in one write."""
+    out = {}
+    for t in status.get("tiers") or []:
+        ready, replicas = bool(t.get("ready")), int(t.get("replicas") or 0)
+        out[t["name"]] = ObservedTier(
+            exists=True, replicas=replicas, ready_replicas=int(t.get("readyReplicas") or 0),
+            updated_replicas=replicas if ready else 0, available=ready, generation_observed=True,
+        )  # fmt: skip
+    return out
+
+
 def illegal_transitions(history: Sequence[Seen]) -> list[str]:
     """Each change of the rollout's fields must be `decide(previous, inputs)` for the inputs the
-    operator had: the previous version's status and tiers, this write's evaluation (if it
-    recorded a new one) and a clock reading within the millisecond the write records."""
+    operator had (built by the operator's own `rollout_inputs`): the tiers recorded with the
+    decision, this write's evaluation (if it recorded a new one) and a clock reading within the
+    millisecond the write records."""
     problems = []
     for name, versions in by_model(history).items():
         before = Seen(name, "(none)", 0.0, versions[0].spec, {})
@@ -214,7 +218,6 @@ def illegal_transitions(history: Sequence[Seen]) -> list[str]:
                 continue
             model = _model(b)
             sa, sb = state_from_status(a.status), state_from_status(b.status)
-            analysis = settings_of(analysis_of(model.spec))
             evaluated = sb.last_evaluation_at != sa.last_evaluation_at
             evaluation = _evaluation(b.status) if evaluated else None
             if evaluated and (evaluation is None or sb.last_evaluation_at is None):
@@ -232,14 +235,17 @@ def illegal_transitions(history: Sequence[Seen]) -> list[str]:
             candidates = [clock, clock + _MS] if clock else [_EPOCH]
             reached = []
             for now in candidates:
-                inputs = Inputs(
-                    rollout_id=rollout_id(model.spec), steps=model.steps,
-                    stages_hash=stages_hash(model.steps), analysis=analysis, now=now,
-                    paused=bool(model.spec.rollout and model.spec.rollout.paused),
-                    tiers_ready=tiers_ready(a.status),
-                    target_down=target_down(a.status, model.spec.target.name), evaluation=evaluation,
+                seen = seen_tiers(b.status)
+                # Whether capacity let traffic move on: the tiers as recorded with the decision,
+                # the traffic the router applied before it.
+                gate = capacity_plan(
+                    model.spec, sa, capacity_tiers(model.spec, seen), a.status.get("traffic"), now
+                )
+                inputs = rollout_inputs(
+                    model.spec, "", name, now, seen, evaluation=evaluation,
+                    ready_for_next=gate.ready_for_next,
                 )  # fmt: skip
-                reached.append(_normal(decide(sa, inputs).state, model.steps))
+                reached.append(_normal(decide_rollout(model.spec, sa, inputs).state, model.steps))
             if sb not in reached:
                 problems.append(
                     f"{_where(a)} -> {_where(b)}: not a transition of the state machine "

@@ -1,8 +1,10 @@
-"""Kopf handlers: thin glue between Kubernetes events and the pure decision code.
+"""Kopf handlers: thin glue between Kubernetes events and one pass per model (`pass_`).
 
-Every trigger (resume, create, spec update, a change to one of our Deployments, an unschedulable
-pod) calls the same level-based `reconcile`, which re-reads the world, applies only what drifted
-and writes status only when it changed: a steady model costs no API writes at all.
+Each model has one runner task, the only writer of its status. Every trigger (resume, create, a
+spec edit, a change to one of its Deployments, a pod the scheduler cannot place, a user's action)
+only wakes that runner; triggers that arrive while a pass runs wake it once more, so a burst of
+events costs one pass, and none is lost. Between triggers the runner sleeps until its next
+evaluation is due (never, for a finished rollout): a steady model costs no API calls at all.
 """
 
 from __future__ import annotations
@@ -10,27 +12,24 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import datetime
-from collections import defaultdict
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
 
 import kopf
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from quantrollout import driver, health, metrics
+from quantrollout import metrics
 from quantrollout.api.crd import GROUP, PLURAL, VERSION
-from quantrollout.kube import API_CONCURRENCY, Kube, going_away, new_api_client, owner_reference
-from quantrollout.manifests.drift import drifted
-from quantrollout.manifests.plan import plan as make_plan
-from quantrollout.manifests.vllm import MODEL_LABEL, resource_name, selector_labels
+from quantrollout.io.prometheus import Providers
+from quantrollout.kube import API_CONCURRENCY, Kube, going_away, new_api_client
+from quantrollout.manifests.vllm import MODEL_LABEL
+from quantrollout.pass_.observe import Memory
+from quantrollout.pass_.plan import ACTION_ANNOTATION
+from quantrollout.pass_.run import PassResult, run_pass
 
-# One reconcile at a time per model: the model's own handler and its children's events race otherwise.
-_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
-# Models with a reconcile queued that has not started yet (see `reconcile`).
-_queued: set[tuple[str, str]] = set()
-# Wakes a model's rollout daemon when its spec or tiers changed, instead of polling.
-_wakeups: defaultdict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
+RETRY_S = 2.0  # after a failed pass (API unreachable, say)
+IDLE_S = 3600.0  # a model with nothing scheduled is looked at again after this long anyway
 
 
 @kopf.on.startup()
@@ -46,140 +45,110 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         concurrent.futures.ThreadPoolExecutor(API_CONCURRENCY, thread_name_prefix="io")
     )
     memo.kube = Kube(new_api_client())
-    memo.providers = driver.Providers()
+    memo.providers = Providers()
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def post_event(
+    model: dict[str, Any], type: Literal["Normal", "Warning"], reason: str, message: str
+) -> None:
+    kopf.event(kopf.Body(cast(kopf.RawBody, model)), type=type, reason=reason, message=message)
 
 
-async def reconcile(kube: Kube, qm: dict[str, Any], logger: kopf.Logger) -> None:
-    meta = qm["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    key = (namespace, name)
-    if key in _queued:
-        # A reconcile of this model is already waiting and has not read anything yet: it will
-        # see this change too. Without this, a burst of Deployment/Pod events (a thousand models
-        # becoming ready) queues one full reconcile per event, each re-reading every child.
-        return
-    _queued.add(key)
-    started = False
-    try:
-        async with _locks[key]:
-            started = True
-            _queued.discard(key)  # from here on, a new change needs a new reconcile
-            # Re-read under the lock: the body that triggered us may be stale by now.
-            current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
-            if current is None or current["metadata"].get("deletionTimestamp"):
+@dataclass
+class Runner:
+    """One model's runner: its task, what wakes it, and what it keeps between passes."""
+
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    memory: Memory = field(default_factory=Memory)
+    task: asyncio.Task[None] | None = None
+
+
+_runners: dict[tuple[str, str], Runner] = {}
+
+
+async def _run(memo: kopf.Memo, namespace: str, name: str, runner: Runner, logger: Any) -> None:
+    """Passes over the model until it is gone: one per trigger, or when an evaluation is due."""
+    while True:
+        runner.wakeup.clear()
+        try:
+            with metrics.RECONCILE.time():
+                result = await run_pass(
+                    memo.kube, memo.providers, post_event, runner.memory, namespace, name,
+                    unschedulable_message, log=logger.info,
+                )  # fmt: skip
+            if result.gone:
                 return
-            try:
-                with metrics.RECONCILE.time():
-                    await _reconcile_locked(kube, current, logger)
-            except ApiException as err:
-                if not going_away(err):
-                    raise
-                # Deleted (or its namespace) since it was read: nothing left to reconcile.
-                logger.info(f"not reconciled: {name} or its namespace is being deleted")
-                return
-    finally:
-        if not started:  # cancelled while waiting: nobody else is queued for this model
-            _queued.discard(key)
-    _wakeups[key].set()
-
-
-async def _reconcile_locked(kube: Kube, qm: dict[str, Any], logger: kopf.Logger) -> None:
-    meta = qm["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    plan = make_plan(name, namespace, qm.get("spec", {}))
-    observed: dict[str, health.ObservedTier] = {}
-    for tier_plan in plan.tiers:
-        tier = tier_plan.tier
-        rname = resource_name(name, tier)
-        if not tier_plan.deployable:
-            # A target that cannot run is removed; the baseline is never taken away by us.
-            if tier.role == "target":
-                for kind in ("Deployment", "Service"):
-                    if await asyncio.to_thread(kube.delete, kind, namespace, rname):
-                        logger.info(f"deleted {kind} {rname}: the tier cannot be deployed")
-            continue
-        deployment: dict[str, Any] | None = None
-        for desired in tier_plan.objects:
-            desired = {
-                **desired,
-                "metadata": {**desired["metadata"], "ownerReferences": [owner_reference(qm)]},
-            }
-            live = await asyncio.to_thread(kube.get, desired["kind"], namespace, rname)
-            if live is None or drifted(desired, live):
-                live = await asyncio.to_thread(kube.apply, desired)
-                logger.info(f"applied {desired['kind']} {rname}")
-            if desired["kind"] == "Deployment":
-                deployment = live
-        unschedulable = None
-        if deployment is not None and not health.observe_deployment(deployment, None).ready:
-            selector = selector_labels(name, tier)
-            unschedulable = unschedulable_message(namespace, selector)
-            if unschedulable is None and _reported_unschedulable(qm):
-                # Said so before, and no pod event says so now: either it was placed, or this
-                # operator just started and the pod events are still coming. Ask the API once.
-                unschedulable = await asyncio.to_thread(
-                    kube.unschedulable_message, namespace, selector
+        except (ApiException, OSError, urllib3.exceptions.HTTPError) as err:
+            # The API down or restarting, or the model going away: the next pass reads afresh.
+            if isinstance(err, ApiException) and going_away(err):
+                logger.info(f"{namespace}/{name} or its namespace is being deleted")
+            else:
+                logger.warning(
+                    f"{namespace}/{name}: pass failed, retrying in {RETRY_S:.0f}s: {err!r:.300}"
                 )
-        observed[tier.name] = health.observe_deployment(deployment, unschedulable)
+            runner.memory.stale = True
+            result = PassResult(RETRY_S)
+        except Exception:
+            # A bug: said loudly, with its traceback. Without this the task died unseen (nobody
+            # awaits it) and the model was not looked at until the next watch event.
+            logger.exception(f"{namespace}/{name}: pass failed, retrying in {RETRY_S:.0f}s")
+            runner.memory.stale = True
+            result = PassResult(RETRY_S)
+        timeout = result.wake_in_s if result.wake_in_s is not None else IDLE_S
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runner.wakeup.wait(), timeout=timeout)
 
-    previous = qm.get("status") or {}
-    status, transitions = health.compute(
-        name=name,
-        generation=int(meta.get("generation", 0)),
-        plan=plan,
-        observed=observed,
-        previous=previous.get("conditions"),
-        now=_now(),
-        rollout=previous,
-    )
-    changed = {k: v for k, v in status.items() if previous.get(k) != v}
-    if changed:
-        await asyncio.to_thread(kube.patch_status, namespace, name, changed)
-    for t in transitions:
-        kopf.event(
-            kopf.Body(cast(kopf.RawBody, qm)),
-            type=t.event_type,
-            reason=f"{t.type}{t.status}",
-            message=f"{t.reason}: {t.message}",
+
+def wake(
+    memo: kopf.Memo, namespace: str, name: str, logger: Any, *, stale: bool, now: bool = True
+) -> None:
+    """Makes sure the model has a runner; `stale`: its children changed (read them again);
+    `now`: run a pass now rather than at its next scheduled time."""
+    key = (namespace, name)
+    runner = _runners.get(key)
+    if runner is None or runner.task is None or runner.task.done():
+        runner = _runners[key] = Runner()
+        runner.task = asyncio.create_task(
+            _run(memo, namespace, name, runner, logger), name=f"model {namespace}/{name}"
         )
-        logger.info(f"condition {t.type}={t.status} reason={t.reason}: {t.message}")
+        return
+    if stale:
+        runner.memory.stale = True
+    if now:
+        runner.wakeup.set()
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def quantizedmodel_reconcile(
-    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    name: str | None, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
-    await reconcile(memo.kube, dict(body), logger)
+    if name and namespace:
+        wake(memo, namespace, name, logger, stale=True)
 
 
-async def _reconcile_owner(
-    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger
+def _wake_owner(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, logger: Any, *, stale: bool
 ) -> None:
     owner = labels.get(MODEL_LABEL)
-    if not namespace or not owner:
-        return
-    await reconcile(memo.kube, {"metadata": {"namespace": namespace, "name": owner}}, logger)
+    if namespace and owner:
+        wake(memo, namespace, owner, logger, stale=stale)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={MODEL_LABEL: kopf.PRESENT})
 async def deployment_event(
     namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
-    """Our Deployment changed (rolled out, became ready, was edited or deleted): re-reconcile its model."""
-    await _reconcile_owner(namespace, labels, memo, logger)
+    """Our Deployment changed (rolled out, became ready, was edited or deleted): a pass."""
+    _wake_owner(namespace, labels, memo, logger, stale=True)
 
 
 # The scheduler's reason for each of our pods it cannot place, kept from the pod events Kopf
-# already watches: (namespace, pod) -> (its labels, the message). The reconcile reads it here
-# instead of listing a tier's pods each time it is not ready (at 1,000 models, that list on every
-# Deployment event held the operator's I/O threads while tiers came up); it lists only to
-# clear a reason it reported before.
+# already watches: (namespace, pod) -> (its labels, the message). A pass reads it here instead of
+# listing a tier's pods each time it is not ready (at 1,000 models, that list on every
+# Deployment event held the operator's I/O threads while tiers came up); it lists only to clear
+# a reason it reported before.
 _unplaced: dict[tuple[str, str], tuple[dict[str, str], str]] = {}
 
 
@@ -198,11 +167,6 @@ def unschedulable_message(namespace: str, selector: dict[str, str]) -> str | Non
     return None
 
 
-def _reported_unschedulable(qm: dict[str, Any]) -> bool:
-    conditions = (qm.get("status") or {}).get("conditions") or []
-    return any(c.get("reason") == "Unschedulable" for c in conditions)
-
-
 @kopf.on.event("", "v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})
 async def pod_event(
     type: str | None,
@@ -214,7 +178,7 @@ async def pod_event(
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
-    """A tier's pod that the scheduler cannot place (or no longer cannot): say so in the model's status."""
+    """A tier's pod that the scheduler cannot place (or no longer cannot): a pass says so."""
     if not name or not namespace:
         return
     key = (namespace, name)
@@ -225,62 +189,7 @@ async def pod_event(
     else:
         _unplaced[key] = (dict(labels), message)
     if (before[1] if before else None) != message:
-        await _reconcile_owner(namespace, labels, memo, logger)
-
-
-# One rollout loop per model. Not a Kopf daemon: those put a finalizer on the model, and a
-# model (pruned by Argo CD, say) could then not be deleted while the operator is down.
-_rollouts: dict[tuple[str, str], asyncio.Task[None]] = {}
-TICK_RETRY_S = 2.0  # after a failed tick (API unreachable, say)
-
-
-async def _rollout_loop(
-    kube: Kube, providers: driver.Providers, namespace: str, name: str, logger: kopf.Logger
-) -> None:
-    """Walks the model's rollout: one tick per analysis interval while it is active, and otherwise
-    only when its spec or tiers change (the reconcile wakes it): a finished rollout costs nothing."""
-    key = (namespace, name)
-    wakeup = _wakeups[key]
-    while True:
-        wakeup.clear()
-        async with _locks[key]:
-            try:
-                result = await driver.tick(kube, providers, namespace, name, logger)
-                if result.gone:
-                    return
-                if result.state_changed:
-                    current = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
-                    if current is not None:  # conditions follow the phase
-                        await _reconcile_locked(kube, current, logger)
-            except (ApiException, OSError, urllib3.exceptions.HTTPError) as err:
-                # The API down or restarting: the next tick reads afresh.
-                retry = f"retrying in {TICK_RETRY_S:.0f}s"
-                logger.warning(f"{namespace}/{name}: rollout tick failed, {retry}: {err!r:.300}")
-                result = driver.TickResult(TICK_RETRY_S)
-            except Exception:
-                # A bug: said loudly, with its traceback. Without this the loop's task died unseen
-                # (nobody awaits it) and the rollout stopped until the next watch event.
-                logger.exception(
-                    f"{namespace}/{name}: rollout tick failed, retrying in {TICK_RETRY_S:.0f}s"
-                )
-                result = driver.TickResult(TICK_RETRY_S)
-        timeout = result.wake_in_s if result.wake_in_s is not None else 3600.0
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), timeout=timeout)
-
-
-def ensure_rollout_loop(
-    memo: kopf.Memo, namespace: str, name: str, logger: kopf.Logger, *, wake: bool = True
-) -> None:
-    key = (namespace, name)
-    task = _rollouts.get(key)
-    if task is None or task.done():
-        _rollouts[key] = asyncio.create_task(
-            _rollout_loop(memo.kube, memo.providers, namespace, name, logger),
-            name=f"rollout {namespace}/{name}",
-        )
-    elif wake:
-        _wakeups[key].set()
+        _wake_owner(namespace, labels, memo, logger, stale=False)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -293,29 +202,27 @@ async def quantizedmodel_event(
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
-    """Keeps one rollout loop per existing model; a user's action annotation wakes it at once.
+    """Keeps one runner per existing model; a user's action annotation wakes it at once.
 
-    Any other change does not wake it: the loop's own status writes come back here as events
-    (waking it would cost one more read per evaluation per model), and spec and tier changes
-    wake it through the reconcile."""
+    Any other change does not wake it: its own status writes come back here as events (waking it
+    would cost one more read per evaluation per model), and spec edits wake it through the
+    update handler."""
     if not name or not namespace:
         return
     key = (namespace, name)
     if type == "DELETED":
-        task = _rollouts.pop(key, None)
-        if task:
-            task.cancel()
-        _wakeups.pop(key, None)
-        _locks.pop(key, None)
+        runner = _runners.pop(key, None)
+        if runner and runner.task:
+            runner.task.cancel()
         metrics.forget(namespace, name)
-        driver.forget(namespace, name)
         return
     annotations = body.get("metadata", {}).get("annotations") or {}
-    ensure_rollout_loop(memo, namespace, name, logger, wake=driver.ACTION_ANNOTATION in annotations)
+    wake(memo, namespace, name, logger, stale=False, now=ACTION_ANNOTATION in annotations)
 
 
 @kopf.on.cleanup()
-async def stop_rollout_loops(**_: Any) -> None:
-    for task in _rollouts.values():
+async def stop_runners(**_: Any) -> None:
+    tasks = [r.task for r in _runners.values() if r.task]
+    for task in tasks:
         task.cancel()
-    await asyncio.gather(*_rollouts.values(), return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -146,11 +146,15 @@ def compute(
     previous: list[dict[str, Any]] | None,
     now: str,
     rollout: dict[str, Any] | None = None,
+    waiting: str | None = None,
+    capacity_problem: Problem | None = None,
 ) -> tuple[dict[str, Any], list[Transition]]:
     """The status fields this module owns, and the conditions that changed since `previous`.
 
     `rollout` is the model's current status as the rollout wrote it (phase, stage, weights,
-    rollback): a rollout in progress is Progressing, a rolled-back one Degraded."""
+    rollback): a rollout in progress is Progressing, a rolled-back one Degraded. `waiting`: what
+    the rollout waits for (capacity), said in Progressing; `capacity_problem`: traffic that
+    cannot move back to the baseline (Degraded)."""
     before = {c["type"]: Condition.model_validate(c) for c in previous or []}
 
     def cond(ctype: str, status: bool, reason: str, message: str) -> Condition:
@@ -186,6 +190,8 @@ def compute(
                 )
             )
         problems = tier_problems(plan, observed)
+        if capacity_problem is not None:
+            problems.append(capacity_problem)
         all_ready = all(t.ready for t in tiers)
         summary = ", ".join(f"{t.name} {t.ready_replicas}/{t.replicas} ready" for t in tiers)
         if problems:
@@ -212,6 +218,8 @@ def compute(
                     "RolloutPaused" if phase_now == "Paused" else "RolloutProgressing",
                 )
                 p_message = f"stage {r.get('stage')}: {r.get('targetWeight', 0)}% live, {r.get('mirrorPercent', 0)}% mirrored"
+                if waiting:
+                    p_message += f"; waiting: {waiting}"
             elif all_ready:
                 p_reason = "RolloutSucceeded" if phase_now == "Succeeded" else "TiersReady"
             ready_message = "; ".join([summary, *plan.notes])

@@ -12,7 +12,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from quantrollout.api.crd import GROUP, KIND, PLURAL, VERSION
+from quantrollout.api.crd import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "quantrollout"
 APPLY = "application/apply-patch+yaml"
@@ -48,22 +48,12 @@ def _json(response: Any) -> dict[str, Any]:
     return data
 
 
-def owner_reference(qm: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
-        "name": qm["metadata"]["name"],
-        "uid": qm["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.autoscaling = client.AutoscalingV2Api(api)
 
     def get_quantizedmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -81,6 +71,7 @@ class Kube:
         read = {
             "Deployment": self.apps.read_namespaced_deployment,
             "Service": self.core.read_namespaced_service,
+            "HorizontalPodAutoscaler": self.autoscaling.read_namespaced_horizontal_pod_autoscaler,
         }[kind]
         try:
             return _json(read(name, namespace, _preload_content=False))
@@ -89,11 +80,25 @@ class Kube:
                 return None
             raise
 
+    def list_deployments(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        """The namespace's Deployments with all of `selector`'s labels."""
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        listed = _json(
+            self.apps.list_namespaced_deployment(
+                namespace, label_selector=label_selector, _preload_content=False
+            )
+        )
+        # A list's items come without their kind: put it back, as a GET returns it.
+        return [
+            {"apiVersion": "apps/v1", "kind": "Deployment", **d} for d in listed.get("items", [])
+        ]
+
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply, forcing ownership of the fields we set (we are their only manager)."""
         patch = {
             "Deployment": self.apps.patch_namespaced_deployment,
             "Service": self.core.patch_namespaced_service,
+            "HorizontalPodAutoscaler": self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
         }[obj["kind"]]
         meta = obj["metadata"]
         return _json(
@@ -107,6 +112,7 @@ class Kube:
         delete = {
             "Deployment": self.apps.delete_namespaced_deployment,
             "Service": self.core.delete_namespaced_service,
+            "HorizontalPodAutoscaler": self.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
         }[kind]
         try:
             delete(name, namespace)

@@ -248,6 +248,69 @@ CASES: list[tuple[str, Mutation, str]] = [
         'spec.serving.autoscaling: Invalid value: "object": autoscaling.minReplicas must not exceed autoscaling.maxReplicas',
     ),
     (
+        "negative standby replicas",
+        setter("spec.baseline.standbyReplicas", -1),
+        "spec.baseline.standbyReplicas: Invalid value: -1",
+    ),
+    (
+        "standby above the baseline's replicas",
+        setter("spec.baseline.standbyReplicas", 3),
+        'spec.baseline.standbyReplicas: Invalid value: "object": spec.baseline.standbyReplicas must not exceed the baseline\'s replicas',
+    ),
+    (
+        "standby above the baseline's own replicas",
+        lambda o: (
+            setter("spec.baseline.serving", {"replicas": 1})(o),
+            setter("spec.baseline.standbyReplicas", 2)(o),
+        ),
+        "spec.baseline.standbyReplicas must not exceed the baseline's replicas",
+    ),
+    (
+        "headroom above 400%",
+        setter("spec.serving.headroomPercent", 401),
+        "spec.serving.headroomPercent: Invalid value: 401",
+    ),
+    (
+        "negative tier headroom",
+        setter("spec.target.serving", {"headroomPercent": -5}),
+        "spec.target.serving.headroomPercent: Invalid value: -5",
+    ),
+    (
+        "rollback reserve above 100%",
+        setter("spec.rollout.rollbackReservePercent", 101),
+        "spec.rollout.rollbackReservePercent: Invalid value: 101",
+    ),
+    (
+        "unparsable bake duration",
+        setter("spec.rollout.bakeDuration", "an hour"),
+        'spec.rollout.bakeDuration: Invalid value: "string": must be a duration like 30s',
+    ),
+    (
+        "unparsable abort scale-down delay",
+        setter("spec.rollout.abortScaleDownDelay", "10 minutes"),
+        'spec.rollout.abortScaleDownDelay: Invalid value: "string": must be a duration like 30s',
+    ),
+    (
+        "unknown afterBake",
+        setter("spec.rollout.afterBake", "ignore"),
+        'spec.rollout.afterBake: Unsupported value: "ignore"',
+    ),
+    (
+        "unparsable afterBakeInterval",
+        setter("spec.rollout.afterBakeInterval", "hourly"),
+        'spec.rollout.afterBakeInterval: Invalid value: "string": must be a duration like 30s',
+    ),
+    (
+        "autoscaling metric with a slash",
+        setter("spec.serving.autoscaling", {"maxReplicas": 4, "metric": "vllm/queue"}),
+        'spec.serving.autoscaling.metric: Invalid value: "vllm/queue"',
+    ),
+    (
+        "autoscaling target 0",
+        setter("spec.serving.autoscaling", {"maxReplicas": 4, "targetPerReplica": 0}),
+        "spec.serving.autoscaling.targetPerReplica: Invalid value: 0",
+    ),
+    (
         "unknown rule",
         setter(RULES, [{"name": "bleu-score", "min": "30%"}]),
         f'{RULES}[0].name: Unsupported value: "bleu-score"',
@@ -331,6 +394,27 @@ def test_the_example_is_admitted(
     kube: ApiClient, crd: str, namespace: str, valid: dict[str, Any]
 ) -> None:
     create(kube, namespace, valid)
+
+
+def test_the_capacity_settings_are_admitted(
+    kube: ApiClient, crd: str, namespace: str, valid: dict[str, Any]
+) -> None:
+    obj = copy.deepcopy(valid)
+    obj["spec"]["baseline"]["standbyReplicas"] = 2  # the example's replicas
+    obj["spec"]["serving"]["headroomPercent"] = 0
+    obj["spec"]["target"]["serving"] = {
+        "headroomPercent": 400,
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 8, "metric": "vllm:num_requests_waiting", "targetPerReplica": 4},
+    }  # fmt: skip
+    obj["spec"]["rollout"].update(
+        bakeDuration="2h", abortScaleDownDelay="0s", afterBake="alert",
+        afterBakeInterval="10m", rollbackReservePercent=0,
+    )  # fmt: skip
+    create(kube, namespace, obj)
+    # An autoscaled baseline is sized by its autoscaler: standby is not held to `replicas`.
+    obj["spec"]["baseline"]["standbyReplicas"] = 5
+    obj["spec"]["baseline"]["serving"] = {"autoscaling": {"maxReplicas": 8}}
+    create(kube, namespace, obj)
 
 
 @pytest.mark.parametrize(

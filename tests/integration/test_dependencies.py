@@ -259,18 +259,17 @@ def test_an_api_server_restart_mid_rollout_resumes_the_same_stage(
     models = Models(kube, namespace)
     obj = error_rate_only()
     obj["spec"]["rollout"]["stages"][1]["duration"] = "5m"  # A/B outlasts any restart
-    failed_ticks = len(log_lines(operator, f"{namespace}/{NAME}: rollout tick failed"))
+    failed_passes = len(log_lines(operator, f"{namespace}/{NAME}: pass failed"))
     start(models, obj, the_lab.router.url)
     with Load(the_lab.router.url, SERVED, rate_per_s=20), Watcher(models) as watcher:
         before = wait_for("ab", lambda: (s := status(models)).get("stage") == "ab" and s, 60)
         stack.controlplane.stop_apiserver()
         try:
-            # A few rollout ticks (1s interval) against an API that is not there.
+            # A few passes (1s interval) against an API that is not there.
             wait_for(
-                "the rollout loop to fail a tick",
+                "the model's runner to fail a pass",
                 lambda: (
-                    len(log_lines(operator, f"{namespace}/{NAME}: rollout tick failed"))
-                    > failed_ticks
+                    len(log_lines(operator, f"{namespace}/{NAME}: pass failed")) > failed_passes
                 ),
             )
             assert not stack.controlplane.api_ready()

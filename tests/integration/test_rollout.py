@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from kubernetes import client
 from kubernetes.client import ApiClient
 
 from localstack.lab import Lab, fast_rollout
@@ -206,3 +207,80 @@ def test_killing_the_operator_mid_ab_flips_no_traffic(
     # From A/B the weight only ever rises: no flip back to 0 (or anywhere lower) across the kill.
     assert all(b >= a for a, b in itertools.pairwise(weights) if a is not None and b is not None)
     assert weights[-1] == 100
+
+
+def test_a_refused_edit_mid_gradual_holds_traffic_and_its_fix_resumes_the_same_step(
+    kube: ApiClient, namespace: str, operator: Any, lab: tuple[Lab, dict[str, Any]]
+) -> None:
+    """The edit passes CEL but the operator refuses it (the target's tensor parallelism 2 on 1
+    GPU): at 50% in gradual the rollout holds, Paused, with the field and the reason, and live
+    traffic stays at 50%; fixing the edit resumes the same step at 50%. Changing what is rolled
+    out (the target's artifact) starts a new rollout, and its Event says so."""
+    the_lab, _ = lab
+    assert the_lab.router is not None
+    models = Models(kube, namespace)
+    obj = model()
+    obj["spec"]["rollout"]["stages"][2]["stepDuration"] = "10m"  # stay at 50%
+    core = client.CoreV1Api(kube)
+
+    def events(reason: str) -> list[Any]:
+        return [e for e in core.list_namespaced_event(namespace).items if e.reason == reason]
+
+    refused = (
+        "spec.target.serving: gpu.count 1 (after merging spec.serving) is less than "
+        "tensorParallelSize 2"
+    )
+    start(models, obj, the_lab.router.url)
+    with Load(the_lab.router.url, SERVED, rate_per_s=20):
+        at50 = wait_for(
+            "gradual at 50%",
+            lambda: (
+                (s := status(models)).get("stage") == "gradual"
+                and s.get("targetWeight") == 50
+                and s
+            ),
+            timeout=60,
+        )
+        models.patch_spec("llama3-8b", {"target": {"serving": {"tensorParallelSize": 2}}})
+        held = wait_for("Paused", lambda: (s := status(models)).get("phase") == "Paused" and s)
+        assert held["rollout"]["heldFor"] == refused
+        view = ("gradual", at50["step"], 50, 50, at50["stageStartedAt"])
+        assert (held["stage"], held["step"], held["targetWeight"], held["traffic"]["targetWeight"],
+                held["stageStartedAt"]) == view  # fmt: skip
+        (event,) = wait_for("an EditRefused Event", lambda: events("EditRefused"))
+        assert event.type == "Warning"
+        assert event.message == f"{refused}; traffic held at 50% live, 0% mirrored until the edit is fixed"  # fmt: skip
+        degraded = models.wait_condition("llama3-8b", "Degraded", "True", "InvalidSpec")
+        assert degraded["message"] == refused
+        time.sleep(3)  # three evaluations: still held where it was, not Failed
+        s = status(models)
+        assert (s["phase"], s["stage"], s["step"], s["traffic"]["targetWeight"]) == (
+            "Paused", "gradual", at50["step"], 50,
+        )  # fmt: skip
+        assert len(events("EditRefused")) == 1
+
+        models.patch_spec("llama3-8b", {"target": {"serving": None}})  # fixed: as it was
+        resumed = wait_for(
+            "Progressing", lambda: (s := status(models)).get("phase") == "Progressing" and s
+        )
+        assert (resumed["stage"], resumed["step"], resumed["targetWeight"],
+                resumed["traffic"]["targetWeight"], resumed["stageStartedAt"]) == view  # fmt: skip
+        assert "heldFor" not in resumed["rollout"]
+        wait_for("an EditAccepted Event", lambda: events("EditAccepted"))
+        models.wait_condition("llama3-8b", "Degraded", "False")
+        assert not events("NewRollout")
+        assert [e.reason for e in core.list_namespaced_event(namespace).items].count("RolloutStarted") == 1  # fmt: skip
+
+        models.patch_spec("llama3-8b", {"target": {"artifact": "s3://models/llama3-8b-awq-v2"}})
+        (new,) = wait_for("a NewRollout Event", lambda: events("NewRollout"))
+        assert new.message.startswith(
+            "what is rolled out changed (the target's artifact, format or precision): a new "
+            "rollout from the first stage; the old target had 50% live, 0% mirrored"
+        )
+        wait_for(
+            "the new rollout in shadow",
+            lambda: (
+                (s := status(models)).get("stage") == "shadow" and s["traffic"]["targetWeight"] == 0
+            ),
+            timeout=60,
+        )

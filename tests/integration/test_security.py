@@ -48,6 +48,12 @@ OPERATOR_UNUSED_OK: dict[Use, str] = {
     # (test_reconcile.py); this rollout's target deploys.
     ("apps", "deployments", "delete"): "undeployable target",
     ("", "services", "delete"): "undeployable target",
+    # A tier with serving.autoscaling gets an HPA whose bounds follow its traffic share
+    # (test_capacity.py); this rollout's tiers have fixed replicas.
+    ("autoscaling", "horizontalpodautoscalers", "get"): "autoscaled tiers",
+    ("autoscaling", "horizontalpodautoscalers", "create"): "autoscaled tiers",
+    ("autoscaling", "horizontalpodautoscalers", "patch"): "autoscaled tiers",
+    ("autoscaling", "horizontalpodautoscalers", "delete"): "autoscaled tiers",
     # traffic.router gateway-api writes the HTTPRoute's rules (test_gateway_route.py).
     ("gateway.networking.k8s.io", "httproutes", "patch"): "gateway-api router",
 }

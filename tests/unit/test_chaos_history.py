@@ -18,16 +18,22 @@ from localstack.history import (
     finish_problems,
     illegal_states,
     illegal_transitions,
+    seen_tiers,
     unearned_promotions,
 )
 from quantrollout.analysis.rules import RuleQuery
-from quantrollout.api.resolve import tiers
 from quantrollout.api.spec import QuantizedModelSpec
-from quantrollout.driver import analysis_of, settings_of
-from quantrollout.rollout.codec import rfc3339, state_from_status, status_from_state, tiers_ready
-from quantrollout.rollout.machine import Evaluation, Inputs, decide
-from quantrollout.rollout.steps import rollout_id, stages_hash, steps_for
-from quantrollout.traffic.desired import builtin_config
+from quantrollout.pass_.plan import (
+    capacity_plan,
+    capacity_tiers,
+    current_state,
+    decide_rollout,
+    rollout_inputs,
+    rollout_status,
+)
+from quantrollout.rollout.codec import rfc3339
+from quantrollout.rollout.machine import Evaluation
+from quantrollout.rollout.steps import steps_for
 
 T0 = 1_800_000_000.0
 SPEC: dict[str, Any] = {
@@ -63,7 +69,8 @@ def merge(into: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 
 class Run:
-    """One model's versions, written the way the operator's tick writes them."""
+    """One model's versions, written by the operator's own decision functions (the pass's
+    `rollout_inputs`, `decide` and `rollout_status`)."""
 
     def __init__(self, name: str = "m", spec: dict[str, Any] | None = None) -> None:
         self.name, self.raw = name, copy.deepcopy(spec or SPEC)
@@ -79,7 +86,8 @@ class Run:
         self.versions.append(Seen(self.name, rv, at, self.raw, copy.deepcopy(self.status)))
 
     def tiers(self, at: float, ready: bool = True) -> Run:
-        self.write({"tiers": [{"name": "fp16", "ready": ready}, {"name": "int4-awq", "ready": ready}]}, at)  # fmt: skip
+        up = {"ready": ready, "replicas": 1, "readyReplicas": 1 if ready else 0}
+        self.write({"tiers": [{"name": "fp16", **up}, {"name": "int4-awq", **up}]}, at)
         return self
 
     def tick(self, at: float, verdict: str | None = None, *results: dict[str, Any]) -> Run:
@@ -92,24 +100,19 @@ class Run:
                 if r["verdict"] == "Fail"
             )
             evaluation = Evaluation(verdict, reasons)  # type: ignore[arg-type]
-        state = state_from_status(self.status)
-        new = decide(
-            state,
-            Inputs(
-                rollout_id=rollout_id(self.spec), steps=self.steps,
-                stages_hash=stages_hash(self.steps), analysis=settings_of(analysis_of(self.spec)),
-                now=now, tiers_ready=tiers_ready(self.status), evaluation=evaluation,
-            ),
-        ).state  # fmt: skip
+        state = current_state(self.status, self.spec)
+        seen = seen_tiers(self.status)
+        gate = capacity_plan(
+            self.spec, state, capacity_tiers(self.spec, seen), self.status.get("traffic"), now
+        )
+        inputs = rollout_inputs(
+            self.spec, "", self.name, now, seen, evaluation=evaluation,
+            ready_for_next=gate.ready_for_next,
+        )  # fmt: skip
+        new = decide_rollout(self.spec, state, inputs).state
         if new == state and evaluation is None:
             return self
-        baseline, target = tiers(self.spec)
-        patch = status_from_state(new, self.steps)
-        patch["traffic"] = builtin_config(
-            name=self.name, served_model=self.spec.model, rollout_id=new.rollout_id or "",
-            attempt=new.attempt, baseline=baseline, target=target, target_weight=new.target_weight,
-            mirror_percent=new.mirror_percent, sticky_header="x-user-id",
-        )  # fmt: skip
+        patch = rollout_status(self.spec, self.name, new, self.steps)
         if evaluation is not None:
             patch["lastAnalysis"] = {
                 "at": rfc3339(now),

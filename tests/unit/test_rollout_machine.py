@@ -155,7 +155,11 @@ def test_a_new_target_restarts_from_shadow() -> None:
     assert s.target_weight == 10
     d = decide(s, inputs(at(70), rollout_id="r2"))
     assert (d.state.step, d.state.target_weight, d.state.mirror_percent) == (0, 0, 100)
-    assert d.events[0].message.startswith("target changed: new rollout")
+    assert d.events[0].reason == "NewRollout"
+    assert d.events[0].message.startswith(
+        "what is rolled out changed (the target's artifact, format or precision): a new rollout "
+        "from the first stage; the old target had 10% live, 0% mirrored"
+    )
 
 
 def test_a_target_with_no_ready_pod_rolls_back_from_any_active_step() -> None:

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from quantrollout import defaults
 from quantrollout.defaults import DEFAULT_VLLM_IMAGE, VLLM_CPU_REQUEST, VLLM_MEMORY_REQUEST
 
 from .durations import parse_duration
@@ -37,6 +38,7 @@ class ResolvedServing(BaseModel):
     gpu_memory_utilization: float
     tensor_parallel_size: int
     replicas: int
+    headroom_percent: int
     autoscaling: Autoscaling | None = None
     readiness_deadline: str
     extra_args: tuple[str, ...]
@@ -70,6 +72,7 @@ BUILTIN_SERVING = ServingOverrides(
     gpu_memory_utilization=0.90,
     tensor_parallel_size=1,
     replicas=1,
+    headroom_percent=defaults.HEADROOM_PERCENT,
     readiness_deadline="15m",
     extra_args=[],
     cpu=VLLM_CPU_REQUEST,

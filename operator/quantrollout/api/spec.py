@@ -161,11 +161,32 @@ class EnvFromSource(ApiModel):
 
 
 class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler (autoscaling/v2) the operator creates for the tier. The bounds
+    are for the tier carrying all of the model's traffic; the operator scales both with the
+    tier's share of traffic (and keeps none while the tier is scaled to zero)."""
+
     min_replicas: int = Field(
-        1, ge=1, le=1000, description="Fewest replicas the autoscaler may scale the tier to."
+        1, ge=1, le=1000, description="Fewest replicas at 100% of the traffic (default 1)."
     )
-    max_replicas: int = Field(
-        ge=1, le=1000, description="Most replicas the autoscaler may scale the tier to."
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas at 100% of the traffic.")
+    metric: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[^/%]+$",
+        description=(
+            "A per-pod metric served by the custom metrics API (e.g. prometheus-adapter) that the "
+            f"HPA follows (default {d.AUTOSCALING_METRIC}, vLLM's queue of waiting requests)."
+        ),
+    )
+    target_per_replica: int | None = Field(
+        None,
+        ge=1,
+        le=100000,
+        description=(
+            "Average value of the metric per replica the HPA aims at "
+            f"(default {d.AUTOSCALING_TARGET_PER_REPLICA})."
+        ),
     )
 
 
@@ -191,10 +212,30 @@ class ServingOverrides(ApiModel):
         None, ge=1, le=64, description="--tensor-parallel-size (default 1)."
     )
     replicas: int | None = Field(
-        None, ge=0, le=1000, description="Replicas of the tier (default 1)."
+        None,
+        ge=0,
+        le=1000,
+        description=(
+            "Replicas of the tier when it carries all of the model's traffic (default 1). "
+            "While it carries a share, it runs that share of them plus headroomPercent."
+        ),
+    )
+    headroom_percent: int | None = Field(
+        None,
+        ge=0,
+        le=400,
+        description=(
+            "Extra replicas, in % of a tier's traffic share, kept over what the share needs "
+            f"(default {d.HEADROOM_PERCENT}): each point is GPUs held for bursts; 0 sizes "
+            "a tier exactly to its share. Never above `replicas`."
+        ),
     )
     autoscaling: Autoscaling | None = Field(
-        None, description="If set, the operator does not own replicas: an HPA may scale the tier."
+        None,
+        description=(
+            "If set, the operator creates a HorizontalPodAutoscaler (autoscaling/v2) for the tier "
+            "whose bounds follow the tier's traffic share, instead of setting its replicas."
+        ),
     )
     readiness_deadline: str | None = _duration(  # type: ignore[assignment]
         "How long a tier may take to become ready before it is reported Degraded (default 15m)."
@@ -262,6 +303,18 @@ class Baseline(ApiModel):
     )
     precision: BaselinePrecision = Field(
         "fp16", description="The baseline's precision, and the name of its tier."
+    )
+    standby_replicas: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description=(
+            f"Baseline replicas kept once the rollout reached full and baked (default "
+            f"{d.STANDBY_REPLICAS}). With 0 the baseline holds no GPU, and a rollback after "
+            "the bake first waits for baseline replicas to be scheduled and load their weights "
+            "(minutes), moving traffic back as each becomes Ready; each standby replica holds "
+            "its GPUs but takes its share of traffic back at once."
+        ),
     )
     serving: TierServing | None = Field(
         None, description="vLLM settings for the baseline tier only; they win over spec.serving."
@@ -500,6 +553,39 @@ class Rollout(ApiModel):
         description="How every step is judged: rules, evaluation interval, failure limit, missing data.",
     )
     paused: bool = Field(False, description="Hold the rollout where it is (GitOps-friendly pause).")
+    bake_duration: str | None = _duration(  # type: ignore[assignment]
+        f"After full, how long analysis keeps judging while the baseline keeps its rollback "
+        f"reserve, so a rollback stays instant (default {d.BAKE_DURATION}). Longer costs "
+        "the reserve's GPUs for longer."
+    )
+    abort_scale_down_delay: str | None = _duration(  # type: ignore[assignment]
+        f"After a rollback, how long the target keeps its replicas so a retry starts at once "
+        f"(default {d.ABORT_SCALE_DOWN_DELAY}); then it is scaled to 0. Longer costs the "
+        "target's GPUs for longer."
+    )
+    after_bake: Literal["rollback", "alert"] | None = Field(
+        None,
+        description=(
+            f"What a breach found after the bake does (default {d.AFTER_BAKE}): rollback "
+            "scales the baseline up and moves traffic back as its replicas become Ready; alert "
+            "only reports it (Degraded, Event) and leaves traffic on the target."
+        ),
+    )
+    after_bake_interval: str | None = _duration(  # type: ignore[assignment]
+        f"Time between evaluations once the bake is over (default {d.AFTER_BAKE_INTERVAL})."
+    )
+    rollback_reserve_percent: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description=(
+            "While a rollout is active (and during the bake), the baseline keeps this % of its "
+            f"full replicas however little traffic it carries (default "
+            f"{d.ROLLBACK_RESERVE_PERCENT}: a rollback is instant and never overloads it). "
+            "Lower saves those GPUs; a rollback then moves traffic back only as fast as baseline "
+            "replicas become Ready (minutes), and the status says so."
+        ),
+    )
 
 
 class HTTPRouteRef(ApiModel):
@@ -578,6 +664,17 @@ class QuantizedModelSpec(ApiModel):
                 f"{_BITS_CEL}[self.target.precision] < {_BITS_CEL}[self.baseline.precision]",
                 "spec.target.precision must be lower than spec.baseline.precision",
                 field_path=".target.precision",
+            ),
+            cel(
+                "!has(self.baseline.standbyReplicas) || "
+                "(has(self.baseline.serving) && has(self.baseline.serving.autoscaling)) || "
+                "(has(self.serving) && has(self.serving.autoscaling)) || "
+                "self.baseline.standbyReplicas <= "
+                "(has(self.baseline.serving) && has(self.baseline.serving.replicas) ? self.baseline.serving.replicas : "
+                "(has(self.serving) && has(self.serving.replicas) ? self.serving.replicas : 1))",
+                "spec.baseline.standbyReplicas must not exceed the baseline's replicas "
+                "(spec.baseline.serving.replicas, else spec.serving.replicas, default 1)",
+                field_path=".baseline.standbyReplicas",
             ),
             cel(
                 "self.target.name != self.baseline.precision",

@@ -11,6 +11,17 @@ from .base import ApiModel
 
 Phase = Literal["Pending", "Progressing", "Paused", "Succeeded", "RolledBack", "Failed"]
 Verdict = Literal["Pass", "Fail", "Inconclusive"]
+# Why a tier runs the replicas it runs (rollout/capacity.py decides).
+CapacityReason = Literal[
+    "FollowingTraffic",  # sized for its share of live (or mirrored) traffic, plus headroom
+    "ScalingUpForNextStep",  # sized for the weights the next step moves onto it
+    "RollbackReserve",  # baseline: kept at rollbackReservePercent while a rollout is active
+    "Baking",  # baseline: kept at its reserve during the bake after full
+    "Standby",  # baseline: at standbyReplicas once the bake is over
+    "KeptForRetry",  # target: kept after a rollback until abortScaleDownDelay has passed
+    "ScaledDownAfterRollback",  # target: at 0 once abortScaleDownDelay has passed
+    "Draining",  # a tier no longer in the spec, serving until its traffic moved off
+]
 
 
 class Condition(ApiModel):
@@ -56,19 +67,41 @@ class TierStatus(ApiModel):
     )
     ready: bool = Field(False, description="Every replica updated, available and ready.")
     message: str | None = Field(None, description="Why the tier cannot be deployed, if it cannot.")
+    wanted_replicas: int | None = Field(
+        None,
+        description="Replicas the capacity plan wants now (for an autoscaled tier: its minimum).",
+    )
+    capacity_reason: CapacityReason | None = Field(
+        None, description="Why the tier has that many replicas."
+    )
+    capacity_message: str | None = Field(None, description="The same, in words.")
 
 
 class GPUSaving(ApiModel):
-    """What the target saves over the baseline, estimated from the model's shape."""
+    """What the target saves over the baseline: weight memory estimated from the model's shape,
+    and the GPUs the model holds now against the FP16-only fleet it ran before its rollout."""
 
-    weight_memory_gi_b: float = Field(
-        alias="weightMemoryGiB", description="GiB of weight memory the target saves per replica."
+    weight_memory_gi_b: float | None = Field(
+        None,
+        alias="weightMemoryGiB",
+        description="GiB of weight memory the target saves per replica.",
     )
-    weight_memory_percent: float = Field(
-        description="The same saving, as a % of the baseline's weight memory."
+    weight_memory_percent: float | None = Field(
+        None, description="The same saving, as a % of the baseline's weight memory."
     )
     gpus_per_replica: int = Field(
-        description="GPUs per replica the target needs fewer than the baseline."
+        0, description="GPUs per replica the target needs fewer than the baseline."
+    )
+    gpus_in_use: int | None = Field(
+        None, description="GPUs the model's tiers hold now (replicas x GPUs per replica, summed)."
+    )
+    baseline_fleet_gpus: int | None = Field(
+        None,
+        description="GPUs of the FP16-only fleet: the baseline at its full replicas, no other tier.",
+    )
+    gpus_saved: int | None = Field(
+        None,
+        description="baselineFleetGpus - gpusInUse: negative while a rollout runs both tiers.",
     )
 
 
@@ -148,6 +181,11 @@ class RolloutBookkeeping(ApiModel):
         None, description="Hash of the stages, so an edit mid-rollout is noticed."
     )
     rolled_back_at: str | None = Field(None, description="When it was rolled back (RFC 3339).")
+    held_for: str | None = Field(
+        None,
+        description="The edit the operator refuses (its field and why) while it holds the "
+        "rollout where it is; fixing the edit resumes the same step.",
+    )
 
 
 class QuantizedModelStatus(ApiModel):

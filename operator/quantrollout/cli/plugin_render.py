@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from quantrollout.analysis.rules import DEFAULT_RULES
 from quantrollout.api.durations import format_duration
 from quantrollout.api.spec import QuantizedModelSpec, Rule
-from quantrollout.api.status import QuantizedModelStatus, RuleResult, TierStatus
+from quantrollout.api.status import GPUSaving, QuantizedModelStatus, RuleResult, TierStatus
 from quantrollout.api.thresholds import parse_threshold
 from quantrollout.defaults import ACTION_ANNOTATION, ACTIONS
 from quantrollout.rollout.steps import Step, steps_for
@@ -176,22 +176,51 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
 
 
 def tier_lines(tiers: Sequence[TierStatus]) -> list[str]:
+    """The tiers; with the capacity plan's columns (replicas wanted, and why) once reported."""
     if not tiers:
         return ["Tiers:      (none reported yet)"]
-    rows = [
-        [
-            t.role,
-            t.name,
-            f"{t.ready_replicas}/{t.replicas}",
+    capacity = any(t.wanted_replicas is not None for t in tiers)
+    rows = []
+    for t in tiers:
+        row = [t.role, t.name, f"{t.ready_replicas}/{t.replicas}"]
+        if capacity:
+            row.append(NONE if t.wanted_replicas is None else str(t.wanted_replicas))
+        row += [
             str(t.gpus),
             gib(t.estimated_weight_memory_gi_b),
             gib(t.estimated_memory_per_gpu_gi_b),
-            "Ready" if t.ready else (t.message or "NotReady"),
         ]
-        for t in tiers
-    ]
+        if capacity:
+            row.append(t.capacity_reason or NONE)
+        row.append("Ready" if t.ready else (t.message or "NotReady"))
+        rows.append(row)
     headers = ["ROLE", "TIER", "READY", "GPUS", "WEIGHTS", "MEMORY/GPU", "STATUS"]
-    return ["Tiers:", *table(headers, rows, indent="  ")]
+    if capacity:
+        headers[3:3] = ["WANTED"]
+        headers[-1:-1] = ["CAPACITY"]
+    lines = ["Tiers:", *table(headers, rows, indent="  ")]
+    lines += [f"  {t.name}: {t.capacity_message}" for t in tiers if t.capacity_message]
+    return lines
+
+
+def gpu_lines(saving: GPUSaving | None) -> list[str]:
+    """GPUs in use now against the FP16-only fleet, and the weight memory the target saves."""
+    if saving is None:
+        return []
+    lines = []
+    if saving.gpus_in_use is not None and saving.baseline_fleet_gpus is not None:
+        saved = saving.baseline_fleet_gpus - saving.gpus_in_use
+        verdict = f"{saved} saved" if saved >= 0 else f"{-saved} more while both tiers run"
+        lines.append(
+            f"GPUs:       {saving.gpus_in_use} in use; the FP16-only fleet uses "
+            f"{saving.baseline_fleet_gpus}: {verdict}"
+        )
+    if saving.weight_memory_gi_b is not None and saving.weight_memory_percent is not None:
+        lines.append(
+            f"GPU saving: {gib(saving.weight_memory_gi_b)} of weights "
+            f"({saving.weight_memory_percent:g}%), {saving.gpus_per_replica} GPU(s) per replica"
+        )
+    return lines
 
 
 def span(seconds: float) -> str:
@@ -344,12 +373,7 @@ def render_model(obj: Mapping[str, Any], now: datetime.datetime | None = None) -
     ]
     if view.paused:
         lines.append("Paused:     yes (spec.rollout.paused: true)")
-    saving = status.gpu_saving
-    if saving is not None:
-        lines.append(
-            f"GPU saving: {gib(saving.weight_memory_gi_b)} of weights "
-            f"({saving.weight_memory_percent:g}%), {saving.gpus_per_replica} GPU(s) per replica"
-        )
+    lines += gpu_lines(status.gpu_saving)
     lines += [f"Warning:    {p}" for p in view.problems]
     sections = [
         tier_lines(status.tiers or []),

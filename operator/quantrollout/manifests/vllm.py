@@ -45,8 +45,8 @@ QUANTIZATION_ARG: dict[str, str | None] = {
 }
 
 
-def resource_name(model_name: str, tier: Tier) -> str:
-    return f"{model_name}-{tier.name}"
+def resource_name(model_name: str, tier: Tier | str) -> str:
+    return f"{model_name}-{tier if isinstance(tier, str) else tier.name}"
 
 
 def selector_labels(model_name: str, tier: Tier) -> dict[str, str]:

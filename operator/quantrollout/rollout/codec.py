@@ -42,21 +42,8 @@ def state_from_status(status: dict[str, Any]) -> RolloutState:
         stages_hash=book.get("stagesHash"),
         rollback_reasons=tuple((status.get("rollback") or {}).get("reasons") or ()),
         rolled_back_at=_time(book.get("rolledBackAt")),
+        held=book.get("heldFor"),
     )
-
-
-def tiers_ready(status: dict[str, Any]) -> bool:
-    """Both tiers reported and every one of them ready (what a rollout waits for to start)."""
-    reported = status.get("tiers") or []
-    return bool(reported) and all(t.get("ready") for t in reported)
-
-
-def target_down(status: dict[str, Any], target: str) -> str | None:
-    """Why the target tier has no ready pod at all (crash-looping, say), or None."""
-    for tier in status.get("tiers") or []:
-        if tier.get("name") == target and tier.get("replicas") and not tier.get("readyReplicas"):
-            return f"target tier {target} has no ready pod (0/{tier['replicas']} ready)"
-    return None
 
 
 def status_from_state(state: RolloutState, steps: tuple[Step, ...]) -> dict[str, Any]:
@@ -80,5 +67,6 @@ def status_from_state(state: RolloutState, steps: tuple[Step, ...]) -> dict[str,
             "lastEvaluationTime": rfc3339(state.last_evaluation_at),
             "stagesHash": state.stages_hash,
             "rolledBackAt": rfc3339(state.rolled_back_at),
+            "heldFor": state.held,
         },
     }

@@ -3,7 +3,8 @@ verdict, the tiers' readiness and any user action come in as values.
 
 The rules it keeps (and the property tests check):
 - it never moves to the next step on an Inconclusive or Fail verdict, nor without a verdict;
-  only a Pass at the end of a step's duration, or a user's promote, moves it on;
+  only a Pass at the end of a step's duration, or a user's promote, moves it on, and either
+  only once the tiers are ready for the next step's weights (`Inputs.tiers_ready`);
 - `failureLimit` consecutive Fails (an Inconclusive does not break the streak, a Pass does) roll
   back, from any step, in one transition, to 0% live and 0% mirror; so does an outage of metrics
   longer than its grace when `onMetricsUnavailable` is rollback, a target tier left with no
@@ -11,7 +12,11 @@ The rules it keeps (and the property tests check):
 - the live weight never goes down except by a rollback (or a new rollout of a new target);
 - deciding again with no new verdict changes nothing, so a restart resumes the same step with
   the same weights;
-- after a rollback nothing is promoted until the target changes or a user asks to retry.
+- after a rollback nothing is promoted until the target changes or a user asks to retry;
+- an edit the operator refuses (`Inputs.refused`) holds the rollout where it is: Paused, the
+  same step and weights, no new rollout even if the target changed (a breach, an outage past its
+  grace, a target with no ready pod or an abort still roll back); fixing the edit resumes the
+  same step.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class RolloutState:
     stages_hash: str | None = None
     rollback_reasons: tuple[str, ...] = ()
     rolled_back_at: datetime.datetime | None = None
+    held: str | None = None  # the refused edit that holds the rollout, naming its field
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class Inputs:
     target_down: str | None = None  # why the target tier has no ready pod, if it has none
     evaluation: Evaluation | None = None
     action: Action | None = None
+    refused: str | None = None  # why the operator refuses the spec as edited (field and reason)
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,7 @@ def _start(state: RolloutState, inputs: Inputs, reason: str, message: str) -> De
         stages_hash=inputs.stages_hash,
         rollback_reasons=(),
         rolled_back_at=None,
+        held=None,
     )
     if not inputs.tiers_ready:
         return Decision(
@@ -179,7 +187,85 @@ def _relocate(state: RolloutState, steps: tuple[Step, ...]) -> int:
     return best
 
 
+def _live(state: RolloutState) -> str:
+    return f"{state.target_weight}% live, {state.mirror_percent}% mirrored"
+
+
+def _hold(state: RolloutState, inputs: Inputs, refused: str) -> Decision:
+    """A refused edit: nothing moves but a rollback; the verdicts are still counted."""
+    events: list[Event] = []
+    if state.held != refused:
+        events.append(
+            Event(
+                "Warning",
+                "EditRefused",
+                f"{refused}; traffic held at {_live(state)} until the edit is fixed",
+            )
+        )
+    state = replace(state, held=refused)
+    if state.phase not in ACTIVE:
+        return Decision(state, tuple(events))
+    action = inputs.action
+    if action and action.kind == "abort":
+        return _rollback(state, (f"aborted by {action.by}",), inputs.now)
+    if inputs.target_down:
+        return _rollback(state, (inputs.target_down,), inputs.now)
+    counted = _count(state, inputs)
+    if isinstance(counted, Decision):
+        return counted
+    return Decision(replace(counted, phase="Paused"), tuple(events))
+
+
+def _count(state: RolloutState, inputs: Inputs) -> RolloutState | Decision:
+    """Counts the verdict (at most once per evaluation: the caller throttles by time); a
+    Decision when it rolls back."""
+    now = inputs.now
+    ev = inputs.evaluation
+    if ev is None:
+        return state
+    state = replace(state, last_evaluation_at=now)
+    if ev.verdict == "Pass":
+        return replace(state, failures=0, inconclusive_since=None)
+    if ev.verdict == "Fail":
+        state = replace(state, failures=state.failures + 1, inconclusive_since=None)
+        limit = inputs.analysis.failure_limit
+        if state.failures >= limit:
+            times = "evaluation" if limit == 1 else f"{limit} consecutive evaluations"
+            return _rollback(
+                state,
+                tuple(f"{r} for {times}" for r in ev.reasons) or ("analysis failed",),
+                now,
+            )
+        return state
+    since = state.inconclusive_since or now
+    state = replace(state, inconclusive_since=since)
+    out_for = (now - since).total_seconds()
+    analysis = inputs.analysis
+    if (
+        analysis.on_metrics_unavailable == "rollback"
+        and out_for >= analysis.metrics_unavailable_grace_s
+    ):
+        why = "; ".join(ev.reasons) or "no data"
+        return _rollback(
+            state, (f"metrics unavailable for {format_duration(out_for)} ({why})",), now
+        )
+    return state
+
+
 def decide(state: RolloutState, inputs: Inputs) -> Decision:
+    # An edit the operator refuses never starts anything: the rollout holds where it is.
+    if inputs.refused is not None and state.rollout_id is not None:
+        return _hold(state, inputs, inputs.refused)
+    if state.held is None:
+        return _decide(state, inputs)
+    # The edit that held it was fixed: the same step goes on (or, paused in spec, stays paused).
+    phase: Phase = "Progressing" if state.phase == "Paused" and not inputs.paused else state.phase
+    decided = _decide(replace(state, held=None, phase=phase), inputs)
+    fixed = Event("Normal", "EditAccepted", f"the refused edit was fixed ({state.held})")
+    return Decision(decided.state, (fixed, *decided.events))
+
+
+def _decide(state: RolloutState, inputs: Inputs) -> Decision:
     now, steps = inputs.now, inputs.steps
     action = inputs.action
 
@@ -187,11 +273,15 @@ def decide(state: RolloutState, inputs: Inputs) -> Decision:
     if state.rollout_id != inputs.rollout_id:
         first = state.rollout_id is None
         new = replace(state, rollout_id=inputs.rollout_id, attempt=0)
+        if first:
+            return _start(new, inputs, "RolloutStarted", "rollout started")
+        # Says so, with what it costs: whatever the old target had goes back to the baseline.
         return _start(
             new,
             inputs,
-            "RolloutStarted",
-            "rollout started" if first else "target changed: new rollout",
+            "NewRollout",
+            "what is rolled out changed (the target's artifact, format or precision): a new "
+            f"rollout from the first stage; the old target had {_live(state)}",
         )
 
     if action and action.kind == "abort" and state.phase in ("Pending", *ACTIVE):
@@ -232,35 +322,11 @@ def decide(state: RolloutState, inputs: Inputs) -> Decision:
             )
         )
 
-    # Count the verdict (at most once per evaluation: the caller throttles by time).
+    counted = _count(state, inputs)
+    if isinstance(counted, Decision):
+        return counted
+    state = counted
     ev = inputs.evaluation
-    if ev is not None:
-        state = replace(state, last_evaluation_at=now)
-        if ev.verdict == "Pass":
-            state = replace(state, failures=0, inconclusive_since=None)
-        elif ev.verdict == "Fail":
-            state = replace(state, failures=state.failures + 1, inconclusive_since=None)
-            limit = inputs.analysis.failure_limit
-            if state.failures >= limit:
-                times = "evaluation" if limit == 1 else f"{limit} consecutive evaluations"
-                return _rollback(
-                    state,
-                    tuple(f"{r} for {times}" for r in ev.reasons) or ("analysis failed",),
-                    now,
-                )
-        else:
-            since = state.inconclusive_since or now
-            state = replace(state, inconclusive_since=since)
-            out_for = (now - since).total_seconds()
-            analysis = inputs.analysis
-            if (
-                analysis.on_metrics_unavailable == "rollback"
-                and out_for >= analysis.metrics_unavailable_grace_s
-            ):
-                why = "; ".join(ev.reasons) or "no data"
-                return _rollback(
-                    state, (f"metrics unavailable for {format_duration(out_for)} ({why})",), now
-                )
 
     paused = inputs.paused
     if paused != (state.phase == "Paused"):
@@ -273,7 +339,9 @@ def decide(state: RolloutState, inputs: Inputs) -> Decision:
             )
         )
 
-    promote_now = action is not None and action.kind == "promote"
+    # A user's promote skips the analysis, never the capacity: the next step's weights move only
+    # onto Ready replicas (the caller keeps the request until they are).
+    promote_now = action is not None and action.kind == "promote" and inputs.tiers_ready
     if not promote_now:
         if paused or not inputs.tiers_ready or ev is None or ev.verdict != "Pass":
             return Decision(state, tuple(events))

@@ -56,7 +56,16 @@ def _digest(value: object) -> str:
 
 
 def rollout_id(spec: QuantizedModelSpec) -> str:
-    """Identifies the rollout of one target: changes when anything about the target changes."""
+    """Identifies what is rolled out: the target's artifact, format and precision, and its name
+    (a new name is a new Deployment, with no pod yet to hold traffic on). Any other edit of the
+    target (its serving settings, say) keeps the rollout where it is."""
+    t = spec.target
+    return _digest([t.name, t.artifact, t.format, t.precision])
+
+
+def legacy_rollout_id(spec: QuantizedModelSpec) -> str:
+    """The id releases before the one-pass operator gave a rollout (a digest of the whole target):
+    a rollout recorded under it is the same rollout, not a new one, after an upgrade."""
     return _digest(spec.target.to_wire())
 
 

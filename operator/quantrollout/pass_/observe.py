@@ -1,0 +1,145 @@
+"""What one pass reads: the model, its children, the scheduler's reasons for pods it cannot
+place, an evaluation when one is due, a user's action. I/O only through the `io` Protocols.
+
+Children are read again only when something says they changed (a watch event on one of them, a
+spec edit, the first pass): a pass woken by the analysis clock costs one GET of the model (and
+the evaluation's queries), however many children the model has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from quantrollout import health
+from quantrollout.analysis.rules import Scope
+from quantrollout.api.resolve import tiers
+from quantrollout.io.kube import KubeIO
+from quantrollout.io.prometheus import Metrics
+from quantrollout.manifests.plan import plan as manifests_for
+from quantrollout.manifests.vllm import MODEL_LABEL, TIER_LABEL, resource_name, selector_labels
+from quantrollout.rollout.schedule import round_start
+from quantrollout.rollout.settings import analysis_of, settings_of
+
+from .plan import ChildKey, Measured, Observed, action_of, children_of, measurement_due
+
+# The scheduler's message for the first pod matching a selector it cannot place, from the pod
+# events the operator watches (None: no such pod seen).
+PodReasons = Callable[[str, dict[str, str]], str | None]
+
+
+@dataclass
+class Memory:
+    """What a model's runner keeps between passes."""
+
+    children: dict[ChildKey, dict[str, Any] | None] = field(default_factory=dict)
+    retired: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> its Deployment
+    tiers: frozenset[str] | None = None  # the spec's tiers when the Deployments were last listed
+    stale: bool = True  # the children must be read again
+    route_pending: bool = False  # a route written by a decision whose status write lost a race
+    traffic_refused: str | None = None  # why the route cannot be written, while it cannot
+
+
+def _reported_unschedulable(qm: dict[str, Any]) -> bool:
+    conditions = (qm.get("status") or {}).get("conditions") or []
+    return any(c.get("reason") == "Unschedulable" for c in conditions)
+
+
+async def observe(
+    kube: KubeIO,
+    metrics: Metrics,
+    memory: Memory,
+    namespace: str,
+    name: str,
+    now: datetime.datetime,
+    pod_reasons: PodReasons,
+    measured: Measured | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> Observed | None:
+    """None when the model is gone (or going). `measured`: an evaluation made by an earlier
+    attempt of this pass, reused if it is for the same step (a lost race measures nothing twice)."""
+    qm = await asyncio.to_thread(kube.get_quantizedmodel, namespace, name)
+    if qm is None or qm["metadata"].get("deletionTimestamp"):
+        return None
+    manifests = manifests_for(name, namespace, qm.get("spec", {}))
+    keys = children_of(manifests, name)
+    spec_tiers = frozenset(tp.tier.name for tp in manifests.tiers)
+    if memory.stale or any(k not in memory.children for k in keys):
+        memory.stale = False  # before reading: a change seen while we read marks it again
+        listed: dict[str, dict[str, Any]] | None = None
+        if memory.tiers != spec_tiers:
+            # First sight, or the spec's tiers changed: list the model's Deployments once to
+            # find tiers that left the spec. Otherwise each child is read by name (a LIST scans
+            # the whole namespace on the API server, a GET does not).
+            found = await asyncio.to_thread(kube.list_deployments, namespace, {MODEL_LABEL: name})
+            listed = {d["metadata"]["name"]: d for d in found}
+            memory.retired = {
+                tier: d
+                for d in found
+                if (tier := (d["metadata"].get("labels") or {}).get(TIER_LABEL)) is not None
+                and tier not in spec_tiers
+            }
+            memory.tiers = spec_tiers
+        read: dict[ChildKey, dict[str, Any] | None] = {}
+        for kind, child in keys:
+            if listed is not None and kind == "Deployment":
+                read[(kind, child)] = listed.get(child)
+            else:
+                read[(kind, child)] = await asyncio.to_thread(kube.get, kind, namespace, child)
+        for tier, d in list(memory.retired.items()):
+            # A tier that left the spec is read again too, until it is deleted.
+            again = await asyncio.to_thread(
+                kube.get, "Deployment", namespace, d["metadata"]["name"]
+            )
+            if again is None:
+                del memory.retired[tier]
+            else:
+                memory.retired[tier] = again
+        memory.children = read
+    children = {k: memory.children.get(k) for k in keys}
+
+    unschedulable: dict[str, str] = {}
+    for tp in manifests.tiers:
+        live = children.get(("Deployment", resource_name(name, tp.tier)))
+        if not tp.deployable or health.observe_deployment(live, None).ready:
+            continue
+        selector = selector_labels(name, tp.tier)
+        reason = pod_reasons(namespace, selector)
+        if reason is None and _reported_unschedulable(qm):
+            # Said so before, and no pod event says so now: either it was placed, or this
+            # operator just started and the pod events are still coming. Ask the API once.
+            reason = await asyncio.to_thread(kube.unschedulable_message, namespace, selector)
+        if reason is not None:
+            unschedulable[tp.tier.name] = reason
+
+    due = measurement_due(qm, now)
+    if due is not None:
+        spec, state, step = due
+        key = (int(qm["metadata"].get("generation", 0)), state.rollout_id, state.step)
+        if measured is None or measured.key != key:
+            baseline, target = tiers(spec)
+            scope = Scope(
+                namespace=namespace, model=name, baseline=baseline.name, target=target.name
+            )
+            since = round_start(now, settings_of(analysis_of(spec), namespace, name))
+            evaluation, results = await asyncio.to_thread(
+                metrics.evaluate, kube, spec, scope, step.stage, since
+            )
+            log(
+                f"analysis {evaluation.verdict}: {'; '.join(evaluation.reasons) or 'all rules pass'}"
+            )
+            measured = Measured(key, evaluation, tuple(results))
+    else:
+        measured = None
+    return Observed(
+        model=qm,
+        children=children,
+        unschedulable=unschedulable,
+        measured=measured,
+        action=action_of(qm),
+        route_pending=memory.route_pending or memory.traffic_refused is not None,
+        retired=dict(memory.retired) if not manifests.invalid else {},
+    )
