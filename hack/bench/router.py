@@ -264,14 +264,14 @@ class Bench:
         return results
 
 
-def serve_router(port: int, upstream: str) -> None:
-    """The router as `quantrollout router` runs it, with a static table instead of the API."""
+def serve_router(port: int, upstream: str, workers: int) -> None:
+    """The router as `quantrollout router --workers N` runs it, with a static table instead of
+    the API."""
     from quantrollout.api.status import TrafficBackend, TrafficStatus
-    from quantrollout.router.app import RouterApp
     from quantrollout.router.routes import ModelTraffic
-    from quantrollout.router.server import serve
     from quantrollout.router.settings import RouterSettings
     from quantrollout.router.source import StaticConfigSource
+    from quantrollout.router.workers import Supervisor, serve
 
     traffic = TrafficStatus(
         rollout_id="bench", served_model="m", target_weight=50, mirror_percent=0,
@@ -283,7 +283,7 @@ def serve_router(port: int, upstream: str) -> None:
     settings = RouterSettings(
         upstreams={("bench", "m-fp16"): upstream, ("bench", "m-int4-awq"): upstream}
     )
-    serve(RouterApp(source, settings), "127.0.0.1", port, log_level="warning")
+    serve(Supervisor(source, workers, "127.0.0.1", port, settings, log_level="warning"))
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -315,8 +315,8 @@ def added(results: dict[str, dict[str, Any]], keys: list[str]) -> None:
 
 
 def main() -> int:
-    if len(sys.argv) == 4 and sys.argv[1] == "serve-router":
-        serve_router(int(sys.argv[2]), sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "serve-router":
+        serve_router(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")

@@ -21,14 +21,25 @@ Every series carries `namespace` and `model` (the QuantizedModel) and `tier`. Ex
   into `shadow_agreement_ratio`), `error` (the target failed), `baseline_failed` (nothing to
   compare with), `dropped` (too many shadow calls in flight, not sent).
 - `config_reloads_total`: route-table changes applied for a model (`tier` = its target tier, or
-  its baseline tier when it has none).
+  its baseline tier when it has none); with several router processes, counted once every
+  process has the change (`workers`).
+- `shed_requests_total{reason}` (no model labels: the request was refused before it was read):
+  completions refused early with 503 + Retry-After because a router process had `inflight`
+  completions at its bound or its event loop ran late (`loop_lag`); see `admission`.
+
+With several router processes per pod (`workers`), each writes its series to files in a
+directory shared by the pod's processes (prometheus_client's multiprocess mode) and `/metrics`,
+whichever process answers it, reads them all: counters summed, histograms merged bucket by
+bucket, and the counts of a process that died stay in the sum.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from quantrollout import signals
 
@@ -38,6 +49,15 @@ LATENCY_BUCKETS = (
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 AGREEMENT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 LABELS = list(signals.ROUTER_LABELS)
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own setting
+
+
+def share_metrics(directory: str) -> None:
+    """Makes this process, and the processes it starts after this call, write their series to
+    files in `directory`, read together by `RouterMetrics.exposition`. Series created before
+    the call stay in memory (prometheus_client picks its value class once, at import)."""
+    os.environ[MULTIPROCESS_ENV] = directory
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 def _counter(name: str, doc: str, registry: CollectorRegistry, *extra: str) -> Counter:
@@ -98,7 +118,22 @@ class RouterMetrics:
         self.reloads = _counter(
             signals.ROUTER_CONFIG_RELOADS, "Route-table changes applied, per model.", r
         )
+        self.shed = Counter(
+            signals.ROUTER_SHED.removesuffix("_total"),
+            "Completions refused early (503 + Retry-After) by an overloaded router process.",
+            ["reason"],
+            registry=r,
+        )
         self._tiers: dict[tuple[str, str, str], TierMetrics] = {}
+
+    def exposition(self) -> CollectorRegistry:
+        """What `/metrics` shows: this registry, or with several processes, all of theirs."""
+        directory = os.environ.get(MULTIPROCESS_ENV)
+        if not directory:
+            return self.registry
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, directory)  # type: ignore[no-untyped-call]
+        return merged
 
     def tier(self, namespace: str, model: str, tier: str) -> TierMetrics:
         """The series of one tier, bound once (`labels()` is too slow to call per chunk)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from quantrollout import defaults
+
 from .routes import Overrides
 
 
@@ -20,4 +22,8 @@ class RouterSettings:
     shadow_compare_timeout: float = 600.0
     retry_after_seconds: int = 1  # Retry-After on 503 when no tier can be reached
     max_inspect_bytes: int = 4 << 20  # answers longer than this are passed on but not inspected
+    # Overload: more completions in flight in one router process than this, or its event loop
+    # running later than this many seconds, and new completions get 503 + Retry-After.
+    max_inflight: int = defaults.ROUTER_MAX_INFLIGHT_PER_WORKER
+    max_loop_lag: float = defaults.ROUTER_MAX_LOOP_LAG_S
     upstreams: Overrides = field(default_factory=dict)  # (namespace, service) -> base URL
