@@ -52,7 +52,8 @@ class Admission:
         self._due = now + TICK
         self._loop.call_at(self._due, self._tick)
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Starts watching the running event loop's lateness (done by the first completion)."""
         self._loop = asyncio.get_running_loop()
         self._due = self._loop.time() + TICK
         self._loop.call_at(self._due, self._tick)
@@ -70,7 +71,7 @@ class Admission:
             await self.app(scope, receive, send)
             return
         if self._loop is None:
-            self._start()
+            self.start()
         reason = self.refusal()
         if reason is not None:
             self._shed.labels(reason).inc()

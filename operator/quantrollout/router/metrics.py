@@ -36,6 +36,8 @@ bucket, and the counts of a process that died stay in the sum.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
@@ -52,12 +54,22 @@ LABELS = list(signals.ROUTER_LABELS)
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own setting
 
 
-def share_metrics(directory: str) -> None:
-    """Makes this process, and the processes it starts after this call, write their series to
-    files in `directory`, read together by `RouterMetrics.exposition`. Series created before
-    the call stay in memory (prometheus_client picks its value class once, at import)."""
+@contextmanager
+def shared_metrics(directory: str) -> Iterator[None]:
+    """While inside, this process, and the processes it starts, write their series to files in
+    `directory`, read together by `RouterMetrics.exposition`. Series created before stay in
+    memory (prometheus_client picks its value class when a series is created)."""
+    before = os.environ.get(MULTIPROCESS_ENV), values.ValueClass
     os.environ[MULTIPROCESS_ENV] = directory
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if before[0] is None:
+            os.environ.pop(MULTIPROCESS_ENV, None)
+        else:
+            os.environ[MULTIPROCESS_ENV] = before[0]
+        values.ValueClass = before[1]
 
 
 def _counter(name: str, doc: str, registry: CollectorRegistry, *extra: str) -> Counter:

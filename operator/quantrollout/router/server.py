@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+from typing import cast
 
 import uvicorn
 
@@ -57,6 +58,7 @@ class RunningRouter:
         self.host, self.port = self._socket.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"
         self.server = build_server(app, self.host, self.port, log_level="warning")
+        self.admission = cast(Admission, self.server.config.app)
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> RunningRouter:

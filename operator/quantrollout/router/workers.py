@@ -43,7 +43,7 @@ from typing import Any
 from quantrollout import defaults
 from quantrollout.api.status import TrafficStatus
 
-from .metrics import RouterMetrics, share_metrics
+from .metrics import RouterMetrics, shared_metrics
 from .routes import ModelTraffic, RouteTable, changed
 from .settings import RouterSettings
 from .source import ConfigSource
@@ -171,8 +171,12 @@ class Supervisor:
 
     async def run(self) -> None:
         self._metrics_dir = tempfile.mkdtemp(prefix="quantrollout-router-metrics-")
-        share_metrics(self._metrics_dir)
-        self.metrics = RouterMetrics()
+        with shared_metrics(self._metrics_dir):
+            self.metrics = RouterMetrics()
+            await self._run()
+
+    async def _run(self) -> None:
+        assert self._metrics_dir is not None
         self._socket = listen(self.host, self.port)
         self.port = self._socket.getsockname()[1]
         source_task = asyncio.create_task(self.source.run(), name="router-config-source")
