@@ -15,14 +15,13 @@ read wait up to `HIGH_WATER` (a sink says when its side is backed up); past that
 stops reading from its socket, so a slow client slows the tier down instead of filling the
 router's memory.
 
-Passed-on streams share the event loop fairly (`Pacer`): when the streams already running bring
-more bytes in one turn of the loop than `PACE_BYTES`, those past the budget stop reading until
-a later turn, taken in turn oldest first. Without it a saturated router reads every stream's
-whole backlog in each turn (hundreds of kilobytes each), a turn takes hundreds of milliseconds,
-and a new request, which needs four or five turns to reach its first byte, waited seconds for
-it (issue 14: 1.95 s p99 at 200 streams of 1,000 tokens/s; here the time from a request to its
-first byte sent, p99, fell from ~300 ms to ~100 ms in that run). New requests are never paced: their
-head and first bytes are read as they come, so they go before the bulk of running streams.
+Passed-on streams share the event loop fairly (`Pacer`): when the streams already running keep
+one turn of the loop busy longer than `PACE_SECONDS`, those past the budget stop reading until a
+later turn, taken in turn oldest first. Without it a saturated router reads every stream's whole
+backlog in each turn, a turn grows to tens or hundreds of milliseconds, and a new request, which
+needs four or five turns to reach its first byte, waits that many times as long (issue 14:
+1.95 s p99 at 200 streams of 1,000 tokens/s). New requests are never paced: their head and first
+bytes are read as they come, so they go before the bulk of the running streams.
 """
 
 from __future__ import annotations
@@ -40,7 +39,8 @@ from urllib.parse import quote, urlsplit
 import httptools
 
 HIGH_WATER = 64 << 10
-PACE_BYTES = 64 << 10  # passed-on bytes per turn of the loop before streams take turns
+# Seconds of one turn of the event loop that passed-on streams may take before they take turns.
+PACE_SECONDS = 0.002
 
 
 class UpstreamError(Exception):
@@ -357,7 +357,7 @@ class Connection(asyncio.Protocol):
             self._deadline = self._loop.time() + self._read_timeout  # bytes came: not silent
             self._flush()
             if not self._complete:
-                self._pacer.spend(self, len(data))
+                self._pacer.spend(self)
                 if not self._paused:
                     return  # nothing a waiter waits for
         elif self._buffered >= HIGH_WATER:
@@ -414,21 +414,23 @@ class Connection(asyncio.Protocol):
 
 
 class Pacer:
-    """Takes turns among passed-on streams when, together, they bring more than `budget` bytes in
-    one turn of the event loop (see the module doc): the stream that goes over, and any that
-    reads after it in the same turn, stops reading; at the start of each later turn the streams
-    that waited longest read again, as many as the last turns' reads say fit in the budget.
+    """Takes turns among passed-on streams when, together, they keep one turn of the event loop
+    busier than `budget` seconds (see the module doc): the stream whose read goes over, and any
+    that reads after it in the same turn, stops reading; at the start of each later turn the
+    streams that waited longest read again, as many as fitted in the budget lately.
 
-    One per event loop. Its work is a counter per read, and a queue only when the loop is
-    saturated."""
+    One per event loop. Its work is a clock read per read, and a queue only when the loop is
+    saturated. Time, not bytes: what a byte costs depends on what the answer holds (the
+    inspection parses each event), and what a new request waits for is the loop's time."""
 
     _of: ClassVar[dict[asyncio.AbstractEventLoop, Pacer]] = {}
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, budget: int = PACE_BYTES) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, budget: float = PACE_SECONDS) -> None:
         self._loop = loop
         self.budget = budget
-        self._spent = 0
-        self._read_size = 4096.0  # bytes per read of a passed-on stream, smoothed
+        self._turn_started = 0.0
+        self._reads = 0  # reads of passed-on streams in this turn
+        self._fit = 4.0  # reads that fit in the budget, smoothed
         self._waiting: deque[Connection] = deque()
         self._turn_scheduled = False
         self.paced = 0  # reads after which a stream waited for a later turn (tests, profiling)
@@ -443,26 +445,32 @@ class Pacer:
             pacer = cls._of[loop] = cls(loop)
         return pacer
 
-    def spend(self, connection: Connection, size: int) -> None:
-        self._read_size += (size - self._read_size) / 16
-        self._spent += size
-        if not self._turn_scheduled:
+    def spend(self, connection: Connection) -> None:
+        """`connection` just passed on what it read."""
+        now = time.perf_counter()
+        if not self._turn_scheduled:  # the first read of this turn
             self._turn_scheduled = True
+            self._turn_started = now
+            self._reads = 0
             # call_soon runs before the loop polls its sockets again: the start of next turn.
             self._loop.call_soon(self._next_turn)
-        if self._spent > self.budget:
+        self._reads += 1
+        if now - self._turn_started > self.budget:
+            if self._reads > 1 or not self._waiting:
+                self._fit += (self._reads - self._fit) / 8
             self.paced += 1
             connection.pace()
             self._waiting.append(connection)
 
     def _next_turn(self) -> None:
         self._turn_scheduled = False
-        self._spent = 0
-        turns = max(1, int(self.budget / max(self._read_size, 1.0)))
+        turns = max(1, round(self._fit))
         waiting = self._waiting
         while waiting and turns > 0:
             if waiting.popleft().unpace():
                 turns -= 1
-        if waiting:  # no read will come to schedule the next turn for those still waiting
+        if waiting:  # no read may come to schedule the next turn for those still waiting
             self._turn_scheduled = True
+            self._turn_started = time.perf_counter()
+            self._reads = 0
             self._loop.call_soon(self._next_turn)
