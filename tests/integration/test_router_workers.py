@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -35,6 +37,7 @@ from .test_router_proxy import (
     TARGET_SVC,
     Sim,
     chat,
+    free_port,
     routed,
     traffic,
 )
@@ -144,9 +147,9 @@ async def test_a_weight_change_counts_as_applied_once_every_worker_has_it(
         assert {a["generation"] for a in (await each_worker(supervisor, url)).values()} == {2}
         async with httpx.AsyncClient(base_url=url) as http:
             metrics = (await http.get("/metrics")).text
-        # Counted once, by the supervisor, not once per worker.
+        # Counted once (the first table, then the change), by the supervisor, not per worker.
         reloads = signals.ROUTER_CONFIG_RELOADS
-        assert series(metrics, reloads, tier=TARGET) == 1
+        assert series(metrics, reloads, tier=TARGET) == 2
         # Every request now goes to the target, whichever worker takes it; and the requests
         # counted by all the workers add up in /metrics.
         for n in range(30):
@@ -233,7 +236,7 @@ async def test_a_killed_worker_is_replaced_and_the_others_streams_complete(
         }
 
 
-async def test_a_worker_whose_supervisor_died_finishes_its_streams_and_exits(
+async def test_a_worker_whose_pipe_ends_finishes_its_streams_and_exits(
     tiers: tuple[Sim, Sim],
 ) -> None:
     base, target = tiers
@@ -246,7 +249,7 @@ async def test_a_worker_whose_supervisor_died_finishes_its_streams_and_exits(
             pending = asyncio.create_task(stream(http))
             await asyncio.sleep(0.3)
             assert worker.stdin is not None
-            worker.stdin.close()  # what the worker sees when its supervisor is gone
+            worker.stdin.close()  # the supervisor lets go of it
             status, body = await pending
         assert status == 200
         assert body.rstrip().endswith("data: [DONE]")
@@ -314,3 +317,35 @@ async def test_a_late_event_loop_refuses_new_completions() -> None:
     assert admission.refusal() == "loop_lag"
     await asyncio.sleep(0.05)  # the loop runs again
     assert admission.refusal() is None
+
+
+def test_a_supervisor_killed_outright_takes_its_workers_with_it(tmp_path: Path) -> None:
+    """As a killed container's processes go together; orphans would keep the port."""
+    port = free_port()
+    script = (
+        "import sys\n"
+        "from quantrollout.router.source import StaticConfigSource\n"
+        "from quantrollout.router.workers import Supervisor, serve\n"
+        f"serve(Supervisor(StaticConfigSource(), 2, '127.0.0.1', {port}, log_level='warning'))\n"
+    )
+    supervisor = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            out = subprocess.run(["pgrep", "-P", str(supervisor.pid)], capture_output=True,
+                                 text=True, check=False).stdout  # fmt: skip
+            workers = [int(p) for p in out.split()]
+        assert len(workers) == 2
+        supervisor.kill()
+        supervisor.wait()
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its supervisor"
+            time.sleep(0.05)
+        with socket.socket() as again:  # the port is free for the next router
+            again.bind(("127.0.0.1", port))
+    finally:
+        supervisor.kill()
+        supervisor.wait()

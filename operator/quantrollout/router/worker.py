@@ -4,15 +4,18 @@ table the supervisor sends on stdin, acknowledging each table it applied.
 
 stdin: a first line with the socket's fd and the settings, then route tables (`workers`).
 The acknowledgements go out on the stdout the worker was started with; everything the process
-prints (uvicorn's logs included) goes to stderr, so nothing else can land in that channel.
+prints (uvicorn's logs included) goes to stderr, so nothing else can land in that channel. A
+worker dies with its supervisor (`die_with_parent`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -21,9 +24,11 @@ from .app import RouterApp
 from .routes import ModelTraffic
 from .server import build_server, quiet_collector
 from .source import TablePublisher
-from .workers import decode_settings, decode_table
+from .workers import PARENT_ENV, decode_settings, decode_table
 
 log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class PipeConfigSource(TablePublisher):
@@ -64,7 +69,7 @@ class PipeConfigSource(TablePublisher):
             self.generation, models = decode_table(line)
             self.publish(models)
             self._ack()
-        log.info("the supervisor is gone; shutting down")
+        log.info("the supervisor closed the pipe; finishing the answers in flight")
         self._on_end()
 
 
@@ -81,7 +86,20 @@ def read_lines(fd: int, count: int) -> tuple[list[bytes], bytes]:
     return lines, rest
 
 
+def die_with_parent(parent: int) -> None:
+    """A supervisor killed outright (SIGKILL, OOM) takes its workers with it, as a container's
+    processes go together: otherwise they would keep serving, unsupervised, on a socket the
+    supervisor's successor then cannot bind. (A supervisor that merely closes the pipe lets
+    them finish their streams; see `PipeConfigSource.run`.)"""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        raise SystemExit("the supervisor is gone")
+
+
 def main() -> int:
+    die_with_parent(int(os.environ.get(PARENT_ENV, os.getppid())))
     acks = os.dup(1)
     os.dup2(2, 1)  # prints and logs to stderr; stdout's pipe carries the acknowledgements only
     (first, second), unread = read_lines(0, 2)

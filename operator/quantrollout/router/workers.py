@@ -13,7 +13,8 @@ worker processes (`worker`) that serve requests.
 - A worker that dies is started again (after a backoff that grows while it keeps dying young);
   the others and their streams are untouched. On SIGTERM the supervisor passes it on and waits
   for the workers, which finish their in-flight answers first (uvicorn's graceful shutdown).
-  A worker whose supervisor is gone (its stdin ends) shuts down the same way.
+  A worker whose stdin ends shuts down the same way; one whose supervisor was killed outright
+  dies with it (PR_SET_PDEATHSIG), as the processes of a killed container do.
 - Metrics: every process writes its series to files in one directory (prometheus_client's
   multiprocess mode); `/metrics`, from any worker, reads them all (see `metrics`).
 
@@ -44,12 +45,13 @@ from quantrollout import defaults
 from quantrollout.api.status import TrafficStatus
 
 from .metrics import RouterMetrics, shared_metrics
-from .routes import ModelTraffic, RouteTable, changed
+from .routes import EMPTY, ModelTraffic, RouteTable, changed
 from .settings import RouterSettings
 from .source import ConfigSource
 
 log = logging.getLogger(__name__)
 
+PARENT_ENV = "QUANTROLLOUT_ROUTER_SUPERVISOR"  # the supervisor's pid, for its workers
 STABLE_AFTER = 60.0  # seconds: a worker that lived this long and died restarts at once
 
 
@@ -187,6 +189,7 @@ class Supervisor:
                 await asyncio.sleep(0.05)
             self._table = self.source.table()
             self.generation = 1
+            self._pending.append((1, EMPTY, self._table))  # the first table: applied like any
             tasks = [asyncio.create_task(self._keep(i)) for i in range(self.count)]
             await asyncio.gather(*tasks)
         finally:
@@ -222,6 +225,7 @@ class Supervisor:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "quantrollout.router.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, pass_fds=(fd,),
+            env={**os.environ, PARENT_ENV: str(os.getpid())},
         )  # fmt: skip
         worker = Worker(index, process, time.monotonic())
         self.workers[index] = worker
