@@ -303,14 +303,20 @@ def serve(supervisor: Supervisor) -> None:
 
 
 def cpu_limit() -> int | None:
-    """The cores this process may use: the cgroup's CPU quota rounded up, else the CPUs it may
-    run on; None when neither can be read."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            return max(1, -(-int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
+    """The cores this process may use: the cgroup's CPU quota rounded up (cgroup v2, else v1),
+    else the CPUs it may run on; None when neither can be read."""
+    for quota_file, period_file in (
+        ("/sys/fs/cgroup/cpu.max", None),
+        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+    ):
+        try:
+            fields = Path(quota_file).read_text().split()
+            quota = fields[0]
+            period = Path(period_file).read_text().split()[0] if period_file else fields[1]
+            if quota not in ("max", "-1"):
+                return max(1, -(-int(quota) // int(period)))
+        except (OSError, ValueError, IndexError):
+            continue
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
