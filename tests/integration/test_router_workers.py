@@ -313,39 +313,12 @@ async def test_a_late_event_loop_refuses_new_completions() -> None:
     admission = Admission(RouterApp(source, RouterSettings(max_loop_lag=0.1)))
     admission.start()
     assert admission.refusal() is None
-    time.sleep(0.2)  # noqa: ASYNC251 (the point: the loop is held, its timer cannot fire)
-    assert admission.refusal() == "loop_lag"
-    await asyncio.sleep(0.05)  # the loop runs again
+    time.sleep(0.3)  # noqa: ASYNC251 (one stall: not an overload)
+    await asyncio.sleep(0)
     assert admission.refusal() is None
-
-
-def test_a_supervisor_killed_outright_takes_its_workers_with_it(tmp_path: Path) -> None:
-    """As a killed container's processes go together; orphans would keep the port."""
-    port = free_port()
-    script = (
-        "import sys\n"
-        "from quantrollout.router.source import StaticConfigSource\n"
-        "from quantrollout.router.workers import Supervisor, serve\n"
-        f"serve(Supervisor(StaticConfigSource(), 2, '127.0.0.1', {port}, log_level='warning'))\n"
-    )
-    supervisor = subprocess.Popen([sys.executable, "-c", script])
-    try:
-        deadline = time.monotonic() + 60
-        workers: list[int] = []
-        while len(workers) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-            out = subprocess.run(["pgrep", "-P", str(supervisor.pid)], capture_output=True,
-                                 text=True, check=False).stdout  # fmt: skip
-            workers = [int(p) for p in out.split()]
-        assert len(workers) == 2
-        supervisor.kill()
-        supervisor.wait()
-        deadline = time.monotonic() + 10
-        while any(Path(f"/proc/{pid}").exists() for pid in workers):
-            assert time.monotonic() < deadline, "a worker outlived its supervisor"
-            time.sleep(0.05)
-        with socket.socket() as again:  # the port is free for the next router
-            again.bind(("127.0.0.1", port))
-    finally:
-        supervisor.kill()
-        supervisor.wait()
+    for _ in range(15):  # the loop late turn after turn
+        time.sleep(0.15)  # noqa: ASYNC251
+        await asyncio.sleep(0)
+    assert admission.refusal() == "loop_lag"
+    await asyncio.sleep(0.6)  # the loop on time again
+    assert admission.refusal() is None

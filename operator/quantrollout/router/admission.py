@@ -10,8 +10,8 @@ on it), and counted in `quantrollout_router_shed_requests_total{reason}`, when
 A request is refused before its body is read, so refusing costs next to nothing; one that was
 admitted is never dropped: it is answered, whatever comes in after it. Other endpoints
 (`/health`, `/metrics`, `/v1/models`) are always served: a probe must see the process alive.
-The lag is measured by a timer that should fire every `TICK` seconds: how late it fires, or, when
-it has not fired yet, how late it already is.
+The lag is measured by a timer that should fire every `TICK` seconds: how late it fires,
+smoothed over its last few turns.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from .app import COMPLETIONS, RouterApp
 from .asgi import Receive, Scope, Send, send_error
 
 TICK = 0.02  # seconds between two looks at the event loop's lateness
+# Each look weighs this much in the lag: one stall (the machine's other work, a CPU quota's
+# throttling) is not an overload and refusing would not help it; a loop late turn after turn is.
+SMOOTHING = 0.2
 
 
 class Admission:
@@ -35,20 +38,18 @@ class Admission:
         self._retry_after = str(settings.retry_after_seconds).encode()
         self._shed = app.metrics.shed
         self.inflight = 0  # completions admitted and not yet answered
-        self._lag = 0.0  # how late the last tick fired
+        self._lag = 0.0  # how late the ticks fire, smoothed
         self._due = 0.0  # loop.time() at which the next tick should fire; 0: not started
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def lag(self) -> float:
-        """Seconds the event loop runs late now."""
-        if self._loop is None:
-            return 0.0
-        return max(self._lag, self._loop.time() - self._due)
+        """Seconds the event loop runs late, smoothed over its last few turns."""
+        return self._lag
 
     def _tick(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
-        self._lag = max(0.0, now - self._due)
+        self._lag += (max(0.0, now - self._due) - self._lag) * SMOOTHING
         self._due = now + TICK
         self._loop.call_at(self._due, self._tick)
 
