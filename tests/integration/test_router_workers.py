@@ -322,3 +322,35 @@ async def test_a_late_event_loop_refuses_new_completions() -> None:
     assert admission.refusal() == "loop_lag"
     await asyncio.sleep(0.6)  # the loop on time again
     assert admission.refusal() is None
+
+
+def test_a_supervisor_killed_outright_takes_its_workers_with_it(tmp_path: Path) -> None:
+    """As a killed container's processes go together; orphans would keep the port."""
+    port = free_port()
+    script = (
+        "import sys\n"
+        "from quantrollout.router.source import StaticConfigSource\n"
+        "from quantrollout.router.workers import Supervisor, serve\n"
+        f"serve(Supervisor(StaticConfigSource(), 2, '127.0.0.1', {port}, log_level='warning'))\n"
+    )
+    supervisor = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            out = subprocess.run(["pgrep", "-P", str(supervisor.pid)], capture_output=True,
+                                 text=True, check=False).stdout  # fmt: skip
+            workers = [int(p) for p in out.split()]
+        assert len(workers) == 2
+        supervisor.kill()
+        supervisor.wait()
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its supervisor"
+            time.sleep(0.05)
+        with socket.socket() as again:  # the port is free for the next router
+            again.bind(("127.0.0.1", port))
+    finally:
+        supervisor.kill()
+        supervisor.wait()
