@@ -162,15 +162,17 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def cpu_waited(pids: list[int]) -> float:
-    """Seconds the processes were ready to run but waited for a core (the kernel's run-queue
-    delay, /proc/PID/schedstat): on a shared machine, how much of a tail is only a queue for
-    the CPU."""
+    """Seconds the processes' threads were ready to run but waited for a core (the kernel's
+    run-queue delay, /proc/PID/task/TID/schedstat): on a shared machine, how much of a tail is
+    only a queue for the CPU. Every thread: Envoy's and vllm-router's work is not in their
+    main threads."""
     total = 0
     for pid in pids:
-        try:
-            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
-        except (FileNotFoundError, IndexError):
-            continue
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(stat.read_text().split()[1])
+            except (FileNotFoundError, IndexError):
+                continue
     return total / 1e9
 
 
