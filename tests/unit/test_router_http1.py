@@ -16,7 +16,6 @@ from quantrollout.router.http1 import (
     ConnectError,
     Connection,
     Origin,
-    Pacer,
     UpstreamError,
     encode_request,
 )
@@ -286,43 +285,6 @@ async def test_a_passed_on_stream_goes_to_the_sink_as_it_arrives_with_no_waiter_
         assert [first, *got] == [b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]
         assert connection.reusable
         connection.close()
-
-
-async def test_streams_over_the_loops_budget_take_turns_and_every_byte_arrives() -> None:
-    pieces = [b"data: %d\n\n" % n for n in range(200)]
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(STREAM_HEAD)
-        for piece in pieces:
-            writer.write(chunk(piece))
-            await writer.drain()
-            await asyncio.sleep(0)
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-        await reader.read()
-
-    pacer = Pacer.of(asyncio.get_running_loop())
-    budget, pacer.budget = pacer.budget, 0.0  # every stream past the first read of a turn waits
-    try:
-        async with serving(handler) as origin:
-            connections = [await Connection.open(origin, None, 5, 5) for _ in range(4)]
-            got: list[list[bytes]] = [[] for _ in connections]
-            for connection, sink in zip(connections, got, strict=True):
-                assert await request(connection, origin) == 200
-                sink.append(await connection.read())
-                connection.pass_on(lambda data, sink=sink: sink.append(data) is None)
-            paced_before = pacer.paced
-            async with asyncio.timeout(10):  # a stream left waiting for its turn would hang
-                await asyncio.gather(*(until_end(c) for c in connections))
-            assert pacer.paced > paced_before  # they did take turns ...
-            for received in got:  # ... and each stream got all of its bytes, in order
-                assert b"".join(received) == b"".join(pieces)
-            for connection in connections:
-                assert connection.reusable  # a stream that waited for its turn is whole
-                connection.close()
-    finally:
-        pacer.budget = budget
 
 
 async def test_a_sink_that_is_backed_up_stops_the_socket_until_resumed() -> None:

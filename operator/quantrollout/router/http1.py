@@ -14,14 +14,6 @@ previous answer was read to its end and both sides keep the connection alive. By
 read wait up to `HIGH_WATER` (a sink says when its side is backed up); past that the connection
 stops reading from its socket, so a slow client slows the tier down instead of filling the
 router's memory.
-
-Passed-on streams share the event loop fairly (`Pacer`): when the streams already running keep
-one turn of the loop busy longer than `PACE_SECONDS`, those past the budget stop reading until a
-later turn, taken in turn oldest first. Without it a saturated router reads every stream's whole
-backlog in each turn, a turn grows to tens or hundreds of milliseconds, and a new request, which
-needs four or five turns to reach its first byte, waits that many times as long (issue 14:
-1.95 s p99 at 200 streams of 1,000 tokens/s). New requests are never paced: their head and first
-bytes are read as they come, so they go before the bulk of the running streams.
 """
 
 from __future__ import annotations
@@ -29,18 +21,15 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import ClassVar, cast
+from typing import cast
 from urllib.parse import quote, urlsplit
 
 import httptools
 
 HIGH_WATER = 64 << 10
-# Seconds of one turn of the event loop that passed-on streams may take before they take turns.
-PACE_SECONDS = 0.002
 
 
 class UpstreamError(Exception):
@@ -131,8 +120,6 @@ class Connection(asyncio.Protocol):
         self._deadline = 0.0  # loop.time() by which the awaited bytes must have come
         self._error: UpstreamError | None = None
         self._sink: Callable[[bytes], bool] | None = None  # see `pass_on`
-        self._paced = False  # reading stopped by the pacer until the stream's next turn
-        self._pacer = Pacer.of(self._loop)
         self.requests = 0  # sent on this connection so far
         self.idle_since = time.monotonic()
         self._reset_response()
@@ -238,33 +225,14 @@ class Connection(asyncio.Protocol):
         """Stops reading from the socket until `resume` (what waits is enough for now)."""
         if not self._paused and self._transport is not None:
             self._paused = True
-            if not self._paced:
-                self._transport.pause_reading()
+            self._transport.pause_reading()
 
     def resume(self) -> None:
         """Reads on from the socket if reading was paused (a reader took what waited, or a
-        sink's side drained); a stream the pacer holds reads on at its turn."""
+        sink's side drained)."""
         if self._paused and self._transport is not None and not self._lost:
             self._paused = False
-            if not self._paced:
-                self._transport.resume_reading()
-
-    def pace(self) -> None:
-        """The pacer's: stop reading until `unpace` (this stream had its share of the turn)."""
-        if not self._paced and self._transport is not None:
-            self._paced = True
-            if not self._paused:
-                self._transport.pause_reading()
-
-    def unpace(self) -> bool:
-        """The pacer's: this stream's turn came; read on unless its client is backed up. False
-        when it was not waiting for its turn."""
-        if not self._paced:
-            return False
-        self._paced = False
-        if not self._paused and not self._lost and self._transport is not None:
             self._transport.resume_reading()
-        return True
 
     def _flush(self) -> None:
         assert self._sink is not None
@@ -356,10 +324,8 @@ class Connection(asyncio.Protocol):
         if self._sink is not None:
             self._deadline = self._loop.time() + self._read_timeout  # bytes came: not silent
             self._flush()
-            if not self._complete:
-                self._pacer.spend(self)
-                if not self._paused:
-                    return  # nothing a waiter waits for
+            if not self._complete and not self._paused:
+                return  # nothing a waiter waits for
         elif self._buffered >= HIGH_WATER:
             self._pause()
         self._wake()
@@ -411,66 +377,3 @@ class Connection(asyncio.Protocol):
         if self._headers_done:
             self._complete = True
             self._keep_alive = self._parser.should_keep_alive() and not self._until_close
-
-
-class Pacer:
-    """Takes turns among passed-on streams when, together, they keep one turn of the event loop
-    busier than `budget` seconds (see the module doc): the stream whose read goes over, and any
-    that reads after it in the same turn, stops reading; at the start of each later turn the
-    streams that waited longest read again, as many as fitted in the budget lately.
-
-    One per event loop. Its work is a clock read per read, and a queue only when the loop is
-    saturated. Time, not bytes: what a byte costs depends on what the answer holds (the
-    inspection parses each event), and what a new request waits for is the loop's time."""
-
-    _of: ClassVar[dict[asyncio.AbstractEventLoop, Pacer]] = {}
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, budget: float = PACE_SECONDS) -> None:
-        self._loop = loop
-        self.budget = budget
-        self._turn_started = 0.0
-        self._reads = 0  # reads of passed-on streams in this turn
-        self._fit = 4.0  # reads that fit in the budget, smoothed
-        self._waiting: deque[Connection] = deque()
-        self._turn_scheduled = False
-        self.paced = 0  # reads after which a stream waited for a later turn (tests, profiling)
-
-    @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> Pacer:
-        pacer = cls._of.get(loop)
-        if pacer is None:
-            if len(cls._of) > 8:  # loops of finished tests or benchmarks: forget them
-                for old in [lp for lp in cls._of if lp.is_closed()]:
-                    del cls._of[old]
-            pacer = cls._of[loop] = cls(loop)
-        return pacer
-
-    def spend(self, connection: Connection) -> None:
-        """`connection` just passed on what it read."""
-        now = time.perf_counter()
-        if not self._turn_scheduled:  # the first read of this turn
-            self._turn_scheduled = True
-            self._turn_started = now
-            self._reads = 0
-            # call_soon runs before the loop polls its sockets again: the start of next turn.
-            self._loop.call_soon(self._next_turn)
-        self._reads += 1
-        if now - self._turn_started > self.budget:
-            if self._reads > 1 or not self._waiting:
-                self._fit += (self._reads - self._fit) / 8
-            self.paced += 1
-            connection.pace()
-            self._waiting.append(connection)
-
-    def _next_turn(self) -> None:
-        self._turn_scheduled = False
-        turns = max(1, round(self._fit))
-        waiting = self._waiting
-        while waiting and turns > 0:
-            if waiting.popleft().unpace():
-                turns -= 1
-        if waiting:  # no read may come to schedule the next turn for those still waiting
-            self._turn_scheduled = True
-            self._turn_started = time.perf_counter()
-            self._reads = 0
-            self._loop.call_soon(self._next_turn)
