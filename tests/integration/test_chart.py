@@ -170,6 +170,30 @@ def _wait_for_grants(kube: ApiClient, docs: list[dict[str, Any]]) -> None:
     wait_for("the chart's RBAC to be in force", all_granted, timeout=30)
 
 
+def router_args(docs: list[dict[str, Any]]) -> list[str]:
+    deployment = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-router")
+    )
+    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+def test_router_workers_follow_the_cpu_limit(helm: str) -> None:
+    from quantrollout.cli.main import build_parser
+
+    for values, workers in (
+        ([], 2),  # the default limit: 2 cores
+        (["--set", "router.resources.limits.cpu=1500m"], 2),
+        (["--set", "router.resources.limits.cpu=3"], 3),
+        (["--set", "router.resources.limits.cpu=0.5"], 1),
+        (["--set", "router.resources.limits.cpu=null"], 1),  # the request's 500m
+        (["--set", "router.workers=5"], 5),
+    ):
+        args = router_args(render(helm, *values))
+        # What the chart passes is what the router's own command line understands.
+        assert build_parser().parse_args(args).workers == workers, values
+
+
 def leader_election_args(docs: list[dict[str, Any]]) -> tuple[str, ...]:
     """The chart operator's leader election options, for a local process in the Lease's namespace
     (in a pod, POD_NAMESPACE says it), so that the Lease verbs are exercised too."""

@@ -72,3 +72,13 @@ def test_router_refuses_bad_limits(argv: list[str], capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         build_parser().parse_args(["router", *argv])
     assert argv[0] in capsys.readouterr().err
+
+
+def test_router_workers() -> None:
+    from quantrollout.router.workers import cpu_limit
+
+    assert build_parser().parse_args(["router"]).workers is None  # the default: one
+    assert build_parser().parse_args(["router", "--workers", "3"]).workers == 3
+    assert build_parser().parse_args(["router", "--workers", "auto"]).workers == cpu_limit()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["router", "--workers", "0"])

@@ -33,6 +33,7 @@ def test_every_signal_is_exported_under_its_exact_name() -> None:
     for hist in (t.latency, t.ttft, t.agreement["greedy"], t.self_agreement["sampled"]):
         hist.observe(0.5)
     t.shadow("compared")
+    m.shed.labels("inflight").inc()
     names = {name for name, _ in samples(m)}
     for name in ROUTER_NAMES:
         exported = {name, f"{name}_bucket", f"{name}_count", f"{name}_sum"}

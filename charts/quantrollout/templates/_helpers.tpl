@@ -28,3 +28,21 @@ securityContext:
   readOnlyRootFilesystem: true
   capabilities: {drop: [ALL]}
 {{- end -}}
+
+{{/* Router processes per pod: router.workers, else one per core of the CPU limit (rounded up),
+else of the CPU request, else one. */}}
+{{- define "quantrollout.routerWorkers" -}}
+{{- $r := .Values.router -}}
+{{- if $r.workers -}}
+{{- $r.workers -}}
+{{- else -}}
+{{- $cpu := toString (dig "limits" "cpu" (dig "requests" "cpu" "1" $r.resources) $r.resources) -}}
+{{- $milli := 1000 -}}
+{{- if hasSuffix "m" $cpu -}}
+{{- $milli = trimSuffix "m" $cpu | atoi -}}
+{{- else -}}
+{{- $milli = mulf (float64 $cpu) 1000 | int -}}
+{{- end -}}
+{{- max 1 (div (add $milli 999) 1000) -}}
+{{- end -}}
+{{- end -}}

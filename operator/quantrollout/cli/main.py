@@ -130,6 +130,21 @@ def _add_router(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--max-shadow-inflight", type=int, default=None, metavar="N",
         help="mirrored calls in flight at once; more are dropped and counted (default 256)",
     )  # fmt: skip
+    router.add_argument(
+        "--workers", type=_workers, default=None, metavar="N|auto",
+        help="router processes sharing the port (default 1; auto: one per core of the CPU "
+        "limit)",
+    )  # fmt: skip
+    router.add_argument(
+        "--max-inflight", type=int, default=None, metavar="N",
+        help="completions one process serves at once; more get 503 + Retry-After "
+        "(default 1024)",
+    )  # fmt: skip
+    router.add_argument(
+        "--max-loop-lag", type=float, default=None, metavar="S",
+        help="new completions get 503 + Retry-After while a process's event loop runs this "
+        "many seconds late (default 0.25)",
+    )  # fmt: skip
     router.add_argument("--access-log", action="store_true", help="log every request")
     router.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
 
@@ -152,6 +167,16 @@ def _percent(text: str) -> int:
     if not 0 <= value <= 100:
         raise argparse.ArgumentTypeError(f"expected a percentage from 0 to 100, got {text!r}")
     return value
+
+
+def _workers(text: str) -> int:
+    if text == "auto":
+        from quantrollout.router.workers import cpu_limit
+
+        return cpu_limit() or 1
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1 or auto, got {text!r}")
+    return int(text)
 
 
 def _upstream(text: str) -> tuple[tuple[str, str], str]:
@@ -197,6 +222,8 @@ def router_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Rou
         "connect_timeout": args.connect_timeout,
         "read_timeout": args.read_timeout,
         "max_shadow_inflight": args.max_shadow_inflight,
+        "max_inflight": args.max_inflight,
+        "max_loop_lag": args.max_loop_lag,
     }
     return RouterSettings(
         upstreams=dict(args.upstream), **{k: v for k, v in knobs.items() if v is not None}
@@ -206,9 +233,9 @@ def router_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Rou
 def _router(args: argparse.Namespace) -> int:
     import logging
 
-    from quantrollout.router.app import RouterApp
+    from quantrollout import defaults
     from quantrollout.router.kube_source import KubeConfigSource, KubeEndpoint
-    from quantrollout.router.server import serve
+    from quantrollout.router.workers import Supervisor, serve
 
     level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -221,12 +248,11 @@ def _router(args: argparse.Namespace) -> int:
         return 2
     source = KubeConfigSource(KubeEndpoint.load(args.kubeconfig), namespace=args.namespace)
     serve(
-        RouterApp(source, settings),
-        args.host,
-        args.port,
-        args.access_log,
-        "debug" if args.verbose else "info",
-    )
+        Supervisor(
+            source, args.workers or defaults.ROUTER_WORKERS, args.host, args.port, settings,
+            "debug" if args.verbose else "info", args.access_log,
+        )
+    )  # fmt: skip
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from datetime import datetime
 
@@ -61,6 +62,7 @@ class RouterApp:
         settings: RouterSettings | None = None,
         metrics: RouterMetrics | None = None,
         rng: random.Random | None = None,
+        announce_reloads: bool = True,
     ) -> None:
         self.source = source
         self.settings = settings or RouterSettings()
@@ -70,7 +72,8 @@ class RouterApp:
         self._proxy: Proxy | None = None
         self.shadows: Shadows | None = None
         self._source_task: asyncio.Task[None] | None = None
-        source.subscribe(self._reloaded)
+        if announce_reloads:  # else a supervisor does, once every worker has the change
+            source.subscribe(self._reloaded)
 
     async def startup(self) -> None:
         s = self.settings
@@ -227,11 +230,17 @@ class RouterApp:
 
     async def _health(self, send: Send) -> None:
         synced = self.source.synced
-        status = {"status": "ok" if synced else "loading", "models": len(self.source.table())}
+        status: dict[str, object] = {
+            "status": "ok" if synced else "loading",
+            "models": len(self.source.table()),
+        }
+        generation = getattr(self.source, "generation", None)
+        if generation is not None:  # a worker process (`workers`): which table, in which process
+            status.update(generation=generation, pid=os.getpid())
         await send_json(send, 200 if synced else 503, status)
 
     async def _metrics(self, send: Send) -> None:
-        body = generate_latest(self.metrics.registry)
+        body = generate_latest(self.metrics.exposition())
         await send(
             {
                 "type": "http.response.start",

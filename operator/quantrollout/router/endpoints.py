@@ -81,6 +81,9 @@ FORWARDED: dict[str, Endpoint] = {
     # The tier's vLLM version.
     "/version": _GET,
 }
+# The paths whose answers are generated text: inspected, mirrored, and admitted under the overload
+# bounds (router.admission).
+GENERATES = frozenset(path for path, endpoint in FORWARDED.items() if endpoint.generates)
 
 _RESPONSES = "/v1/responses/"
 

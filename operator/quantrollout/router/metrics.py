@@ -30,14 +30,27 @@ Every series carries `namespace` and `model` (the QuantizedModel) and `tier`. Ex
   the baseline): each calibration answer's agreement with the baseline's live answer. `sampling`
   is how the request samples: greedy, seeded or sampled (`agreement`).
 - `config_reloads_total`: route-table changes applied for a model (`tier` = its target tier, or
-  its baseline tier when it has none).
+  its baseline tier when it has none); with several router processes, counted once every
+  process has the change (`workers`).
+- `shed_requests_total{reason}` (no model labels: the request was refused before it was read):
+  completions refused early with 503 + Retry-After because a router process had `inflight`
+  completions at its bound or its event loop ran late (`loop_lag`); see `admission`.
+
+With several router processes per pod (`workers`), each writes its series to files in a
+directory shared by the pod's processes (prometheus_client's multiprocess mode) and `/metrics`,
+whichever process answers it, reads them all: counters summed, histograms merged bucket by
+bucket, and the counts of a process that died stay in the sum.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from quantrollout import signals
 
@@ -49,6 +62,25 @@ LATENCY_BUCKETS = (
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 AGREEMENT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 LABELS = list(signals.ROUTER_LABELS)
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own setting
+
+
+@contextmanager
+def shared_metrics(directory: str) -> Iterator[None]:
+    """While inside, this process, and the processes it starts, write their series to files in
+    `directory`, read together by `RouterMetrics.exposition`. Series created before stay in
+    memory (prometheus_client picks its value class when a series is created)."""
+    before = os.environ.get(MULTIPROCESS_ENV), values.ValueClass
+    os.environ[MULTIPROCESS_ENV] = directory
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if before[0] is None:
+            os.environ.pop(MULTIPROCESS_ENV, None)
+        else:
+            os.environ[MULTIPROCESS_ENV] = before[0]
+        values.ValueClass = before[1]
 
 
 def _counter(name: str, doc: str, registry: CollectorRegistry, *extra: str) -> Counter:
@@ -116,7 +148,22 @@ class RouterMetrics:
         self.reloads = _counter(
             signals.ROUTER_CONFIG_RELOADS, "Route-table changes applied, per model.", r
         )
+        self.shed = Counter(
+            signals.ROUTER_SHED.removesuffix("_total"),
+            "Completions refused early (503 + Retry-After) by an overloaded router process.",
+            ["reason"],
+            registry=r,
+        )
         self._tiers: dict[tuple[str, str, str], TierMetrics] = {}
+
+    def exposition(self) -> CollectorRegistry:
+        """What `/metrics` shows: this registry, or with several processes, all of theirs."""
+        directory = os.environ.get(MULTIPROCESS_ENV)
+        if not directory:
+            return self.registry
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, directory)  # type: ignore[no-untyped-call]
+        return merged
 
     def tier(self, namespace: str, model: str, tier: str) -> TierMetrics:
         """The series of one tier, bound once (`labels()` is too slow to call per chunk)."""

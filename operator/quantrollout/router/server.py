@@ -4,23 +4,21 @@ uvicorn picks its fastest installed pieces: `httptools` for HTTP/1.1 parsing and
 the event loop, both dependencies of the package (without them it falls back to the pure-Python
 h11 and asyncio, which cost the router several times the CPU per streamed chunk). Access logs
 are off: at thousands of requests per second they cost more than the proxying, and the metrics
-say more.
+say more. The application served is `RouterApp` behind `Admission` (overload refused early).
+One such server runs in each worker process (`worker`, `workers`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import logging
-import signal
 import socket
-from types import FrameType
+from typing import cast
 
 import uvicorn
 
+from .admission import Admission
 from .app import RouterApp
-
-log = logging.getLogger(__name__)
 
 
 def build_server(
@@ -31,7 +29,7 @@ def build_server(
     log_level: str = "info",
 ) -> uvicorn.Server:
     config = uvicorn.Config(
-        app,
+        Admission(app),
         host=host,
         port=port,
         lifespan="on",
@@ -60,6 +58,7 @@ class RunningRouter:
         self.host, self.port = self._socket.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"
         self.server = build_server(app, self.host, self.port, log_level="warning")
+        self.admission = cast(Admission, self.server.config.app)
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> RunningRouter:
@@ -78,28 +77,11 @@ class RunningRouter:
         self._socket.close()
 
 
-def serve(
-    app: RouterApp,
-    host: str,
-    port: int,
-    access_log: bool = False,
-    log_level: str = "info",
-) -> None:
-    """Serves `app` until SIGINT/SIGTERM; in-flight requests finish first."""
-    # Everything imported so far lives as long as the process: keep it out of the collector's
-    # way (gc.freeze), and collect the young generation less often. Each stream chunk allocates
-    # a few short-lived objects, and with the defaults the collections alone took ~5% of the
-    # CPU and pauses of up to 35 ms at 200 open streams.
+def quiet_collector() -> None:
+    """For a process that serves the router until it ends: everything imported so far lives as
+    long as the process; keep it out of the collector's way (gc.freeze), and collect the young
+    generation less often. Each stream chunk allocates a few short-lived objects, and with the
+    defaults the collections alone took ~5% of the CPU and pauses of up to 35 ms at 200 open
+    streams."""
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again with the
-    # handler it found; this one turns that into a clean exit (status 0) rather than death by
-    # signal, so Kubernetes and the tests see a router that stopped as asked.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _exit_cleanly)
-    log.info("router listening on %s:%d", host, port)
-    build_server(app, host, port, access_log, log_level).run()
-
-
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)

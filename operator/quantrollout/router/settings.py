@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from quantrollout.defaults import ROUTER_CALIBRATION_PERCENT, ROUTER_MAX_BODY_BYTES
+from quantrollout import defaults
 
 from .routes import Overrides
 
 
 @dataclass(frozen=True)
 class RouterSettings:
-    max_body_bytes: int = ROUTER_MAX_BODY_BYTES  # larger request bodies get 413
+    max_body_bytes: int = defaults.ROUTER_MAX_BODY_BYTES  # larger request bodies get 413
     # Share (%) of mirrored requests the baseline answers twice (its agreement with itself).
-    calibration_percent: int = ROUTER_CALIBRATION_PERCENT
+    calibration_percent: int = defaults.ROUTER_CALIBRATION_PERCENT
     connect_timeout: float = 3.0  # seconds to open a connection to a tier
     # Seconds between two bytes of an answer. A non-streamed answer arrives only when the whole
     # generation is done, so this bounds a whole non-streamed request: keep it generous.
@@ -24,4 +24,8 @@ class RouterSettings:
     shadow_compare_timeout: float = 600.0
     retry_after_seconds: int = 1  # Retry-After on 503 when no tier can be reached
     max_inspect_bytes: int = 4 << 20  # answers longer than this are passed on but not inspected
+    # Overload: more completions in flight in one router process than this, or its event loop
+    # running later than this many seconds, and new completions get 503 + Retry-After.
+    max_inflight: int = defaults.ROUTER_MAX_INFLIGHT_PER_WORKER
+    max_loop_lag: float = defaults.ROUTER_MAX_LOOP_LAG_S
     upstreams: Overrides = field(default_factory=dict)  # (namespace, service) -> base URL
