@@ -324,8 +324,17 @@ def test_no_secret_value_in_logs_events_or_status(run: Run, kube: ApiClient) -> 
     assert all(path.endswith(run.hook_secret) for _, path, _, _ in run.webhook.seen)
     operator_log = run.operator_log.read_text(errors="replace")
     assert "webhook notification" in operator_log  # the failed first call was logged
-    events = client.CoreV1Api(kube).list_namespaced_event(run.namespace).items
-    assert {"Promoted", "RolledBack"} <= {e.reason for e in events}
+    core = client.CoreV1Api(kube)
+    # Kopf posts Events from a queue of its own: the webhook (called by the same pass) can be
+    # answered before the RolledBack Event is created.
+    events = wait_for(
+        "the Promoted and RolledBack Events",
+        lambda: (
+            (items := core.list_namespaced_event(run.namespace).items)
+            and {"Promoted", "RolledBack"} <= {e.reason for e in items}
+            and items
+        ),
+    )
     places = {
         "operator log": operator_log,
         "router log": run.router_log.read_text(errors="replace"),
