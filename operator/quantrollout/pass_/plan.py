@@ -172,15 +172,17 @@ def action_of(qm: dict[str, Any]) -> Action | None:
 
 
 def refused_action(
-    qm: dict[str, Any], spec: QuantizedModelSpec | None, state: RolloutState
+    qm: dict[str, Any], spec: QuantizedModelSpec | None, state: RolloutState, refused: bool
 ) -> Event | None:
     """A Warning Event for an action that does nothing in the phase it met (or an unknown one),
-    instead of its annotation vanishing without a word (`rollout.actions`)."""
+    instead of its annotation vanishing without a word (`rollout.actions`). `refused`: the
+    operator refuses the spec as it stands."""
     requested = requested_action(qm)
     if requested is None:
         return None
     value, by = requested
-    if spec is None:  # an invalid model: no rollout to act on
+    if spec is None or (refused and state.rollout_id != rollout_id(spec)):
+        # An invalid model with no rollout to act on: the phase it shows (Failed).
         phase = (qm.get("status") or {}).get("phase")
     else:  # none if this pass starts a new rollout (decide ignores the action then)
         phase = state.phase if state.rollout_id == rollout_id(spec) else None
@@ -725,7 +727,9 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         condition_events=tuple(_condition_events(transitions)),
         remove_action=ACTION_ANNOTATION in (meta.get("annotations") or {})
         and not _promote_waits(observed, state, new),
-        action_events=tuple(e for e in (refused_action(qm, spec, state),) if e is not None),
+        action_events=tuple(
+            e for e in (refused_action(qm, spec, state, problem is not None),) if e is not None
+        ),
         wake_in_s=_wake_in(new, settings, now, cap, bool(observed.retired), spec)
         if decision
         else None,
