@@ -331,7 +331,7 @@ class Bench:
         port = free_port()
         conf = self.tmp / "envoy.yaml"
         conf.write_text(ENVOY_CONF.format(upstream=upstream, port=port))
-        argv = [str(self.peers / "envoy"), "-c", str(conf), "--use-dynamic-base-id",
+        argv = [str(self.peers / "envoy"), "-c", str(conf), "--use-dynamic-base-id", "--disable-hot-restart",
                 "--concurrency", str(self.cores.proxy_count), "-l", "error"]  # fmt: skip
         with process(self.cores.on(self.cores.proxy, argv), self.tmp / "envoy.log") as proc:
             wait_port(port, "envoy")
