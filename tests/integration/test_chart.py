@@ -258,8 +258,14 @@ def test_a_whole_rollout_with_the_charts_rbac(
                 ),
                 timeout=90,
             )
-        events = client.CoreV1Api(kube).list_namespaced_event(namespace).items
-        assert {"RolloutStarted", "Promoted", "Succeeded"} <= {e.reason for e in events}
+        # Events follow the status write that records the transition (the pass's last step).
+        wait_for(
+            "the rollout's Events",
+            lambda: (
+                {"RolloutStarted", "Promoted", "Succeeded"}
+                <= {e.reason for e in client.CoreV1Api(kube).list_namespaced_event(namespace).items}
+            ),
+        )
         log = (tmp_path / "operator.log").read_text()
         # No RBAC denial (a namespace another test is deleting may refuse an Event: not RBAC).
         assert re.findall(r'User \\?"system:serviceaccount:[^"\\]+\\?" cannot [^.]*', log) == []

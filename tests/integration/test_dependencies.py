@@ -301,7 +301,9 @@ def test_an_api_server_restart_mid_rollout_resumes_the_same_stage(
         "Progressing", "ab", before["stageStartedAt"],
     )  # fmt: skip
     assert (after["targetWeight"], after["traffic"]["targetWeight"]) == (10, 10)
-    assert {s.stage_started_at for s in watcher.seen if s.stage == "ab"} == {
+    # (The watcher polls every 50 ms and sees nothing while the API is down, so it may miss the
+    # short A/B before the outage: whatever it saw of A/B must be this one start.)
+    assert {s.stage_started_at for s in watcher.seen if s.stage == "ab"} <= {
         before["stageStartedAt"]
     }
     # Later stages started only once the API was back (nothing decided in the dark), in order.
