@@ -111,10 +111,12 @@ def test_replicas_follow_traffic_up_before_weight_and_down_after_the_bake(
         assert replicas(kube, namespace, BASELINE) == (2, 2)
         assert tier(models, "int4-awq")["capacityReason"] == "FollowingTraffic"
         act(kube, namespace, "promote")
-        wait_for("gradual at 75%", lambda: live(models) == 75, timeout=60)
+        # A step waits for its replicas: on the shared stack, GPUs freed by earlier tests'
+        # namespaces may take a while to come back, so these waits are generous.
+        wait_for("gradual at 75%", lambda: live(models) == 75, timeout=120)
         assert replicas(kube, namespace, TARGET) == (2, 2)
         act(kube, namespace, "promote")
-        wait_for("full", lambda: status(models).get("phase") == "Succeeded", timeout=60)
+        wait_for("full", lambda: status(models).get("phase") == "Succeeded", timeout=120)
     assert problems == []
     assert tier(models, "fp16")["capacityReason"] == "Baking"
     assert replicas(kube, namespace, BASELINE) == (2, 2)  # baking: an instant rollback
