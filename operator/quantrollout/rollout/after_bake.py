@@ -33,7 +33,7 @@ from quantrollout import defaults
 from quantrollout.api.durations import parse_duration
 from quantrollout.api.spec import QuantizedModelSpec
 
-from .machine import AnalysisSettings, Decision, Event, Inputs, RolloutState, decide
+from .machine import AnalysisSettings, Decision, Event, Inputs, RolloutState, decide, rollback
 from .schedule import next_evaluation_at
 
 
@@ -109,22 +109,12 @@ def watch(state: RolloutState, inputs: Inputs, after: AfterBake) -> Watch:
 def _rollback(
     state: RolloutState, reasons: tuple[str, ...], now: datetime.datetime, in_bake: bool
 ) -> Decision:
-    rolled = replace(
-        state,
-        phase="RolledBack",
-        target_weight=0,
-        mirror_percent=0,
-        rollback_reasons=reasons,
-        rolled_back_at=now,
-        failures=0,
-        inconclusive_since=None,
-    )
     how = (
         "all traffic back to the baseline"
         if in_bake
         else "traffic moves back to the baseline as its replicas become Ready"
     )
-    return Decision(rolled, (Event("Warning", "RolledBack", f"{how}: " + "; ".join(reasons)),))
+    return rollback(state, reasons, now, how)
 
 
 def next_watch_at(

@@ -126,7 +126,14 @@ def _describe(step: Step) -> str:
     return f"{step.stage} ({step.weight}% live)"
 
 
-def _rollback(state: RolloutState, reasons: tuple[str, ...], now: datetime.datetime) -> Decision:
+def rollback(
+    state: RolloutState,
+    reasons: tuple[str, ...],
+    now: datetime.datetime,
+    how: str = "all traffic back to the baseline",
+) -> Decision:
+    """The rollout rolled back for `reasons`: no live or mirrored traffic on the target, the
+    counts cleared, and a RolledBack Event saying `how` and why."""
     rolled = replace(
         state,
         phase="RolledBack",
@@ -137,14 +144,7 @@ def _rollback(state: RolloutState, reasons: tuple[str, ...], now: datetime.datet
         failures=0,
         inconclusive_since=None,
     )
-    return Decision(
-        rolled,
-        (
-            Event(
-                "Warning", "RolledBack", "all traffic back to the baseline: " + "; ".join(reasons)
-            ),
-        ),
-    )
+    return Decision(rolled, (Event("Warning", "RolledBack", f"{how}: " + "; ".join(reasons)),))
 
 
 def _start(state: RolloutState, inputs: Inputs, reason: str, message: str) -> Decision:
@@ -207,9 +207,9 @@ def _hold(state: RolloutState, inputs: Inputs, refused: str) -> Decision:
         return Decision(state, tuple(events))
     action = inputs.action
     if action and action.kind == "abort":
-        return _rollback(state, (f"aborted by {action.by}",), inputs.now)
+        return rollback(state, (f"aborted by {action.by}",), inputs.now)
     if inputs.target_down:
-        return _rollback(state, (inputs.target_down,), inputs.now)
+        return rollback(state, (inputs.target_down,), inputs.now)
     counted = _count(state, inputs)
     if isinstance(counted, Decision):
         return counted
@@ -231,7 +231,7 @@ def _count(state: RolloutState, inputs: Inputs) -> RolloutState | Decision:
         limit = inputs.analysis.failure_limit
         if state.failures >= limit:
             times = "evaluation" if limit == 1 else f"{limit} consecutive evaluations"
-            return _rollback(
+            return rollback(
                 state,
                 tuple(f"{r} for {times}" for r in ev.reasons) or ("analysis failed",),
                 now,
@@ -246,7 +246,7 @@ def _count(state: RolloutState, inputs: Inputs) -> RolloutState | Decision:
         and out_for >= analysis.metrics_unavailable_grace_s
     ):
         why = "; ".join(ev.reasons) or "no data"
-        return _rollback(
+        return rollback(
             state, (f"metrics unavailable for {format_duration(out_for)} ({why})",), now
         )
     return state
@@ -285,7 +285,7 @@ def _decide(state: RolloutState, inputs: Inputs) -> Decision:
         )
 
     if action and action.kind == "abort" and state.phase in ("Pending", *ACTIVE):
-        return _rollback(state, (f"aborted by {action.by}",), now)
+        return rollback(state, (f"aborted by {action.by}",), now)
     if action and action.kind == "retry" and state.phase == "RolledBack":
         retried = replace(state, attempt=state.attempt + 1)
         return _start(retried, inputs, "RolloutRetried", f"retry requested by {action.by}")
@@ -310,7 +310,7 @@ def _decide(state: RolloutState, inputs: Inputs) -> Decision:
 
     # A target with no ready pod must not keep its share of traffic (or of mirrored requests).
     if inputs.target_down:
-        return _rollback(state, (inputs.target_down,), now)
+        return rollback(state, (inputs.target_down,), now)
 
     events: list[Event] = []
     if state.stages_hash != inputs.stages_hash:
