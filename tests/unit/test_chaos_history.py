@@ -35,6 +35,8 @@ from quantrollout.rollout.codec import rfc3339
 from quantrollout.rollout.machine import Evaluation
 from quantrollout.rollout.steps import steps_for
 
+from .fakes import merge
+
 T0 = 1_800_000_000.0
 SPEC: dict[str, Any] = {
     "model": "meta-llama/Meta-Llama-3-8B-Instruct",
@@ -53,19 +55,6 @@ SPEC: dict[str, Any] = {
     },
 }  # fmt: skip
 LATENCY = {"rule": "latency-p99", "value": 0.95, "threshold": 0.4, "verdict": "Fail"}
-
-
-def merge(into: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch, as the API server applies `patch_status`."""
-    out = copy.deepcopy(into)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 class Run:
