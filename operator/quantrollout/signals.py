@@ -14,6 +14,7 @@ NAMESPACE = "namespace"
 MODEL = "model"
 TIER = "tier"
 ROUTER_LABELS = (NAMESPACE, MODEL, TIER)
+CLASS = "class"  # mixed precision: the request class (router/classify.py CLASSES, a bounded set)
 SAMPLING = (
     "sampling"  # on the agreement histograms: greedy | seeded | sampled (router/agreement.py)
 )
@@ -52,3 +53,4 @@ ROUTER_FALLBACKS = (
 )
 ROUTER_CONFIG_RELOADS = "quantrollout_router_config_reloads_total"  # counter
 ROUTER_SHED = "quantrollout_router_shed_requests_total"  # counter: refused early (503), by reason
+ROUTER_CLASS_FALLBACKS = "quantrollout_router_class_fallbacks_total"  # counter: mixed precision, requests of a class sent to the baseline for want of a route or tier, labels class, reason

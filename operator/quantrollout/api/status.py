@@ -140,6 +140,17 @@ class TrafficBackend(ApiModel):
     port: int = Field(8000, description="The Service's port.")
 
 
+class ClassTraffic(ApiModel):
+    """Mixed precision: where one request class goes. `weight`% of the class's requests (by the
+    same sticky bucket as `targetWeight`) go to `tier`, the rest to `rest` (the tier the class
+    was on before: the baseline at first)."""
+
+    class_: str = Field(alias="class", description="The request class (e.g. chat-short, code).")
+    tier: str = Field(description="The tier the class is moving to (or is on).")
+    weight: int = Field(ge=0, le=100, description="% of the class's requests on `tier`.")
+    rest: str = Field(description="Where the rest of the class's requests go.")
+
+
 class TrafficStatus(ApiModel):
     """The traffic the router applies: written by the operator, watched by the router.
 
@@ -161,6 +172,16 @@ class TrafficStatus(ApiModel):
     baseline: TrafficBackend = Field(description="Where the baseline's share goes.")
     target: TrafficBackend | None = Field(
         None, description="Where the target's share and the mirrored copies go."
+    )
+    targets: list[TrafficBackend] | None = Field(
+        None,
+        description="Mixed precision: every quantized tier (each receives the mirrored copies "
+        "in shadow). Unset with a single target.",
+    )
+    classes: list[ClassTraffic] | None = Field(
+        None,
+        description="Mixed precision: each request class's split. A class without an entry, or "
+        "naming a tier not in `targets`, is answered by the baseline (counted).",
     )
 
 
