@@ -8,14 +8,14 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-    from localstack.lab import OperatorProcess
+    from localstack.lab import Lab, OperatorProcess
     from localstack.stack import Stack
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -138,3 +138,24 @@ def operator(
 
 
 _OPERATOR_LOG = pytest.StashKey[Path]()
+
+
+@pytest.fixture
+def lab(
+    stack: Stack, crd: str, namespace: str, tmp_path: Path
+) -> Iterator[tuple[Lab, dict[str, Any]]]:
+    """llama3-8b's fp16 and int4-awq tiers in `namespace`, each a vLLM simulator answering in
+    20 ms, and the router in front of them; stopped afterwards."""
+    from localstack.lab import Lab
+
+    lab = Lab(stack, tmp_path)
+    sims = lab.add_tiers(
+        namespace, "llama3-8b", "meta-llama/Meta-Llama-3-8B-Instruct", ["fp16", "int4-awq"]
+    )
+    for sim in sims.values():
+        sim.configure(latency_ms=20)
+    lab.start_router(namespace)
+    try:
+        yield lab, sims
+    finally:
+        lab.stop()

@@ -30,7 +30,6 @@ from vllmsim import text
 from vllmsim.generate import Generation, generate
 from vllmsim.wire import BadRequestError, CompletionRequest, chosen_tool, error_body
 
-VLLM_VERSION = "0.34.0"  # the release whose protocol these shapes follow
 EMBEDDING_DIMENSIONS = 32
 MAX_MODEL_LEN = 4096
 STORED_RESPONSES = 1000  # the Responses API keeps this many, the oldest dropped first
@@ -257,7 +256,7 @@ class Apis:
         return JSONResponse({"text": transcript, "usage": {"type": "duration", "seconds": seconds}})
 
     async def version(self, request: Request) -> Response:
-        return JSONResponse({"version": VLLM_VERSION})
+        return JSONResponse({"version": self.state.vllm_version})
 
     # --- the Responses API ---------------------------------------------------------------------
 

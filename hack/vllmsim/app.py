@@ -63,6 +63,7 @@ class SimState:
         vllm_version: str = VLLM_NEWEST,
     ) -> None:
         self.model, self.tier = model, tier
+        self.vllm_version = vllm_version  # the release it simulates (its contract, `/version`)
         self.created = int(time.time())
         self.plan = FaultPlan()
         self.metrics = VllmMetrics(model, max_model_len, vllm_version)

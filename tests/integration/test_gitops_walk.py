@@ -7,11 +7,8 @@ plane's release): `wait` for the waits docs/gitops.md documents, `get -o wide`, 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 from kubernetes.client import ApiClient
 
@@ -27,19 +24,6 @@ from .test_argocd import argocd
 from .test_kstatus import kstatus
 
 SERVED = "meta-llama/Meta-Llama-3-8B-Instruct"
-
-
-@pytest.fixture
-def lab(stack: Stack, crd: str, namespace: str, tmp_path: Path) -> Iterator[tuple[Lab, Any]]:
-    lab = Lab(stack, tmp_path)
-    sims = lab.add_tiers(namespace, "llama3-8b", SERVED, ["fp16", "int4-awq"])
-    for sim in sims.values():
-        sim.configure(latency_ms=20)
-    lab.start_router(namespace)
-    try:
-        yield lab, sims
-    finally:
-        lab.stop()
 
 
 def argocd_action(kube: ApiClient, namespace: str, obj: dict[str, Any], action: str) -> None:

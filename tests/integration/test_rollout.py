@@ -9,8 +9,6 @@ import itertools
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +19,6 @@ from kubernetes.client import ApiClient
 from localstack.lab import Lab, fast_rollout
 from localstack.load import Load
 from localstack.procs import free_port
-from localstack.stack import Stack
 
 from .support import Models, example, wait_for
 
@@ -35,21 +32,6 @@ RULES = [
     {"name": "repetition-rate", "max": "20%"},
     {"name": "shadow-agreement", "min": "80%"},
 ]
-
-
-@pytest.fixture
-def lab(
-    stack: Stack, crd: str, namespace: str, tmp_path: Path
-) -> Iterator[tuple[Lab, dict[str, Any]]]:
-    lab = Lab(stack, tmp_path)
-    sims = lab.add_tiers(namespace, "llama3-8b", SERVED, ["fp16", "int4-awq"])
-    for sim in sims.values():
-        sim.configure(latency_ms=20)
-    lab.start_router(namespace)
-    try:
-        yield lab, sims
-    finally:
-        lab.stop()
 
 
 def model(**analysis: Any) -> dict[str, Any]:
