@@ -45,7 +45,7 @@ from .asgi import (
     send_json,
 )
 from .call import Call, Tier
-from .class_split import ClassTable, class_table, decide_mixed, is_mixed
+from .class_split import ClassDecision, ClassTable, class_table, decide_mixed, is_mixed
 from .classify import CLASS_HEADER, classify
 from .endpoints import Endpoint, find
 from .metrics import UNCLASSIFIED, RouterMetrics
@@ -224,11 +224,7 @@ class RouterApp:
         """A request to a mixed model: classified, then split by its class's route."""
         assert self._proxy is not None, "startup() was not run"
         traffic = route.traffic
-        table = self._class_table(traffic)
-        named = header(scope, CLASS_HEADER.encode())
-        cls = classify(request.parsed or {}, named.decode("latin-1") if named else None)
-        bucket = choose_bucket(traffic.rollout_id, sticky_key, self._rng)
-        decision = decide_mixed(table, cls, bucket, traffic.baseline.tier)
+        cls, table, decision = self._decide_class(traffic, request, scope, sticky_key)
         if decision.fallback is not None:
             self.metrics.class_fallback(route.namespace, route.name, cls, decision.fallback)
         baseline = self._tier(route, traffic.baseline, cls)
@@ -244,6 +240,17 @@ class RouterApp:
         shadows = tuple(self._tier(route, b, cls) for b in table.mirrored) if mirrored else ()
         calibration = baseline if shadows and calibrated else None
         await self._proxy.forward(receive, send, call, baseline, None, shadows, calibration)
+
+    def _decide_class(
+        self, traffic: TrafficStatus, request: Request, scope: Scope, sticky_key: str | None
+    ) -> tuple[str, ClassTable, ClassDecision]:
+        """The whole per-request decision for a mixed model: its class, its sticky bucket, its
+        tier (what hack/bench/mixed_precision.py times as `decide-us`)."""
+        table = self._class_table(traffic)
+        named = header(scope, CLASS_HEADER.encode())
+        cls = classify(request.parsed or {}, named.decode("latin-1") if named else None)
+        bucket = choose_bucket(traffic.rollout_id, sticky_key, self._rng)
+        return cls, table, decide_mixed(table, cls, bucket, traffic.baseline.tier)
 
     def _class_table(self, traffic: TrafficStatus) -> ClassTable:
         cached = self._class_tables.get(id(traffic))
