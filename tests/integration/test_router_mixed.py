@@ -283,3 +283,13 @@ async def test_prometheus_sees_per_class_tier_series_and_the_operator_reads_them
     assert seen.mix["code"] == pytest.approx(31 / 42, abs=0.08)
     assert seen.mix["chat-short"] == pytest.approx(11 / 42, abs=0.08)
     assert seen.stats[("tools", FP8)].samples == 0
+
+
+def test_an_unreachable_prometheus_is_unavailable_never_stats() -> None:
+    spec = QuantizedModelSpec.model_validate(
+        {**example()["spec"], "prometheus": {"url": f"http://127.0.0.1:{free_port()}"}}
+    )
+    seen = Providers().classes(None, spec, NS, QM, [FP8, INT4], BASE, "5m")  # type: ignore[arg-type]
+    assert seen.unavailable is not None
+    assert seen.unavailable.startswith("prometheus at http://127.0.0.1:")
+    assert (dict(seen.stats), dict(seen.mix)) == ({}, {})
