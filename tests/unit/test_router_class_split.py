@@ -15,10 +15,13 @@ from quantrollout.router.class_split import (
     class_table,
     decide_class,
     decide_mixed,
+    describe,
     is_mixed,
 )
 from quantrollout.router.classify import CLASSES, classify
+from quantrollout.router.routes import ModelTraffic
 from quantrollout.router.split import BUCKETS, choose_bucket, sticky_bucket
+from quantrollout.router.workers import decode_table, encode_table
 
 TIERS = ["fp16", "fp8", "int4-awq", "gone"]
 KNOWN = {"fp16", "fp8", "int4-awq"}
@@ -190,3 +193,31 @@ def test_a_model_is_mixed_when_it_has_targets_or_classes() -> None:
     assert is_mixed(single.model_copy(update={"classes": []}))  # no route: every class falls back
     table = class_table(single.model_copy(update={"classes": []}))
     assert decide_mixed(table, "code", 0, BASE) == ClassDecision(BASE, "no-route")
+
+
+def test_a_split_in_words() -> None:
+    single = TrafficStatus(
+        rollout_id="r", served_model="m", target_weight=10, mirror_percent=0,
+        baseline=backend(BASE), target=backend("int4-awq"),
+    )  # fmt: skip
+    assert describe(single) == "target int4-awq at 10%, mirror 0%"
+    shadow = single.model_copy(update={"target": None, "targets": [backend("fp8")]})
+    assert describe(shadow) == (
+        "targets fp8; classes: none yet (all live on the baseline); mirror 0%"
+    )
+    code = ClassTraffic.model_validate({"class": "code", "tier": "fp8", "weight": 25, "rest": BASE})
+    assert describe(shadow.model_copy(update={"classes": [code]})) == (
+        "targets fp8; classes: code 25% fp8 (rest fp16); mirror 0%"
+    )
+
+
+def test_the_split_reaches_router_workers_whole() -> None:
+    """Router workers get the table as JSON (workers.encode_table): classes keep their alias."""
+    code = ClassTraffic.model_validate({"class": "code", "tier": "fp8", "weight": 25, "rest": BASE})
+    traffic = TrafficStatus(
+        rollout_id="r", served_model="m", target_weight=0, mirror_percent=0,
+        baseline=backend(BASE), targets=[backend("fp8")], classes=[code],
+    )  # fmt: skip
+    _, [decoded] = decode_table(encode_table(1, [ModelTraffic("ns", "m", "t", traffic)]))
+    assert decoded.traffic == traffic
+    assert class_table(decoded.traffic) == class_table(traffic)

@@ -45,7 +45,14 @@ from .asgi import (
     send_json,
 )
 from .call import Call, Tier
-from .class_split import ClassDecision, ClassTable, class_table, decide_mixed, is_mixed
+from .class_split import (
+    ClassDecision,
+    ClassTable,
+    class_table,
+    decide_mixed,
+    describe,
+    is_mixed,
+)
 from .classify import CLASS_HEADER, classify
 from .endpoints import Endpoint, find
 from .metrics import UNCLASSIFIED, RouterMetrics
@@ -312,9 +319,8 @@ class RouterApp:
             tier = t.target.tier if t.target else t.baseline.tier
             self.metrics.tier(model.namespace, model.name, tier).reloads.inc()
             log.info(
-                "traffic of %s/%s (%s): rollout %s, target %s at %d%%, mirror %d%%",
-                model.namespace, model.name, t.served_model, t.rollout_id,
-                t.target.tier if t.target else "-", t.target_weight, t.mirror_percent,
+                "traffic of %s/%s (%s): rollout %s, %s", model.namespace, model.name,
+                t.served_model, t.rollout_id, describe(t),
             )  # fmt: skip
         for served in sorted(old.keys() - new.keys()):
             log.info("model %r is no longer served", served)

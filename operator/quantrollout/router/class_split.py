@@ -107,3 +107,19 @@ def decide_mixed(table: ClassTable, cls: str, bucket: int, baseline: str) -> Cla
     if table.routes is None:
         return ClassDecision(baseline)
     return decide_class(table.routes, cls, bucket, table.targets, baseline)
+
+
+def describe(traffic: TrafficStatus) -> str:
+    """The split in words, for the log line of a reload."""
+    if not is_mixed(traffic):
+        target = traffic.target.tier if traffic.target else "-"
+        return f"target {target} at {traffic.target_weight}%, mirror {traffic.mirror_percent}%"
+    targets = ", ".join(t.tier for t in traffic.targets or ()) or "-"
+    if traffic.classes is None:
+        routes = "none yet (all live on the baseline)"
+    else:
+        routes = (
+            ", ".join(f"{c.class_} {c.weight}% {c.tier} (rest {c.rest})" for c in traffic.classes)
+            or "none (every class falls back to the baseline)"
+        )
+    return f"targets {targets}; classes: {routes}; mirror {traffic.mirror_percent}%"
