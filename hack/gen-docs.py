@@ -157,7 +157,10 @@ def render_rules() -> str:
         f"(`{window}`: {defaults.WINDOW_INTERVALS} intervals of the default "
         f"`{defaults.ANALYSIS_INTERVAL}`, at least {defaults.WINDOW_MIN_S}s; a rule's `window` "
         "overrides it). The series are the router's (and vLLM's for `ttft-p99`), labelled "
-        "`namespace`, `model` and `tier` (see `operator/quantrollout/signals.py`).\n",
+        "`namespace`, `model` and `tier` (see `operator/quantrollout/signals.py`), and `class` "
+        "for a mixed-precision model's requests: these queries sum over it, so a rule judges a "
+        "tier over every class; per class and tier, the operator reads the same rules through "
+        "`analysis/class_stats.py` (docs/mixed-precision.md).\n",
         "Before any rule is judged, the number of requests the target was asked to answer in the "
         f"window must reach `minSamples` (default {defaults.MIN_SAMPLES}); fewer, no series, NaN, "
         "several series or an unreachable Prometheus make the evaluation Inconclusive, which never "

@@ -323,3 +323,64 @@ async def test_ended_watches_resume_without_listing_again(
         await models.set_traffic("m", traffic(name, 40))
         await until("the model", lambda: weight(source, name) == 40)
         assert source.relists == 1
+
+
+async def test_a_mixed_model_is_split_by_class_as_the_api_says(
+    stack: Stack, models: Models, namespace: str
+) -> None:
+    """status.traffic.targets and .classes, as the operator writes them: through the CRD's
+    schema, the watch and the router's class split, and changed without a restart."""
+    name = served("mixed")
+    await models.create(model("m", name))
+    mixed = {
+        **traffic(name, 0),
+        "targets": [
+            {"tier": "fp8", "service": "m-fp8", "port": 8000},
+            {"tier": "int4-awq", "service": "m-int4-awq", "port": 8000},
+        ],
+        "classes": [
+            {"class": "code", "tier": "fp8", "weight": 100, "rest": "fp16"},
+            {"class": "chat-short", "tier": "int4-awq", "weight": 100, "rest": "fp16"},
+        ],
+    }
+    del mixed["target"]
+    await models.set_traffic("m", mixed)
+    with (
+        Simulator(name, tier="fp16") as base,
+        Simulator(name, tier="fp8") as fp8,
+        Simulator(name, tier="int4-awq") as int4,
+    ):
+        upstreams = {(namespace, f"m-{s.tier}"): s.url for s in (base, fp8, int4)}
+        endpoint = KubeEndpoint.load(str(stack.controlplane.kubeconfig))
+        app = RouterApp(
+            KubeConfigSource(endpoint, namespace=namespace), RouterSettings(upstreams=upstreams)
+        )
+        async with RunningRouter(app) as router, httpx.AsyncClient(base_url=router.url) as http:
+
+            async def tier(content: str) -> str:
+                body = {"model": name, "messages": [{"role": "user", "content": content}]}
+                resp = await http.post("/v1/chat/completions", json=body)
+                assert resp.status_code == 200, resp.text
+                return resp.headers["x-quantrollout-tier"]
+
+            code = "```python\nprint(1)\n```"
+            await until("the route", lambda: name in app.source.table())
+            assert {await tier(code) for _ in range(3)} == {"fp8"}
+            assert {await tier("hi") for _ in range(3)} == {"int4-awq"}
+            assert await tier("Solve 3 + 4 = x and prove it") == "fp16"  # math: no route
+            mixed["classes"][0] = {
+                "class": "code",
+                "tier": "int4-awq",
+                "weight": 100,
+                "rest": "fp8",
+            }
+            await models.set_traffic("m", mixed)
+
+            def moved() -> bool:
+                classes = app.source.table()[name].traffic.classes or []
+                return any(c.class_ == "code" and c.tier == "int4-awq" for c in classes)
+
+            await until("code moved to int4-awq", moved)
+            assert {await tier(code) for _ in range(3)} == {"int4-awq"}
+            text = (await http.get("/metrics")).text
+            assert 'quantrollout_router_class_fallbacks_total{class="math"' in text

@@ -354,3 +354,33 @@ def test_a_supervisor_killed_outright_takes_its_workers_with_it(tmp_path: Path) 
     finally:
         supervisor.kill()
         supervisor.wait()
+
+
+async def test_a_mixed_model_is_split_by_class_in_every_worker(tiers: tuple[Sim, Sim]) -> None:
+    """The class split reaches every worker with the table, and the per-class series of all
+    workers add up in /metrics, class fallbacks included."""
+    from quantrollout.api.status import ClassTraffic, TrafficBackend
+
+    base, target = tiers
+    chat_short = ClassTraffic.model_validate(
+        {"class": "chat-short", "tier": TARGET, "weight": 100, "rest": BASE}
+    )
+    mixed = traffic().model_copy(
+        update={"target": None, "targets": [TrafficBackend(tier=TARGET, service=TARGET_SVC)],
+                "classes": [chat_short]}
+    )  # fmt: skip
+    async with supervised(StaticConfigSource([routed(mixed)]), 2, base, target) as supervisor:
+        url = f"http://127.0.0.1:{supervisor.port}"
+        code = chat("```python\nprint(1)\n```")
+        for n in range(20):
+            async with httpx.AsyncClient(base_url=url) as http:
+                headers = {"x-user-id": f"u{n}"}
+                short = await http.post("/v1/chat/completions", json=chat(), headers=headers)
+                fenced = await http.post("/v1/chat/completions", json=code, headers=headers)
+            assert short.headers[TIER_HEADER] == TARGET
+            assert fenced.headers[TIER_HEADER] == BASE  # no route for code: the baseline
+        async with httpx.AsyncClient(base_url=url) as http:
+            metrics = (await http.get("/metrics")).text
+    assert series(metrics, signals.ROUTER_REQUESTS, tier=TARGET, **{"class": "chat-short"}) == 20
+    assert series(metrics, signals.ROUTER_REQUESTS, tier=BASE, **{"class": "code"}) == 20
+    assert series(metrics, signals.ROUTER_CLASS_FALLBACKS, reason="no-route") == 20

@@ -8,6 +8,13 @@ the lifecycle of the pooled client, the config source and the shadow calls.
     GET  /health                                200 once the route table is loaded, else 503
     GET  /metrics                               the router's series (Prometheus text format)
 
+A model served mixed precision (its `status.traffic` has `targets` or `classes`) has each request
+classified (`classify`, on the body already parsed, or the `x-quantrollout-class` header) and
+split per class (`class_split`): the class's share of the sticky buckets goes to its tier, the
+rest to where the class was, and a class without a route or whose tier is unknown to the router
+goes to the baseline, counted. Mirrored copies go to every quantized tier. Every other model is
+split as before, without classifying anything.
+
 Refused before any tier is called: a body over the limit (413), a JSON body that is not an
 object or whose `model` is not a string (400), a request without a model when the router serves
 several (400), a model no QuantizedModel serves (404), a path vLLM does not serve (404), a
@@ -24,7 +31,7 @@ from datetime import datetime
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from quantrollout.api.status import TrafficBackend
+from quantrollout.api.status import TrafficBackend, TrafficStatus
 
 from .asgi import (
     BodyTooLargeError,
@@ -38,8 +45,17 @@ from .asgi import (
     send_json,
 )
 from .call import Call, Tier
+from .class_split import (
+    ClassDecision,
+    ClassTable,
+    class_table,
+    decide_mixed,
+    describe,
+    is_mixed,
+)
+from .classify import CLASS_HEADER, classify
 from .endpoints import Endpoint, find
-from .metrics import RouterMetrics
+from .metrics import UNCLASSIFIED, RouterMetrics
 from .pool import Upstreams
 from .proxy import Proxy
 from .requests import Refused, Request, choose_model, parse_request
@@ -47,7 +63,7 @@ from .routes import ModelTraffic, RouteTable, changed, upstream_url
 from .settings import RouterSettings
 from .shadow import Shadows
 from .source import ConfigSource
-from .split import decide
+from .split import choose_bucket, decide, mirror_draws
 from .upstream import request_headers
 
 log = logging.getLogger(__name__)
@@ -72,6 +88,9 @@ class RouterApp:
         self._proxy: Proxy | None = None
         self.shadows: Shadows | None = None
         self._source_task: asyncio.Task[None] | None = None
+        # Each mixed model's split, read once per route-table change (id -> the traffic it was
+        # read from, kept so the id cannot be reused while cached, and its split).
+        self._class_tables: dict[int, tuple[TrafficStatus, ClassTable]] = {}
         if announce_reloads:  # else a supervisor does, once every worker has the change
             source.subscribe(self._reloaded)
 
@@ -177,26 +196,16 @@ class RouterApp:
         sticky = (
             header(scope, traffic.sticky_header.lower().encode()) if traffic.sticky_header else None
         )
-        decision = decide(
-            traffic,
-            sticky.decode("latin-1") if sticky else None,
-            self._rng,
-            self.settings.calibration_percent,
-        )
+        sticky_key = sticky.decode("latin-1") if sticky else None
+        call = _call(scope, body, request, endpoint)
+        if is_mixed(traffic):
+            await self._route_mixed(scope, receive, send, route, request, call, sticky_key)
+            return
+        decision = decide(traffic, sticky_key, self._rng, self.settings.calibration_percent)
         baseline = self._tier(route, traffic.baseline)
         target = self._tier(route, traffic.target) if traffic.target else None
-        query = scope.get("query_string", b"")
-        call = Call(
-            path=scope["path"] + ("?" + query.decode("latin-1") if query else ""),
-            body=body,
-            headers=request_headers(scope["headers"]),
-            streamed=request.streamed,
-            sampling=request.sampling,
-            inspected=endpoint.generates,
-            method=endpoint.method.encode(),
-        )
         if decision.live_on_target and target is not None:
-            await self._proxy.forward(receive, send, call, target, baseline, None)
+            await self._proxy.forward(receive, send, call, target, baseline)
             return
         mirrored = decision.mirrored and endpoint.generates
         await self._proxy.forward(
@@ -205,15 +214,66 @@ class RouterApp:
             call,
             baseline,
             None,
-            target if mirrored else None,
+            (target,) if mirrored and target is not None else (),
             baseline if mirrored and decision.calibrated else None,
         )
 
-    def _tier(self, route: ModelTraffic, backend: TrafficBackend) -> Tier:
+    async def _route_mixed(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: ModelTraffic,
+        request: Request,
+        call: Call,
+        sticky_key: str | None,
+    ) -> None:
+        """A request to a mixed model: classified, then split by its class's route."""
+        assert self._proxy is not None, "startup() was not run"
+        traffic = route.traffic
+        cls, table, decision = self._decide_class(traffic, request, scope, sticky_key)
+        if decision.fallback is not None:
+            self.metrics.class_fallback(route.namespace, route.name, cls, decision.fallback)
+        baseline = self._tier(route, traffic.baseline, cls)
+        if decision.tier != traffic.baseline.tier:
+            live = self._tier(route, table.targets[decision.tier], cls)
+            await self._proxy.forward(receive, send, call, live, baseline)
+            return
+        mirrored, calibrated = (
+            mirror_draws(traffic.mirror_percent, self.settings.calibration_percent, self._rng)
+            if call.inspected
+            else (False, False)
+        )
+        shadows = tuple(self._tier(route, b, cls) for b in table.mirrored) if mirrored else ()
+        calibration = baseline if shadows and calibrated else None
+        await self._proxy.forward(receive, send, call, baseline, None, shadows, calibration)
+
+    def _decide_class(
+        self, traffic: TrafficStatus, request: Request, scope: Scope, sticky_key: str | None
+    ) -> tuple[str, ClassTable, ClassDecision]:
+        """The whole per-request decision for a mixed model: its class, its sticky bucket, its
+        tier (what hack/bench/mixed_precision.py times as `decide-us`)."""
+        table = self._class_table(traffic)
+        named = header(scope, CLASS_HEADER.encode())
+        cls = classify(request.parsed or {}, named.decode("latin-1") if named else None)
+        bucket = choose_bucket(traffic.rollout_id, sticky_key, self._rng)
+        return cls, table, decide_mixed(table, cls, bucket, traffic.baseline.tier)
+
+    def _class_table(self, traffic: TrafficStatus) -> ClassTable:
+        cached = self._class_tables.get(id(traffic))
+        if cached is not None and cached[0] is traffic:
+            return cached[1]
+        if len(self._class_tables) > 64:  # tables of route tables since replaced
+            self._class_tables.clear()
+        table = class_table(traffic)
+        self._class_tables[id(traffic)] = (traffic, table)
+        return table
+
+    def _tier(self, route: ModelTraffic, backend: TrafficBackend, cls: str = UNCLASSIFIED) -> Tier:
         return Tier(
             backend.tier,
             upstream_url(route.namespace, backend, self.settings.upstreams),
-            self.metrics.tier(route.namespace, route.name, backend.tier),
+            self.metrics.tier(route.namespace, route.name, backend.tier, cls),
         )
 
     async def _models(self, send: Send) -> None:
@@ -259,12 +319,24 @@ class RouterApp:
             tier = t.target.tier if t.target else t.baseline.tier
             self.metrics.tier(model.namespace, model.name, tier).reloads.inc()
             log.info(
-                "traffic of %s/%s (%s): rollout %s, target %s at %d%%, mirror %d%%",
-                model.namespace, model.name, t.served_model, t.rollout_id,
-                t.target.tier if t.target else "-", t.target_weight, t.mirror_percent,
+                "traffic of %s/%s (%s): rollout %s, %s", model.namespace, model.name,
+                t.served_model, t.rollout_id, describe(t),
             )  # fmt: skip
         for served in sorted(old.keys() - new.keys()):
             log.info("model %r is no longer served", served)
+
+
+def _call(scope: Scope, body: bytes, request: Request, endpoint: Endpoint) -> Call:
+    query = scope.get("query_string", b"")
+    return Call(
+        path=scope["path"] + ("?" + query.decode("latin-1") if query else ""),
+        body=body,
+        headers=request_headers(scope["headers"]),
+        streamed=request.streamed,
+        sampling=request.sampling,
+        inspected=endpoint.generates,
+        method=endpoint.method.encode(),
+    )
 
 
 def _epoch(timestamp: str) -> int:

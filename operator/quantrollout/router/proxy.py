@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Sequence
 
 from .answers import Answer
 from .asgi import Receive, Send, send_error
@@ -77,13 +78,17 @@ class Proxy:
         call: Call,
         live: Tier,
         fallback: Tier | None,
-        shadow: Tier | None,
+        shadows: Sequence[Tier] = (),
         calibration: Tier | None = None,
     ) -> None:
-        """Answers `call` from `live` (or `fallback`), mirroring it to `shadow` if given, and
-        asking `calibration` (the baseline, when `shadow` is given) for a second answer."""
-        baseline = self._shadows.mirror(shadow, call, self._max_inspect) if shadow else None
-        if calibration is not None and shadow is not None:
+        """Answers `call` from `live` (or `fallback`), mirroring it to each of `shadows` (the
+        target, or every quantized tier of a mixed model), and asking `calibration` (the
+        baseline, when there are shadows) for a second answer. Every copy is compared with the
+        same live answer; the calibration copy is asked once, however many shadows."""
+        baseline = None
+        for shadow in shadows:
+            baseline = self._shadows.mirror(shadow, call, self._max_inspect, baseline)
+        if calibration is not None and shadows:
             baseline = self._shadows.mirror(
                 calibration, call, self._max_inspect, baseline, calibration=True
             )

@@ -15,8 +15,8 @@ the query parameter `?model=` (vLLM ignores unknown query parameters).
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -42,6 +42,9 @@ class Request:
     model: str | None  # None: not given
     streamed: bool = False
     sampling: Sampling = "sampled"
+    # The JSON body as parsed (None for a form or a body-less request): what the request class
+    # of a mixed-precision model is read from (classify.py), without parsing it twice.
+    parsed: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def parse_completion(body: bytes) -> dict[str, Any] | Refused:
@@ -100,7 +103,7 @@ def parse_request(body: bytes, kind: Body, content_type: str, query: bytes) -> R
         parsed = parse_completion(body)
         if isinstance(parsed, Refused):
             return parsed
-        return Request(parsed.get("model"), parsed.get("stream") is True, sampling(parsed))
+        return Request(parsed.get("model"), parsed.get("stream") is True, sampling(parsed), parsed)
     streamed = (_param(query, "stream") or "").lower() == "true"
     if kind == "form":
         return Request(_form_model(body, content_type), streamed)

@@ -82,14 +82,20 @@ def decide(
     on_target = goes_to_target(
         choose_bucket(traffic.rollout_id, sticky_key, rng), traffic.target_weight
     )
-    mirrored = (
-        not on_target
-        and traffic.mirror_percent > 0
-        and is_mirrored(random_bucket(rng), traffic.mirror_percent)
-    )
+    if on_target:
+        return Decision(True, False)
+    return Decision(False, *mirror_draws(traffic.mirror_percent, calibration_percent, rng))
+
+
+def mirror_draws(
+    mirror_percent: int, calibration_percent: int, rng: random.Random | None = None
+) -> tuple[bool, bool]:
+    """Whether a request the baseline answers is mirrored, and whether the baseline answers a
+    calibration copy too: two draws apart, per request."""
+    mirrored = mirror_percent > 0 and is_mirrored(random_bucket(rng), mirror_percent)
     calibrated = (
         mirrored
         and calibration_percent > 0
         and is_mirrored(random_bucket(rng), calibration_percent)
     )
-    return Decision(on_target, mirrored, calibrated)
+    return mirrored, calibrated

@@ -44,6 +44,7 @@ from typing import Any
 from quantrollout import defaults
 from quantrollout.api.status import TrafficStatus
 
+from .class_split import describe
 from .metrics import RouterMetrics, shared_metrics
 from .routes import EMPTY, ModelTraffic, RouteTable, changed
 from .settings import RouterSettings
@@ -281,9 +282,8 @@ class Supervisor:
             tier = t.target.tier if t.target else t.baseline.tier
             self.metrics.tier(model.namespace, model.name, tier).reloads.inc()
             log.info(
-                "traffic of %s/%s (%s) applied by every worker: rollout %s, target %s at %d%%, "
-                "mirror %d%%", model.namespace, model.name, t.served_model, t.rollout_id,
-                t.target.tier if t.target else "-", t.target_weight, t.mirror_percent,
+                "traffic of %s/%s (%s) applied by every worker: rollout %s, %s",
+                model.namespace, model.name, t.served_model, t.rollout_id, describe(t),
             )  # fmt: skip
         for served in sorted(old.keys() - new.keys()):
             log.info("model %r is no longer served", served)
