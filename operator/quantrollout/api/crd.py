@@ -102,10 +102,11 @@ def openapi_schema() -> dict[str, Any]:
         },
         "x-kubernetes-validations": [
             cel(
-                "size(self.metadata.name) + 1 + size(self.spec.target.name) <= 63"
+                "(!has(self.spec.target) || size(self.metadata.name) + 1 + size(self.spec.target.name) <= 63)"
+                " && (!has(self.spec.targets) || self.spec.targets.all(t, size(self.metadata.name) + 1 + size(t.name) <= 63))"
                 " && !['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'].exists(d, self.metadata.name.startsWith(d))",
                 "metadata.name must be a DNS label starting with a letter, and metadata.name-spec.target.name "
-                "(the target tier's Deployment and Service) at most 63 characters",
+                "(and each metadata.name-spec.targets[].name: the tiers' Deployments and Services) at most 63 characters",
             ),
         ],
     }

@@ -12,15 +12,17 @@ import asyncio
 import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 from quantrollout import health
-from quantrollout.analysis.rules import Scope
-from quantrollout.api.resolve import tiers
+from quantrollout.analysis.rules import Scope, default_window
+from quantrollout.api.resolve import all_tiers, tiers
+from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.io.kube import KubeIO
 from quantrollout.io.prometheus import Metrics
 from quantrollout.manifests.plan import plan as manifests_for
 from quantrollout.manifests.vllm import MODEL_LABEL, TIER_LABEL, resource_name, selector_labels
+from quantrollout.rollout import mixed as mx
 from quantrollout.rollout.schedule import round_start
 from quantrollout.rollout.settings import analysis_of, settings_of
 
@@ -119,7 +121,15 @@ async def observe(
     if due is not None:
         spec, state, step = due
         key = (int(qm["metadata"].get("generation", 0)), state.rollout_id, state.step)
-        if measured is None or measured.key != key:
+        if (measured is None or measured.key != key) and spec.mixed:
+            since = round_start(now, settings_of(analysis_of(spec), namespace, name))
+            measured = await _measure_mixed(
+                kube, metrics, qm, spec, namespace, name, step.stage, since, key
+            )
+            log(
+                f"analysis {measured.evaluation.verdict}: {'; '.join(measured.evaluation.reasons) or 'all classes pass'}"
+            )
+        elif measured is None or measured.key != key:
             baseline, target = tiers(spec)
             scope = Scope(
                 namespace=namespace, model=name, baseline=baseline.name, target=target.name
@@ -143,3 +153,47 @@ async def observe(
         route_pending=memory.route_pending or memory.traffic_refused is not None,
         retired=dict(memory.retired) if not manifests.invalid else {},
     )
+
+
+class _ClassMetrics(Protocol):
+    """`Metrics.classes` (branch mixed-router) until it is merged."""
+
+    def classes(
+        self, kube: KubeIO, spec: QuantizedModelSpec, namespace: str, name: str,
+        tiers: list[str], baseline: str, window: str,
+    ) -> mx.ClassObservation: ...  # fmt: skip
+
+
+async def _measure_mixed(
+    kube: KubeIO,
+    metrics: Metrics,
+    qm: dict[str, Any],
+    spec: QuantizedModelSpec,
+    namespace: str,
+    name: str,
+    stage: str,
+    since: float,
+    key: tuple[int, str | None, int],
+) -> Measured:
+    """Mixed precision: the per-(class, tier) observation, and after shadow each tier's
+    model-wide rules on the tiers carrying classes (`rollout.mixed.evaluation` combines them)."""
+    resolved = all_tiers(spec)
+    base, names = resolved[0].name, [t.name for t in resolved[1:]]
+    window = default_window(analysis_of(spec))
+    observation = await asyncio.to_thread(
+        cast(_ClassMetrics, metrics).classes, kube, spec, namespace, name, names, base, window
+    )
+    recorded = mx.from_status(qm.get("status") or {})
+    evaluations = []
+    results: list[dict[str, Any]] = []
+    if stage != "shadow" and recorded is not None:
+        for tier in sorted({c.tier for c in recorded.choices.values()} - {base}):
+            scope = Scope(namespace=namespace, model=name, baseline=base, target=tier)
+            evaluation, found = await asyncio.to_thread(
+                metrics.evaluate, kube, spec, scope, stage, since
+            )
+            evaluations.append(evaluation)
+            results += [{**r, "rule": f"{r['rule']} ({tier})"} for r in found]
+    verdict = mx.evaluation(stage, observation, evaluations, recorded, base)
+    results.insert(0, mx.result_row(verdict))
+    return Measured(key, verdict, tuple(results), observation)

@@ -1,0 +1,205 @@
+"""Mixed precision through the one pass (`spec.targets`), against the fakes of its I/O seams:
+shadow mirrors to every tier, the policy is compiled from the per-class observation at the end
+of shadow, A/B and gradual move each class's share onto its own tier, a class that breaches
+moves alone to the next higher precision, full puts every class on its tier; a restart resumes
+the same policy and weights; a hand-written policy naming an unknown tier holds traffic."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from quantrollout.rollout.policy import ShadowStats
+from quantrollout.router.classify import CLASSES
+
+from .test_pass import SPEC, Model
+
+TIERS = ("fp8", "int4-awq")
+
+
+def mixed_spec(**rollout: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(SPEC)
+    del spec["target"]
+    spec["targets"] = [
+        {"name": "fp8", "artifact": "s3://models/llama3-8b-fp8", "precision": "fp8", "format": "fp8"},
+        {"name": "int4-awq", "artifact": "s3://models/llama3-8b-awq", "precision": "int4",
+         "format": "awq"},
+    ]  # fmt: skip
+    spec["baseline"]["serving"] = {"gpu": {"count": 2}, "tensorParallelSize": 2}
+    spec["rollout"].update(rollout)
+    return spec
+
+
+def shadow_stats() -> dict[tuple[str, str], ShadowStats]:
+    """fp8 passes every class; int4-awq passes all but code (agreement too low) and tools (too
+    few samples)."""
+    stats = {(c, "fp8"): ShadowStats(200, 0.97, "Pass") for c in CLASSES}
+    stats.update({(c, "int4-awq"): ShadowStats(500, 0.98, "Pass") for c in CLASSES})
+    stats[("code", "int4-awq")] = ShadowStats(300, 0.85, "Pass")
+    stats[("tools", "int4-awq")] = ShadowStats(40, 0.99, "Pass")
+    return stats
+
+
+MIX = {"chat-short": 0.5, "chat-long": 0.1, "code": 0.2, "structured": 0.1, "math": 0.05,
+       "tools": 0.05}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Observation:
+    stats: dict[tuple[str, str], ShadowStats] = field(default_factory=dict)
+    mix: dict[str, float] = field(default_factory=dict)
+    unavailable: str | None = None
+
+
+@dataclass
+class ClassMetrics:
+    """`Metrics` with the per-class observation scripted (`observation`)."""
+
+    observation: Observation = field(default_factory=lambda: Observation(shadow_stats(), MIX))
+    verdict: str = "Pass"
+    calls: list[str] = field(default_factory=list)
+
+    def evaluate(self, kube: Any, spec: Any, scope: Any, stage: str, since: float) -> Any:
+        from quantrollout.rollout.machine import Evaluation
+
+        self.calls.append(f"evaluate {scope.target}")
+        r = {"rule": "error-rate", "value": 0.0, "threshold": 0.01, "verdict": self.verdict}
+        return Evaluation(self.verdict), [r]  # type: ignore[arg-type]
+
+    def classes(self, kube: Any, spec: Any, namespace: str, name: str, tiers: Any,
+                baseline: str, window: str) -> Observation:  # fmt: skip
+        self.calls.append(f"classes {','.join(tiers)} vs {baseline}")
+        return self.observation
+
+
+def mixed_model(**rollout: Any) -> tuple[Model, ClassMetrics]:
+    m = Model(mixed_spec(**rollout))
+    metrics = ClassMetrics()
+    m.metrics = metrics  # type: ignore[assignment]
+    return m, metrics
+
+
+def table(m: Model) -> dict[str, tuple[str, int]]:
+    return {r["class"]: (r["tier"], r["share"]) for r in m.status.get("classes") or []}
+
+
+def routed(m: Model) -> dict[str, tuple[str, int]]:
+    return {c["class"]: (c["tier"], c["weight"]) for c in m.status["traffic"].get("classes") or []}
+
+
+def test_shadow_mirrors_to_every_tier_and_the_policy_is_compiled_when_it_ends() -> None:
+    m, metrics = mixed_model()
+    m.until(lambda m: m.status.get("stage") == "shadow")
+    traffic = m.status["traffic"]
+    assert [b["tier"] for b in traffic["targets"]] == ["fp8", "int4-awq"]
+    assert traffic["mirrorPercent"] == 100
+    assert not traffic.get("classes")
+    assert "target" not in traffic
+    # each tier is its own Deployment and Service
+    for tier in ("fp16", *TIERS):
+        assert ("Deployment", f"llama3-8b-{tier}") in m.kube.children
+        assert ("Service", f"llama3-8b-{tier}") in m.kube.children
+    m.until(lambda m: m.status.get("stage") == "ab")
+    assert any(c.startswith("classes fp8,int4-awq vs fp16") for c in metrics.calls)
+    assert table(m) == {
+        "chat-short": ("int4-awq", 10), "chat-long": ("int4-awq", 10), "structured": ("int4-awq", 10),
+        "math": ("int4-awq", 10), "code": ("fp8", 10), "tools": ("fp8", 10),
+    }  # fmt: skip
+    assert routed(m) == table(m)
+    assert m.status["policy"]["source"] == "learned"
+    rows = {r["class"]: r for r in m.status["classes"]}
+    assert rows["code"]["reason"].startswith("cheapest passing: fp8 agreement 0.970")
+    assert "int4-awq agreement 0.850 < 0.950" in rows["code"]["reason"]
+    assert rows["chat-short"]["fallbacks"] == ["fp8"]
+    assert rows["chat-short"]["requestShare"] == 0.5
+    assert "PolicyCompiled" in m.events.reasons()
+    assert m.status["gpuSaving"]["relativeCost"] < 0.4
+
+
+def test_a_breaching_class_moves_alone_to_the_next_higher_precision_and_full_puts_each_on_its_tier() -> (
+    None
+):
+    m, metrics = mixed_model()
+    m.until(lambda m: m.status.get("stage") == "ab")
+    stats = shadow_stats()
+    stats[("math", "int4-awq")] = ShadowStats(
+        80, 0.9, "Fail", ("math refusal-rate-increase 0.08 > 0.02",)
+    )
+    metrics.observation = Observation(stats, MIX)
+    m.until(lambda m: table(m)["math"][0] == "fp8")
+    assert m.status["phase"] == "Progressing"
+    message = next(msg for _, r, msg in m.events.posted if r == "ClassRolledBack")
+    assert message == (
+        "class math breached on int4-awq: math refusal-rate-increase 0.08 > 0.02; now on fp8"
+    )
+    assert table(m)["chat-short"][0] == "int4-awq"  # the others did not move
+    assert {r["class"]: r["verdict"] for r in m.status["classes"]}["math"] == "Fail"
+    metrics.observation = Observation(shadow_stats(), MIX)
+    m.until(lambda m: m.status.get("phase") == "Succeeded", passes=80)
+    assert set(table(m).values()) <= {("int4-awq", 100), ("fp8", 100)}
+    assert table(m)["math"] == ("fp8", 100)
+    assert all(w == 100 for _, w in routed(m).values())
+
+
+def test_a_restart_resumes_the_same_policy_and_weights() -> None:
+    m, metrics = mixed_model()
+    m.until(lambda m: m.status.get("stage") == "gradual")
+    before = (copy.deepcopy(m.status["classes"]), copy.deepcopy(m.status["traffic"]))
+    from quantrollout.pass_.observe import Memory
+
+    m.memory = Memory()  # a new operator process: nothing remembered but the status
+    metrics.observation = Observation(unavailable="Prometheus is down")
+    m.run(0.1)
+    assert (m.status["classes"], m.status["traffic"]) == before
+
+
+def test_missing_class_metrics_never_leave_shadow() -> None:
+    m, metrics = mixed_model()
+    metrics.observation = Observation(
+        unavailable="no series for quantrollout_router_requests_total"
+    )
+    for _ in range(12):
+        m.run()
+    assert m.status["stage"] == "shadow"
+    assert "per-class metrics unavailable" in str(m.status["lastAnalysis"])
+
+
+def test_a_hand_policy_naming_an_unknown_tier_is_refused_with_its_field_and_holds_traffic() -> None:
+    m, _metrics = mixed_model(policy={"classes": {"code": "fp8", "chat-short": "int4-awq"}})
+    m.until(lambda m: m.status.get("stage") == "ab")
+    assert m.status["policy"]["source"] == "hand"
+    assert table(m)["code"] == ("fp8", 10)
+    assert table(m)["math"] == ("fp16", 100)
+    traffic = copy.deepcopy(m.status["traffic"])
+    m.edit({"rollout": {"policy": {"classes": {"code": "int3"}}}})
+    m.run()
+    assert m.status["phase"] == "Paused"
+    assert (
+        "spec.rollout.policy.classes.code: tier 'int3' does not exist"
+        in m.status["rollout"]["heldFor"]
+    )
+    assert m.status["traffic"] == traffic
+
+
+def test_a_learned_policy_with_too_few_samples_keeps_a_class_on_the_baseline() -> None:
+    m, metrics = mixed_model()
+    stats = shadow_stats()
+    stats[("tools", "fp8")] = ShadowStats(12, 1.0, "Pass")
+    metrics.observation = Observation(stats, MIX)
+    m.until(lambda m: m.status.get("stage") == "ab")
+    assert table(m)["tools"] == ("fp16", 100)
+    reason = {r["class"]: r["reason"] for r in m.status["classes"]}["tools"]
+    assert "fp8 has too few samples (12 < 100)" in reason
+
+
+def test_model_wide_rules_failing_on_a_tier_roll_the_whole_model_back() -> None:
+    m, metrics = mixed_model()
+    m.until(lambda m: m.status.get("stage") == "ab")
+    metrics.verdict = "Fail"
+    m.until(lambda m: m.status.get("phase") == "RolledBack")
+    assert not any(w for t, w in routed(m).values() if t != "fp16")
+    assert m.status["traffic"]["targetWeight"] == 0
+    assert "evaluate fp8" in metrics.calls
+    assert "evaluate int4-awq" in metrics.calls
+    assert m.status["classes"]  # the table stays, to show what was rolled back
