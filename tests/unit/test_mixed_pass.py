@@ -203,3 +203,45 @@ def test_model_wide_rules_failing_on_a_tier_roll_the_whole_model_back() -> None:
     assert "evaluate fp8" in metrics.calls
     assert "evaluate int4-awq" in metrics.calls
     assert m.status["classes"]  # the table stays, to show what was rolled back
+
+
+def test_a_tier_only_held_for_fallbacks_goes_to_zero_after_the_bake() -> None:
+    m, metrics = mixed_model()
+    stats = {(c, t): ShadowStats(500, 0.99, "Pass") for c in CLASSES for t in TIERS}
+    metrics.observation = Observation(stats, MIX)
+    m.until(lambda m: m.status.get("phase") == "Succeeded", passes=80)
+    assert {t for t, _ in table(m).values()} == {"int4-awq"}
+
+    def fp8() -> dict[str, Any]:
+        return next(t for t in m.status["tiers"] if t["name"] == "fp8")
+
+    assert fp8()["wantedReplicas"] >= 1  # the fallback of every class, during the bake
+    m.until(lambda m: fp8()["wantedReplicas"] == 0, passes=10)
+    assert m.kube.children[("Deployment", "llama3-8b-fp8")]["spec"]["replicas"] == 0
+    assert table(m)["chat-short"] == ("int4-awq", 100)
+
+
+def test_the_plugin_shows_the_class_table_under_the_tiers() -> None:
+    from quantrollout.cli.plugin_render import render_model
+
+    m, metrics = mixed_model()
+    m.until(lambda m: m.status.get("stage") == "ab")
+    m.kube.model["metadata"]["namespace"] = "llm"
+    text = render_model(m.kube.model)
+    lines = text.splitlines()
+    assert "Targets:    fp8 (fp8 fp8, s3://models/llama3-8b-fp8); int4-awq (int4 awq, " in text
+    start = lines.index("Classes:")
+    assert lines.index("Tiers:") < start
+    assert lines[start + 1].split() == ["CLASS", "TIER", "SHARE", "AGREEMENT", "VERDICT"]
+    rows = {
+        ln.split()[0]: ln.split()
+        for ln in lines[start + 2 : start + 14]
+        if ln.startswith("  ") and not ln.startswith("    ")
+    }
+    assert rows["chat-short"][1:4] == ["int4-awq", "10%", "0.980"]
+    assert rows["code"][1:4] == ["fp8", "10%", "0.970"]
+    # a class not on the cheapest tier says why, on the next line
+    code = next(i for i, ln in enumerate(lines) if ln.startswith("  code "))
+    assert lines[code + 1].strip().startswith("cheapest passing: fp8 agreement 0.970")
+    chat = next(i for i, ln in enumerate(lines) if ln.startswith("  chat-short "))
+    assert lines[chat + 1].startswith("  ") and not lines[chat + 1].startswith("    ")
