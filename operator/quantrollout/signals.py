@@ -2,7 +2,10 @@
 exports them, the vLLM simulator exports vLLM's, and the analysis rules query them.
 
 Labels: every series the router exports carries `namespace` and `model` (the QuantizedModel's
-namespace and name) and `tier` (the tier name, e.g. fp16 or int4-awq). vLLM's own series carry
+namespace and name) and `tier` (the tier name, e.g. fp16 or int4-awq); the per-tier ones also
+`class`, the request class of a mixed-precision model (router/classify.py CLASSES, six values)
+and the empty string for every other model (Prometheus stores an empty label as none, so their
+series are as before and rules that `sum` over a tier's series count every class). vLLM's own series carry
 `model_name` (the served model name, the same for every tier), so the scrape configuration adds
 `namespace`, `model` and `tier` from the pod's labels (`quantrollout.io/model`, `quantrollout.io/tier`).
 """

@@ -138,8 +138,10 @@ class Rig:
         self.source.set([routed(t)])
 
     def value(self, name: str, tier: str, **labels: str) -> float:
+        """A series' value; `class` is "" (a model without classes) unless given (`cls=`)."""
+        cls = labels.pop("cls", "")
         got = self.app.metrics.registry.get_sample_value(
-            name, {"namespace": NS, "model": QM, "tier": tier, **labels}
+            name, {"namespace": NS, "model": QM, "tier": tier, "class": cls, **labels}
         )
         return got or 0.0
 
@@ -604,9 +606,7 @@ async def test_models_health_and_metrics(router: Rig) -> None:
     assert health.json() == {"status": "ok", "models": 1}
     await router.post(chat())
     text = (await router.client.get("/metrics")).text
-    line = (
-        f'{signals.ROUTER_REQUESTS}{{code="200",model="{QM}",namespace="{NS}",tier="{BASE}"}} 1.0'
-    )
+    line = f'{signals.ROUTER_REQUESTS}{{class="",code="200",model="{QM}",namespace="{NS}",tier="{BASE}"}} 1.0'
     assert line in text.splitlines()
 
 

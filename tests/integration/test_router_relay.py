@@ -131,7 +131,7 @@ async def test_under_another_asgi_server_a_stream_goes_through_send_alike(base: 
         events = [e for e in streamed.text.split("\n\n") if e.startswith("data: {")]
         assert len(events) >= 12
         assert streamed.text.rstrip().endswith("data: [DONE]")
-        labels = {"namespace": NS, "model": QM, "tier": BASE}
+        labels = {"namespace": NS, "model": QM, "tier": BASE, "class": ""}
         registry = app.metrics.registry
         assert registry.get_sample_value(signals.ROUTER_RESPONSES, labels) == 1
         assert registry.get_sample_value(signals.ROUTER_OUTPUT_TOKENS, labels) == 12

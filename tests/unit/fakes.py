@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import copy
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kubernetes.client.exceptions import ApiException
 
+from quantrollout.analysis.class_stats import ClassObservation
 from quantrollout.analysis.rules import Scope
 from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.rollout.machine import Evaluation, Verdict
@@ -173,10 +174,32 @@ class FakeKube:
 
 @dataclass
 class FakeMetrics:
-    """Answers every evaluation with the next scripted verdict (then repeats the last)."""
+    """Answers every evaluation with the next scripted verdict (then repeats the last), and every
+    class observation with the next scripted one (then repeats the last; none scripted: an
+    observation with no data)."""
 
     verdicts: list[Verdict] = field(default_factory=lambda: ["Pass"])
     calls: list[str] = field(default_factory=list)  # the stage of each evaluation
+    observations: list[ClassObservation] = field(default_factory=list)
+    # (tiers, baseline, window) of each class observation asked for
+    class_calls: list[tuple[tuple[str, ...], str, str]] = field(default_factory=list)
+
+    def classes(
+        self,
+        kube: Any,
+        spec: QuantizedModelSpec,
+        namespace: str,
+        name: str,
+        tiers: Sequence[str],
+        baseline: str,
+        window: str,
+    ) -> ClassObservation:
+        self.class_calls.append((tuple(tiers), baseline, window))
+        if not self.observations:
+            return ClassObservation()
+        if len(self.observations) > 1:
+            return self.observations.pop(0)
+        return self.observations[0]
 
     def evaluate(
         self, kube: Any, spec: QuantizedModelSpec, scope: Scope, stage: str, since: float

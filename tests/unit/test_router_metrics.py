@@ -34,6 +34,7 @@ def test_every_signal_is_exported_under_its_exact_name() -> None:
         hist.observe(0.5)
     t.shadow("compared")
     m.shed.labels("inflight").inc()
+    m.class_fallback("llm", "llama3-8b", "code", "no-route")
     names = {name for name, _ in samples(m)}
     for name in ROUTER_NAMES:
         exported = {name, f"{name}_bucket", f"{name}_count", f"{name}_sum"}
@@ -48,10 +49,28 @@ def test_labels() -> None:
     t.request(200)
     t.request(502)
     got = samples(m)
-    tier = {("namespace", "llm"), ("model", "llama3-8b"), ("tier", "fp16")}
+    tier = {("namespace", "llm"), ("model", "llama3-8b"), ("tier", "fp16"), ("class", "")}
     assert got[(signals.ROUTER_REQUESTS, frozenset({*tier, ("code", "200")}))] == 2
     assert got[(signals.ROUTER_REQUESTS, frozenset({*tier, ("code", "502")}))] == 1
     assert got[(signals.ROUTER_ERRORS, frozenset(tier))] == 1  # 5xx counts as an error
+
+
+def test_class_label_and_class_fallbacks() -> None:
+    """Per-(class, tier) series are apart; a class fallback is counted per class and reason,
+    without a tier."""
+    m = RouterMetrics()
+    m.tier("llm", "m", "int4-awq", "chat-short").request(200)
+    m.tier("llm", "m", "int4-awq", "code").request(200)
+    m.tier("llm", "m", "int4-awq", "code").request(200)
+    m.class_fallback("llm", "m", "tools", "tier-missing")
+    m.class_fallback("llm", "m", "tools", "tier-missing")
+    got = samples(m)
+    tier = {("namespace", "llm"), ("model", "m"), ("tier", "int4-awq"), ("code", "200")}
+    assert got[(signals.ROUTER_REQUESTS, frozenset({*tier, ("class", "chat-short")}))] == 1
+    assert got[(signals.ROUTER_REQUESTS, frozenset({*tier, ("class", "code")}))] == 2
+    fell = {("namespace", "llm"), ("model", "m"), ("class", "tools"), ("reason", "tier-missing")}
+    assert got[(signals.ROUTER_CLASS_FALLBACKS, frozenset(fell))] == 2
+    assert m.tier("llm", "m", "int4-awq", "code") is m.tier("llm", "m", "int4-awq", "code")
 
 
 def test_a_registry_per_router() -> None:
@@ -59,7 +78,9 @@ def test_a_registry_per_router() -> None:
     a.tier("n", "m", "t").request(200)
     assert (
         signals.ROUTER_REQUESTS,
-        frozenset({("namespace", "n"), ("model", "m"), ("tier", "t"), ("code", "200")}),
+        frozenset(
+            {("namespace", "n"), ("model", "m"), ("tier", "t"), ("class", ""), ("code", "200")}
+        ),
     ) not in samples(b)
 
 
@@ -69,7 +90,7 @@ def test_recording_an_answer() -> None:
     record(t, Answer("I'm sorry, but I can't help with that.", 9))
     record(t, Answer("loop loop loop loop " * 6, 24))
     record(t, Answer("fine", 1))
-    tier = frozenset({("namespace", "llm"), ("model", "m"), ("tier", "int4-awq")})
+    tier = frozenset({("namespace", "llm"), ("model", "m"), ("tier", "int4-awq"), ("class", "")})
     got = samples(m)
     assert got[(signals.ROUTER_RESPONSES, tier)] == 3
     assert got[(signals.ROUTER_OUTPUT_TOKENS, tier)] == 34

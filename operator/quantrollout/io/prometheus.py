@@ -1,5 +1,5 @@
-"""What one pass needs of Prometheus: an evaluation of a model's rules (`Metrics`, a Protocol),
-and the real implementation (`Providers`): one metric provider and coalescer per Prometheus
+"""What one pass needs of Prometheus: an evaluation of a model's rules and, for a mixed-precision
+model, its per-(class, tier) observation (`Metrics`, a Protocol), and the real implementation (`Providers`): one metric provider and coalescer per Prometheus
 endpoint and credentials, shared across models, so models that share one share its batched
 answers. Synchronous: the observer calls it through `asyncio.to_thread`.
 """
@@ -7,13 +7,15 @@ answers. Synchronous: the observer calls it through `asyncio.to_thread`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from quantrollout.analysis import batch
+from quantrollout.analysis import batch, class_stats
 from quantrollout.analysis.batch import Series
+from quantrollout.analysis.class_stats import ClassObservation
 from quantrollout.analysis.coalesce import Coalescer
 from quantrollout.analysis.judge import Measurement, judge
 from quantrollout.analysis.prometheus import PrometheusProvider
@@ -22,6 +24,7 @@ from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.defaults import PROMETHEUS_URL
 from quantrollout.rollout.machine import Evaluation
 from quantrollout.rollout.settings import analysis_of
+from quantrollout.router.classify import CLASSES
 
 from .kube import KubeIO
 
@@ -36,6 +39,21 @@ class Metrics(Protocol):
         since: float,
     ) -> tuple[Evaluation, list[dict[str, Any]]]:
         """The verdict on the model's rules now, and each rule's result (status.lastAnalysis)."""
+        ...
+
+    def classes(
+        self,
+        kube: KubeIO,
+        spec: QuantizedModelSpec,
+        namespace: str,
+        name: str,
+        tiers: Sequence[str],
+        baseline: str,
+        window: str,
+    ) -> ClassObservation:
+        """Mixed precision: per (class, quantized tier in `tiers`) over `window`, the shadow
+        samples, the calibrated agreement and the class's rules verdict, and the class mix
+        (analysis/class_stats.py). Prometheus failing: `unavailable` says why, no stats."""
         ...
 
 
@@ -116,6 +134,36 @@ class Providers:
                 measured.append(_measure_batched(coalescer, f, w, who, since))
         evaluation, results = judge(rules, measured, samples, analysis.min_samples)
         return evaluation, [r.to_wire() for r in results]
+
+    def classes(
+        self,
+        kube: KubeIO,
+        spec: QuantizedModelSpec,
+        namespace: str,
+        name: str,
+        tiers: Sequence[str],
+        baseline: str,
+        window: str,
+    ) -> ClassObservation:
+        """One query per signal for the model (class_stats.class_queries), asked now; any of
+        them failing makes the whole observation unavailable (half an answer could promote a
+        class on the signals that happened to arrive)."""
+        provider = self.for_model(kube, namespace, spec).provider
+        analysis = analysis_of(spec)
+        answers: dict[str, list[Series]] = {}
+        for signal, query in class_stats.class_queries(namespace, name, window).items():
+            try:
+                answers[signal] = provider.series(query)
+            except Exception as err:  # every way a query can fail means "no data", never a value
+                return ClassObservation(unavailable=provider.describe(err))
+        return class_stats.parse(
+            answers,
+            tiers,
+            baseline,
+            class_stats.class_rules(analysis),
+            analysis.min_samples,
+            CLASSES,
+        )
 
 
 def _measure_batched(

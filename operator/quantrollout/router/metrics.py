@@ -1,7 +1,14 @@
 """The router's Prometheus series, named in `quantrollout.signals`, in a registry per router.
 
-Every series carries `namespace` and `model` (the QuantizedModel) and `tier`. Extra labels:
-`code` on requests, `outcome` on shadow requests. What each counts:
+Every series carries `namespace` and `model` (the QuantizedModel), `tier` and `class`. Extra
+labels: `code` on requests, `outcome` on shadow requests. What each counts:
+
+- `class`: the request class (`classify.CLASSES`, six values) when the model's traffic is
+  mixed precision (`targets` or `classes` set), else the empty string. The router classifies
+  only the requests of mixed models (a single-target model pays nothing for it), and Prometheus
+  stores a label with an empty value as no label at all: a single-target model's series look
+  exactly as before, and rules that `sum` over the series count every class together. Series
+  that are not per request (`config_reloads_total`) have `class=""` too.
 
 - `requests_total{code}`: live requests a tier was asked to answer, by the HTTP status it
   answered with; `502` when the tier could not be reached or reset the connection, `504` when it
@@ -32,6 +39,9 @@ Every series carries `namespace` and `model` (the QuantizedModel) and `tier`. Ex
 - `config_reloads_total`: route-table changes applied for a model (`tier` = its target tier, or
   its baseline tier when it has none); with several router processes, counted once every
   process has the change (`workers`).
+- `class_fallbacks_total{namespace, model, class, reason}` (no tier): requests of a mixed model
+  answered by the baseline for want of a route for their class (`no-route`) or an upstream for
+  the tier their class's route names (`tier-missing`); see `class_split`.
 - `shed_requests_total{reason}` (no model labels: the request was refused before it was read):
   completions refused early with 503 + Retry-After because a router process had `inflight`
   completions at its bound or its event loop ran late (`loop_lag`); see `admission`.
@@ -61,7 +71,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 AGREEMENT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
-LABELS = list(signals.ROUTER_LABELS)
+LABELS = [*signals.ROUTER_LABELS, signals.CLASS]
+UNCLASSIFIED = ""  # the `class` of a request to a model that is not mixed precision
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own setting
 
 
@@ -148,13 +159,20 @@ class RouterMetrics:
         self.reloads = _counter(
             signals.ROUTER_CONFIG_RELOADS, "Route-table changes applied, per model.", r
         )
+        self.class_fallbacks = Counter(
+            signals.ROUTER_CLASS_FALLBACKS.removesuffix("_total"),
+            "Requests of a class answered by the baseline for want of a route or a tier.",
+            [signals.NAMESPACE, signals.MODEL, signals.CLASS, "reason"],
+            registry=r,
+        )
         self.shed = Counter(
             signals.ROUTER_SHED.removesuffix("_total"),
             "Completions refused early (503 + Retry-After) by an overloaded router process.",
             ["reason"],
             registry=r,
         )
-        self._tiers: dict[tuple[str, str, str], TierMetrics] = {}
+        self._tiers: dict[tuple[str, str, str, str], TierMetrics] = {}
+        self._class_fallbacks: dict[tuple[str, str, str, str], Counter] = {}
 
     def exposition(self) -> CollectorRegistry:
         """What `/metrics` shows: this registry, or with several processes, all of theirs."""
@@ -165,13 +183,23 @@ class RouterMetrics:
         MultiProcessCollector(merged, directory)  # type: ignore[no-untyped-call]
         return merged
 
-    def tier(self, namespace: str, model: str, tier: str) -> TierMetrics:
-        """The series of one tier, bound once (`labels()` is too slow to call per chunk)."""
-        key = (namespace, model, tier)
+    def tier(self, namespace: str, model: str, tier: str, cls: str = UNCLASSIFIED) -> TierMetrics:
+        """The series of one tier for one request class, bound once (`labels()` is too slow to
+        call per chunk). `cls` is a `classify.CLASSES` value, or `UNCLASSIFIED`."""
+        key = (namespace, model, tier, cls)
         bound = self._tiers.get(key)
         if bound is None:
             bound = self._tiers[key] = TierMetrics(self, key)
         return bound
+
+    def class_fallback(self, namespace: str, model: str, cls: str, reason: str) -> None:
+        """Counts one request of class `cls` answered by the baseline for `reason`
+        (`class_split.FALLBACKS`)."""
+        key = (namespace, model, cls, reason)
+        child = self._class_fallbacks.get(key)
+        if child is None:
+            child = self._class_fallbacks[key] = self.class_fallbacks.labels(*key)
+        child.inc()
 
 
 @dataclass
@@ -179,7 +207,7 @@ class TierMetrics:
     """One tier's bound series."""
 
     parent: RouterMetrics
-    key: tuple[str, str, str]
+    key: tuple[str, str, str, str]  # namespace, model, tier, class
     _codes: dict[str, Counter] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
