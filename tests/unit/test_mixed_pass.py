@@ -7,12 +7,13 @@ the same policy and weights; a hand-written policy naming an unknown tier holds 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any
 
+from quantrollout.analysis.class_stats import ClassObservation
 from quantrollout.rollout.policy import ShadowStats
 from quantrollout.router.classify import CLASSES
 
+from .fakes import FakeMetrics
 from .test_pass import SPEC, Model
 
 TIERS = ("fp8", "int4-awq")
@@ -45,39 +46,14 @@ MIX = {"chat-short": 0.5, "chat-long": 0.1, "code": 0.2, "structured": 0.1, "mat
        "tools": 0.05}  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Observation:
-    stats: dict[tuple[str, str], ShadowStats] = field(default_factory=dict)
-    mix: dict[str, float] = field(default_factory=dict)
-    unavailable: str | None = None
+def observed(stats: dict[tuple[str, str], ShadowStats] | None = None) -> ClassObservation:
+    return ClassObservation(shadow_stats() if stats is None else stats, MIX)
 
 
-@dataclass
-class ClassMetrics:
-    """`Metrics` with the per-class observation scripted (`observation`)."""
-
-    observation: Observation = field(default_factory=lambda: Observation(shadow_stats(), MIX))
-    verdict: str = "Pass"
-    calls: list[str] = field(default_factory=list)
-
-    def evaluate(self, kube: Any, spec: Any, scope: Any, stage: str, since: float) -> Any:
-        from quantrollout.rollout.machine import Evaluation
-
-        self.calls.append(f"evaluate {scope.target}")
-        r = {"rule": "error-rate", "value": 0.0, "threshold": 0.01, "verdict": self.verdict}
-        return Evaluation(self.verdict), [r]  # type: ignore[arg-type]
-
-    def classes(self, kube: Any, spec: Any, namespace: str, name: str, tiers: Any,
-                baseline: str, window: str) -> Observation:  # fmt: skip
-        self.calls.append(f"classes {','.join(tiers)} vs {baseline}")
-        return self.observation
-
-
-def mixed_model(**rollout: Any) -> tuple[Model, ClassMetrics]:
+def mixed_model(**rollout: Any) -> tuple[Model, FakeMetrics]:
     m = Model(mixed_spec(**rollout))
-    metrics = ClassMetrics()
-    m.metrics = metrics  # type: ignore[assignment]
-    return m, metrics
+    m.metrics.observations = [observed()]
+    return m, m.metrics
 
 
 def table(m: Model) -> dict[str, tuple[str, int]]:
@@ -101,7 +77,7 @@ def test_shadow_mirrors_to_every_tier_and_the_policy_is_compiled_when_it_ends() 
         assert ("Deployment", f"llama3-8b-{tier}") in m.kube.children
         assert ("Service", f"llama3-8b-{tier}") in m.kube.children
     m.until(lambda m: m.status.get("stage") == "ab")
-    assert any(c.startswith("classes fp8,int4-awq vs fp16") for c in metrics.calls)
+    assert metrics.class_calls[0][:2] == (("fp8", "int4-awq"), "fp16")
     assert table(m) == {
         "chat-short": ("int4-awq", 10), "chat-long": ("int4-awq", 10), "structured": ("int4-awq", 10),
         "math": ("int4-awq", 10), "code": ("fp8", 10), "tools": ("fp8", 10),
@@ -126,7 +102,7 @@ def test_a_breaching_class_moves_alone_to_the_next_higher_precision_and_full_put
     stats[("math", "int4-awq")] = ShadowStats(
         80, 0.9, "Fail", ("math refusal-rate-increase 0.08 > 0.02",)
     )
-    metrics.observation = Observation(stats, MIX)
+    metrics.observations = [observed(stats)]
     m.until(lambda m: table(m)["math"][0] == "fp8")
     assert m.status["phase"] == "Progressing"
     message = next(msg for _, r, msg in m.events.posted if r == "ClassRolledBack")
@@ -135,7 +111,7 @@ def test_a_breaching_class_moves_alone_to_the_next_higher_precision_and_full_put
     )
     assert table(m)["chat-short"][0] == "int4-awq"  # the others did not move
     assert {r["class"]: r["verdict"] for r in m.status["classes"]}["math"] == "Fail"
-    metrics.observation = Observation(shadow_stats(), MIX)
+    metrics.observations = [observed()]
     m.until(lambda m: m.status.get("phase") == "Succeeded", passes=80)
     assert set(table(m).values()) <= {("int4-awq", 100), ("fp8", 100)}
     assert table(m)["math"] == ("fp8", 100)
@@ -149,16 +125,16 @@ def test_a_restart_resumes_the_same_policy_and_weights() -> None:
     from quantrollout.pass_.observe import Memory
 
     m.memory = Memory()  # a new operator process: nothing remembered but the status
-    metrics.observation = Observation(unavailable="Prometheus is down")
+    metrics.observations = [ClassObservation(unavailable="Prometheus is down")]
     m.run(0.1)
     assert (m.status["classes"], m.status["traffic"]) == before
 
 
 def test_missing_class_metrics_never_leave_shadow() -> None:
     m, metrics = mixed_model()
-    metrics.observation = Observation(
-        unavailable="no series for quantrollout_router_requests_total"
-    )
+    metrics.observations = [
+        ClassObservation(unavailable="no series for quantrollout_router_requests_total")
+    ]
     for _ in range(12):
         m.run()
     assert m.status["stage"] == "shadow"
@@ -186,7 +162,7 @@ def test_a_learned_policy_with_too_few_samples_keeps_a_class_on_the_baseline() -
     m, metrics = mixed_model()
     stats = shadow_stats()
     stats[("tools", "fp8")] = ShadowStats(12, 1.0, "Pass")
-    metrics.observation = Observation(stats, MIX)
+    metrics.observations = [observed(stats)]
     m.until(lambda m: m.status.get("stage") == "ab")
     assert table(m)["tools"] == ("fp16", 100)
     reason = {r["class"]: r["reason"] for r in m.status["classes"]}["tools"]
@@ -196,19 +172,23 @@ def test_a_learned_policy_with_too_few_samples_keeps_a_class_on_the_baseline() -
 def test_model_wide_rules_failing_on_a_tier_roll_the_whole_model_back() -> None:
     m, metrics = mixed_model()
     m.until(lambda m: m.status.get("stage") == "ab")
-    metrics.verdict = "Fail"
+    metrics.verdicts = ["Fail"]
     m.until(lambda m: m.status.get("phase") == "RolledBack")
     assert not any(w for t, w in routed(m).values() if t != "fp16")
     assert m.status["traffic"]["targetWeight"] == 0
-    assert "evaluate fp8" in metrics.calls
-    assert "evaluate int4-awq" in metrics.calls
+    assert metrics.calls.count("ab") >= 2  # each tier's model-wide rules, in each round
+    reasons = m.status["rollback"]["reasons"]
+    assert reasons == [
+        "fp8: error-rate 0.2 > 0.01 for 2 consecutive evaluations",
+        "int4-awq: error-rate 0.2 > 0.01 for 2 consecutive evaluations",
+    ]
     assert m.status["classes"]  # the table stays, to show what was rolled back
 
 
 def test_a_tier_only_held_for_fallbacks_goes_to_zero_after_the_bake() -> None:
     m, metrics = mixed_model()
     stats = {(c, t): ShadowStats(500, 0.99, "Pass") for c in CLASSES for t in TIERS}
-    metrics.observation = Observation(stats, MIX)
+    metrics.observations = [observed(stats)]
     m.until(lambda m: m.status.get("phase") == "Succeeded", passes=80)
     assert {t for t, _ in table(m).values()} == {"int4-awq"}
 
@@ -224,7 +204,7 @@ def test_a_tier_only_held_for_fallbacks_goes_to_zero_after_the_bake() -> None:
 def test_the_plugin_shows_the_class_table_under_the_tiers() -> None:
     from quantrollout.cli.plugin_render import render_model
 
-    m, metrics = mixed_model()
+    m, _metrics = mixed_model()
     m.until(lambda m: m.status.get("stage") == "ab")
     m.kube.model["metadata"]["namespace"] = "llm"
     text = render_model(m.kube.model)
@@ -244,4 +224,5 @@ def test_the_plugin_shows_the_class_table_under_the_tiers() -> None:
     code = next(i for i, ln in enumerate(lines) if ln.startswith("  code "))
     assert lines[code + 1].strip().startswith("cheapest passing: fp8 agreement 0.970")
     chat = next(i for i, ln in enumerate(lines) if ln.startswith("  chat-short "))
-    assert lines[chat + 1].startswith("  ") and not lines[chat + 1].startswith("    ")
+    assert lines[chat + 1].startswith("  ")
+    assert not lines[chat + 1].startswith("    ")

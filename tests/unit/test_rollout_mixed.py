@@ -106,7 +106,9 @@ def test_the_policy_round_trips_through_status(m: mx.Mixed, weight: int) -> None
     back = mx.from_status({"classes": rows, "policy": meta})
     assert back is not None
     assert back.choices == m.choices
-    assert back.verdicts == m.verdicts and back.source == m.source and back.rollout == m.rollout
+    assert back.verdicts == m.verdicts
+    assert back.source == m.source
+    assert back.rollout == m.rollout
     assert back.mix.keys() == m.mix.keys()
     assert all(abs(back.mix[c] - m.mix[c]) <= 5e-5 for c in m.mix)
 

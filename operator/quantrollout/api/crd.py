@@ -27,7 +27,7 @@ SHORT_NAMES = ["qm"]
 _KEEP = {
     "type", "description", "properties", "required", "items", "enum", "default", "pattern",
     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
-    "minItems", "maxItems", "format", "nullable",
+    "minItems", "maxItems", "format", "nullable", "maxProperties",
 }  # fmt: skip
 
 
@@ -62,6 +62,8 @@ def _finish(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out[key] = {name: structural(sub, defs) for name, sub in value.items()}
         elif key == "items":
             out[key] = structural(value, defs)
+        elif key == "additionalProperties" and isinstance(value, dict):
+            out[key] = structural(value, defs)  # a map (spec.rollout.policy.classes)
         elif key == "exclusiveMinimum" and not isinstance(value, bool):
             out["minimum"], out["exclusiveMinimum"] = value, True
         elif key == "exclusiveMaximum" and not isinstance(value, bool):

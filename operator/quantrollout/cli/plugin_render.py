@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from quantrollout.analysis.rules import DEFAULT_RULES
 from quantrollout.api.durations import format_duration
-from quantrollout.api.spec import QuantizedModelSpec, Rule
 from quantrollout.api.resolve import all_tiers
+from quantrollout.api.spec import QuantizedModelSpec, Rule
 from quantrollout.api.status import (
     ClassStatus,
     GPUSaving,

@@ -12,7 +12,7 @@ import asyncio
 import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any
 
 from quantrollout import health
 from quantrollout.analysis.rules import Scope, default_window
@@ -23,6 +23,7 @@ from quantrollout.io.prometheus import Metrics
 from quantrollout.manifests.plan import plan as manifests_for
 from quantrollout.manifests.vllm import MODEL_LABEL, TIER_LABEL, resource_name, selector_labels
 from quantrollout.rollout import mixed as mx
+from quantrollout.rollout.machine import Evaluation
 from quantrollout.rollout.schedule import round_start
 from quantrollout.rollout.settings import analysis_of, settings_of
 
@@ -155,15 +156,6 @@ async def observe(
     )
 
 
-class _ClassMetrics(Protocol):
-    """`Metrics.classes` (branch mixed-router) until it is merged."""
-
-    def classes(
-        self, kube: KubeIO, spec: QuantizedModelSpec, namespace: str, name: str,
-        tiers: list[str], baseline: str, window: str,
-    ) -> mx.ClassObservation: ...  # fmt: skip
-
-
 async def _measure_mixed(
     kube: KubeIO,
     metrics: Metrics,
@@ -181,7 +173,7 @@ async def _measure_mixed(
     base, names = resolved[0].name, [t.name for t in resolved[1:]]
     window = default_window(analysis_of(spec))
     observation = await asyncio.to_thread(
-        cast(_ClassMetrics, metrics).classes, kube, spec, namespace, name, names, base, window
+        metrics.classes, kube, spec, namespace, name, names, base, window
     )
     recorded = mx.from_status(qm.get("status") or {})
     evaluations = []
@@ -192,7 +184,8 @@ async def _measure_mixed(
             evaluation, found = await asyncio.to_thread(
                 metrics.evaluate, kube, spec, scope, stage, since
             )
-            evaluations.append(evaluation)
+            reasons = tuple(f"{tier}: {r}" for r in evaluation.reasons)
+            evaluations.append(Evaluation(evaluation.verdict, reasons))
             results += [{**r, "rule": f"{r['rule']} ({tier})"} for r in found]
     verdict = mx.evaluation(stage, observation, evaluations, recorded, base)
     results.insert(0, mx.result_row(verdict))

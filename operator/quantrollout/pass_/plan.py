@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from quantrollout import health
+from quantrollout.analysis.class_stats import ClassObservation
 from quantrollout.api.crd import GROUP, KIND, VERSION
 from quantrollout.api.resolve import all_tiers, tiers
 from quantrollout.api.spec import QuantizedModelSpec
@@ -83,7 +84,7 @@ class Measured:
     key: tuple[int, str | None, int]
     evaluation: Evaluation
     results: tuple[dict[str, Any], ...]
-    classes: mx.ClassObservation | None = None  # mixed precision: the per-class observation
+    classes: ClassObservation | None = None  # mixed precision: the per-class observation
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from quantrollout import defaults
+from quantrollout.analysis.class_stats import ClassObservation
 from quantrollout.api.resolve import Tier as ResolvedTier
 from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.api.status import TrafficBackend, TrafficStatus
@@ -46,21 +47,6 @@ from .machine import Evaluation, Event
 
 POLICY_FIELD = "spec.rollout.policy.classes"
 Source = Literal["learned", "hand"]
-
-
-class ClassObservation(Protocol):
-    """What `Metrics.classes` measured (`analysis.class_stats`): per (class, tier) the shadow
-    statistics and the class's rule verdict, the class mix (class -> fraction of requests), or
-    why there is none."""
-
-    @property
-    def stats(self) -> Mapping[tuple[str, str], p.ShadowStats]: ...
-
-    @property
-    def mix(self) -> Mapping[str, float]: ...
-
-    @property
-    def unavailable(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
