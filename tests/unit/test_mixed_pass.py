@@ -226,3 +226,30 @@ def test_the_plugin_shows_the_class_table_under_the_tiers() -> None:
     chat = next(i for i, ln in enumerate(lines) if ln.startswith("  chat-short "))
     assert lines[chat + 1].startswith("  ")
     assert not lines[chat + 1].startswith("    ")
+
+
+def test_switching_between_target_and_targets_is_a_new_rollout_that_clears_the_other_shape() -> (
+    None
+):
+    from .test_pass import at_weight
+
+    m = Model()
+    m.until(at_weight(50))
+    m.edit({"target": None, **{k: v for k, v in mixed_spec().items() if k == "targets"}})
+    m.metrics.observations = [observed()]
+    m.until(lambda m: m.status.get("stage") == "shadow")
+    traffic = m.status["traffic"]
+    assert "target" not in traffic
+    assert [b["tier"] for b in traffic["targets"]] == ["fp8", "int4-awq"]
+    assert traffic["targetWeight"] == 0
+    m.until(lambda m: m.status.get("stage") == "ab")
+    assert m.status["classes"]
+
+    m.edit({"targets": None, "target": SPEC["target"]})
+    m.until(lambda m: m.status.get("stage") == "shadow")
+    traffic = m.status["traffic"]
+    assert traffic["target"]["tier"] == "int4-awq"
+    assert "classes" not in traffic
+    assert "targets" not in traffic
+    assert "classes" not in m.status
+    assert "policy" not in m.status

@@ -467,6 +467,9 @@ def rollout_status(
         attempt=state.attempt, baseline=baseline, target=other,
         target_weight=live, mirror_percent=mirror, sticky_header=sticky,
     )  # fmt: skip
+    # A merge patch: what a mixed-precision spec wrote before goes (a switch to spec.target).
+    fields["traffic"].update(targets=None, classes=None)
+    fields.update(classes=None, policy=None)
     return fields
 
 

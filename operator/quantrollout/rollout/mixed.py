@@ -42,7 +42,7 @@ from quantrollout.manifests.vllm import VLLM_PORT, resource_name
 from quantrollout.router.classify import CLASSES
 
 from . import policy as p
-from .capacity import Traffic
+from .capacity import Traffic, applied_traffic
 from .machine import Evaluation, Event
 
 POLICY_FIELD = "spec.rollout.policy.classes"
@@ -308,6 +308,8 @@ def applied(
     loads (with the mix and fallbacks of `mixed`, as `tier_traffic` sizes them)."""
     if not status_traffic:
         return Traffic({baseline: 100})
+    if status_traffic.get("target") and not status_traffic.get("classes"):
+        return applied_traffic(status_traffic, baseline)  # a single target's split
     targets = [b["tier"] for b in status_traffic.get("targets") or []]
     mirror = int(status_traffic.get("mirrorPercent") or 0)
     entries = status_traffic.get("classes") or []
@@ -398,12 +400,15 @@ def router_traffic(
     def backend(tier: str) -> TrafficBackend:
         return TrafficBackend(tier=tier, service=resource_name(name, tier), port=VLLM_PORT)
 
+    if not moved and previous and previous.get("target"):
+        # a single target's split, from before spec.targets: kept whole until it can move
+        return dict(previous)
     entries = traffic_entries(mixed, weight, baseline)
     if not moved and previous:
         entries = list(previous.get("classes") or [])
         weight = int(previous.get("targetWeight") or 0)
         mirror = int(previous.get("mirrorPercent") or 0)
-    return TrafficStatus.model_validate(
+    wire = TrafficStatus.model_validate(
         {
             "rolloutId": rollout,
             "servedModel": served_model,
@@ -415,3 +420,4 @@ def router_traffic(
             "classes": entries,
         }
     ).to_wire()
+    return {**wire, "target": None}  # a merge patch: a single target's backend goes
