@@ -6,10 +6,14 @@ moves onto a tier before it has Ready replicas for it nor off one before it is s
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from quantrollout.analysis.class_stats import ClassObservation
+from quantrollout.api.resolve import all_tiers
+from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.rollout import capacity
 from quantrollout.rollout import mixed as mx
 from quantrollout.rollout.machine import Evaluation
@@ -127,7 +131,7 @@ def test_judging_moves_only_the_failing_classes_and_only_up_in_precision(
         (c, m.choices[c].tier): ShadowStats(200, 0.97, v, (f"{c} broke",))  # type: ignore[arg-type]
         for c, v in verdicts.items()
     }
-    after, events = mx.judge(m, _Obs(stats, {}), BASE)
+    after, events = mx.judge(m, ClassObservation(stats, {}), BASE)
     moved = {c for c in CLASSES if after.choices[c].tier != m.choices[c].tier}
     failing = {c for c, v in verdicts.items() if v == "Fail" and m.choices[c].tier != BASE}
     assert moved == failing
@@ -143,7 +147,7 @@ def test_judging_moves_only_the_failing_classes_and_only_up_in_precision(
 def test_missing_per_class_data_never_passes_a_step(
     m: mx.Mixed, stage: str, unavailable: bool
 ) -> None:
-    obs = _Obs({}, {}, "Prometheus is down" if unavailable else None)
+    obs = ClassObservation({}, {}, "Prometheus is down" if unavailable else None)
     verdict = mx.evaluation(stage, obs, [Evaluation("Pass")], m, BASE)
     on_quantized = any(ch.tier != BASE for ch in m.choices.values())
     if unavailable or (stage != "shadow" and on_quantized):
@@ -151,16 +155,6 @@ def test_missing_per_class_data_never_passes_a_step(
     # in shadow the policy compile is the judgement (the observer runs no tier-wide rules)
     expected = "Inconclusive" if unavailable else "Pass" if stage == "shadow" else "Fail"
     assert mx.evaluation(stage, obs, [Evaluation("Fail")], m, BASE).verdict == expected
-
-
-class _Obs:
-    def __init__(
-        self,
-        stats: dict[tuple[str, str], ShadowStats],
-        mix: dict[str, float],
-        unavailable: str | None = None,
-    ) -> None:
-        self.stats, self.mix, self.unavailable = stats, mix, unavailable
 
 
 def _tier(name: str, role: capacity.Role, ready: int) -> capacity.TierInput:
@@ -219,3 +213,53 @@ def test_weight_moves_onto_a_tier_only_once_it_is_ready_and_off_one_before_it_sh
         assert written["targetWeight"] == w0
     for tp in plan.tiers:
         assert tp.replicas >= capacity.needed(by_name[tp.name], current.load(tp.name))
+
+
+def _spec(policy: dict[str, Any] | None = None) -> QuantizedModelSpec:
+    return QuantizedModelSpec.model_validate(
+        {
+            "model": "meta-llama/Meta-Llama-3-8B-Instruct",
+            "baseline": {"artifact": "s3://m/fp16", "precision": "fp16"},
+            "targets": [
+                {"name": "fp8", "artifact": "s3://m/fp8", "precision": "fp8", "format": "fp8"},
+                {"name": "int4-awq", "artifact": "s3://m/awq", "precision": "int4",
+                 "format": "awq"},
+            ],
+            "rollout": {"policy": policy} if policy else None,
+        }
+    )  # fmt: skip
+
+
+def test_a_hand_policy_holds_a_class_on_the_baseline_while_its_tier_is_not_ready() -> None:
+    spec = _spec({"classes": {"code": "fp8", "chat-short": "int4-awq"}})
+    ready = {"fp16": True, "fp8": False, "int4-awq": True}
+    mixed, events = mx.compile(spec, all_tiers(spec), ready, None, "r-0")
+    assert mixed.source == "hand"
+    assert mixed.choices["code"].tier == BASE
+    assert mixed.choices["code"].reason == "baseline: held, tier fp8 is not Ready"
+    assert mixed.choices["chat-short"].tier == "int4-awq"
+    assert mixed.choices["math"].reason == "baseline: not in the policy"
+    assert ("Warning", "ClassHeld") in {(e.type, e.reason) for e in events}
+    held = next(e.message for e in events if e.reason == "ClassHeld")
+    assert held == "spec.rollout.policy.classes.code: held on fp16: tier fp8 is not Ready"
+
+
+def test_a_hand_policy_naming_an_unknown_tier_or_class_is_refused_naming_the_field() -> None:
+    assert mx.check(_spec({"classes": {"code": "fp8"}})) is None
+    assert mx.check(_spec({"classes": {"code": "int3"}})) == (
+        "spec.rollout.policy.classes.code: tier 'int3' does not exist (tiers: fp16, fp8, int4-awq)"
+    )
+    assert mx.check(_spec({"classes": {"poetry": "fp8"}})).startswith(  # type: ignore[union-attr]
+        "spec.rollout.policy.classes.poetry: unknown request class"
+    )
+
+
+def test_a_learned_policy_without_an_observation_keeps_every_class_on_the_baseline() -> None:
+    spec = _spec()
+    ready = {"fp16": True, "fp8": True, "int4-awq": True}
+    unavailable = ClassObservation(unavailable="Prometheus is down")
+    for observation in (None, unavailable):
+        mixed, _ = mx.compile(spec, all_tiers(spec), ready, observation, "r-0")
+        assert {ch.tier for ch in mixed.choices.values()} == {BASE}
+    mixed, _ = mx.compile(spec, all_tiers(spec), ready, unavailable, "r-0")
+    assert mixed.choices["code"].reason.endswith("(Prometheus is down)")
