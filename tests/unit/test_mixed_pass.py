@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 from quantrollout.analysis.class_stats import ClassObservation
+from quantrollout.pass_.plan import ACTION_ANNOTATION
 from quantrollout.rollout.policy import ShadowStats
 from quantrollout.router.classify import CLASSES
 
@@ -70,7 +71,7 @@ def test_shadow_mirrors_to_every_tier_and_the_policy_is_compiled_when_it_ends() 
     traffic = m.status["traffic"]
     assert [b["tier"] for b in traffic["targets"]] == ["fp8", "int4-awq"]
     assert traffic["mirrorPercent"] == 100
-    assert not traffic.get("classes")
+    assert "classes" not in traffic  # none yet: the router sends every live request to fp16
     assert "target" not in traffic
     # each tier is its own Deployment and Service
     for tier in ("fp16", *TIERS):
@@ -156,6 +157,12 @@ def test_a_hand_policy_naming_an_unknown_tier_is_refused_with_its_field_and_hold
         in m.status["rollout"]["heldFor"]
     )
     assert m.status["traffic"] == traffic
+    # an abort still rolls back while the edit is refused: every class to the baseline
+    m.kube.annotate(ACTION_ANNOTATION, "abort")
+    m.run()
+    assert m.status["phase"] == "RolledBack"
+    assert {c["weight"] for c in m.status["traffic"]["classes"]} == {0}
+    assert {c["rest"] for c in m.status["traffic"]["classes"]} == {"fp16"}
 
 
 def test_a_learned_policy_with_too_few_samples_keeps_a_class_on_the_baseline() -> None:

@@ -516,7 +516,8 @@ def _held_status(
             "mirrorPercent": state.mirror_percent,
         }
         if traffic.get("classes") and not state.target_weight:
-            fields["traffic"]["classes"] = []  # rolled back: every class on the baseline
+            # rolled back: every class on the baseline (its `rest`)
+            fields["traffic"]["classes"] = [{**c, "weight": 0} for c in traffic["classes"]]
     return fields
 
 

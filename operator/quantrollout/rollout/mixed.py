@@ -417,7 +417,10 @@ def router_traffic(
             "stickyHeader": sticky_header,
             "baseline": backend(baseline).to_wire(),
             "targets": [backend(t).to_wire() for t in targets],
-            "classes": entries,
+            "classes": entries or None,
         }
     ).to_wire()
-    return {**wire, "target": None}  # a merge patch: a single target's backend goes
+    # A merge patch: a single target's backend goes, and so do the classes while there are
+    # none (the router then sends every live request to the baseline without counting a
+    # fallback, where an empty list would count each as a class with no route).
+    return {**wire, "target": None, "classes": wire.get("classes")}
