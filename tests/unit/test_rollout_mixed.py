@@ -190,7 +190,7 @@ def test_weight_moves_onto_a_tier_only_once_it_is_ready_and_off_one_before_it_sh
         name="m", served_model="m", rollout="r-0", baseline=BASE, targets=TARGETS, mixed=before,
         weight=w0, mirror=0, sticky_header=None, previous=None, moved=True,
     )  # fmt: skip
-    current = mx.applied(previous, before, BASE)
+    current = mx.applied_of(previous, before, BASE)
     wanted = mx.tier_traffic(after, w1, 0, BASE, TARGETS)
     tiers = tuple(
         _tier(n, "baseline" if n == BASE else "target", ready[n]) for n in (BASE, *TARGETS)

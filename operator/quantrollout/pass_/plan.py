@@ -331,7 +331,9 @@ def capacity_plan(
     baseline, target = tiers(spec)
     b, t = baseline.name, target.name
     if spec.mixed:
-        return _mixed_capacity_plan(spec, state, tier_inputs, applied, now, action, policy)
+        return capacity.plan(
+            mx.capacity_inputs(spec, state, tier_inputs, applied, now, action, policy)
+        )
     nxt: capacity.Traffic | None = None
     nxt_at = None
     starting = state.rollout_id != rollout_id(spec) or state.phase == "Pending"
@@ -365,78 +367,20 @@ def capacity_plan(
     return cap
 
 
-def _mixed_capacity_plan(
-    spec: QuantizedModelSpec,
-    state: RolloutState,
-    tier_inputs: tuple[capacity.TierInput, ...],
-    applied: Mapping[str, Any] | None,
-    now: datetime.datetime,
-    action: Action | None,
-    policy: mx.Mixed | None,
-) -> capacity.CapacityPlan:
-    """`capacity_plan` for mixed precision: each tier's load is its classes' share of the step's
-    weight over the class mix (`mixed.tier_traffic`), the mirrored copies go to every tier."""
-    steps = steps_for(spec)
-    names = [t.name for t in all_tiers(spec)]
-    b, targets = names[0], names[1:]
-    nxt: capacity.Traffic | None = None
-    nxt_at = None
-    starting = state.rollout_id != rollout_id(spec) or state.phase == "Pending"
-    retrying = state.phase == "RolledBack" and action is not None and action.kind == "retry"
-    if starting or retrying:
-        nxt = mx.tier_traffic(None, steps[0].weight, steps[0].mirror, b, targets)
-    elif state.phase in ACTIVE and state.step + 1 < len(steps):
-        step = steps[state.step + 1]
-        nxt = mx.tier_traffic(policy, step.weight, step.mirror, b, targets)
-        held_for = steps[state.step].duration_s
-        promoting = action is not None and action.kind == "promote"
-        if state.step_started_at is not None and held_for is not None and not promoting:
-            nxt_at = state.step_started_at + datetime.timedelta(seconds=held_for)
-    full_at = state.step_started_at if state.phase == "Succeeded" else None
-    settings = capacity.settings_for(spec)
-    baked = full_at is not None and (now - full_at).total_seconds() >= settings.bake_s
-    wanted = mx.tier_traffic(
-        policy, state.target_weight, state.mirror_percent, b, targets, reserve=not baked
-    )
-    current = mx.applied(applied, policy, b, reserve=not baked)
-    if starting:
-        wanted = capacity.Traffic({b: 100})
-    return capacity.plan(
-        capacity.Inputs(
-            tiers=tier_inputs, current=current, wanted=wanted,
-            phase=state.phase, now=now, settings=settings, full_at=full_at,
-            rolled_back_at=state.rolled_back_at, next=nxt, next_at=nxt_at,
-        )
-    )  # fmt: skip
-
-
 def mixed_policy(
     spec: QuantizedModelSpec,
-    state: RolloutState,
     new: RolloutState,
     recorded: mx.Mixed | None,
     measured: Measured | None,
     seen: Mapping[str, health.ObservedTier],
     steps: tuple[Step, ...],
 ) -> tuple[mx.Mixed | None, tuple[Event, ...]]:
-    """The policy after this pass: compiled when the rollout leaves shadow (from the
-    evaluation that ended it), judged per class each round after that, kept as it was
-    otherwise (a rolled-back rollout shows the table it had)."""
-    key = mx.rollout_key(new.rollout_id, new.attempt)
-    current = recorded if recorded is not None and recorded.rollout == key else None
-    if new.phase == "RolledBack" or new.held is not None:
-        return current, ()
-    if new.phase == "Pending" or steps[min(new.step, len(steps) - 1)].stage == "shadow":
-        return None, ()
-    resolved = all_tiers(spec)
-    observation = measured.classes if measured is not None else None
-    if current is None:
-        ready = {n: o.ready for n, o in seen.items()}
-        return mx.compile(spec, resolved, ready, observation, key)
-    if measured is None:
-        return current, ()
-    down = {t.name: why for t in resolved[1:] if (why := target_down(seen, t.name)) is not None}
-    return mx.judge(current, observation, resolved[0].name, down)
+    """The policy after this pass (`rollout.mixed.next_policy`), from what was observed."""
+    down = {n: why for n in seen if (why := target_down(seen, n)) is not None}
+    return mx.next_policy(
+        spec, new, recorded, measured.classes if measured else None, measured is not None,
+        {n: o.ready for n, o in seen.items()}, down, steps,
+    )  # fmt: skip
 
 
 def rollout_status(
@@ -457,7 +401,7 @@ def rollout_status(
     fields = status_from_state(state, steps)
     sticky = next((s.sticky_header for s in steps if s.sticky_header), None)
     if spec.mixed:
-        return {**fields, **_mixed_status(spec, name, state, sticky, moved, policy, applied)}
+        return {**fields, **mx.status_fields(spec, name, state, sticky, moved, policy, applied)}
     other, live, mirror = target.name, state.target_weight, state.mirror_percent
     if traffic is not None:
         beside, live, mirror = capacity.two_tiers(traffic, baseline.name)
@@ -471,34 +415,6 @@ def rollout_status(
     fields["traffic"].update(targets=None, classes=None)
     fields.update(classes=None, policy=None)
     return fields
-
-
-def _mixed_status(
-    spec: QuantizedModelSpec,
-    name: str,
-    state: RolloutState,
-    sticky: str | None,
-    moved: bool,
-    policy: mx.Mixed | None,
-    applied: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    names = [t.name for t in all_tiers(spec)]
-    b, targets = names[0], names[1:]
-    weight = state.target_weight if policy is not None else 0
-    out: dict[str, Any] = {
-        "traffic": mx.router_traffic(
-            name=name, served_model=spec.model,
-            rollout=mx.rollout_key(state.rollout_id or "", state.attempt), baseline=b,
-            targets=targets, mixed=policy, weight=weight, mirror=state.mirror_percent,
-            sticky_header=sticky, previous=applied,
-            moved=moved,
-        ),
-        "classes": None,
-        "policy": None,
-    }  # fmt: skip
-    if policy is not None:
-        out["classes"], out["policy"] = mx.to_status(policy, weight, b)
-    return out
 
 
 def _held_status(
@@ -779,7 +695,7 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         )  # fmt: skip
         if spec.mixed and not held:
             policy, policy_events = mixed_policy(
-                spec, state, decision.state, recorded, observed.measured, seen, steps
+                spec, decision.state, recorded, observed.measured, seen, steps
             )
         if not held:
             same = _weights(decision.state) == _weights(state) and policy == recorded

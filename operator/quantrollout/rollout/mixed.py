@@ -24,10 +24,13 @@ turns the values a pass has into the values it writes:
   the step's whole weight, and the baseline for all of the traffic).
 - `to_status` / `from_status`: the policy, the mix and the verdicts live in `status.classes`
   and `status.policy`, so a restart resumes the same policy, step and weights.
+- `next_policy`, `capacity_inputs`, `status_fields`: what `pass_/plan.py` calls for a spec with
+  `targets` (when to compile or judge; the planner's inputs; the status fields).
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,14 +39,16 @@ from typing import Any, Literal
 from quantrollout import defaults
 from quantrollout.analysis.class_stats import ClassObservation
 from quantrollout.api.resolve import Tier as ResolvedTier
+from quantrollout.api.resolve import all_tiers
 from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.api.status import TrafficBackend, TrafficStatus
 from quantrollout.manifests.vllm import VLLM_PORT, resource_name
 from quantrollout.router.classify import CLASSES
 
 from . import policy as p
-from .capacity import Traffic, applied_traffic
-from .machine import Evaluation, Event
+from .capacity import Inputs, TierInput, Traffic, applied_traffic, settings_for
+from .machine import ACTIVE, Action, Evaluation, Event, RolloutState
+from .steps import Step, rollout_id, steps_for
 
 POLICY_FIELD = "spec.rollout.policy.classes"
 Source = Literal["learned", "hand"]
@@ -298,7 +303,7 @@ def tier_traffic(
     return Traffic(live, {t: min(100, w) for t, w in slot.items() if w})
 
 
-def applied(
+def applied_of(
     status_traffic: Mapping[str, Any] | None,
     mixed: Mixed | None,
     baseline: str,
@@ -424,3 +429,111 @@ def router_traffic(
     # none (the router then sends every live request to the baseline without counting a
     # fallback, where an empty list would count each as a class with no route).
     return {**wire, "target": None, "classes": wire.get("classes")}
+
+
+# ---------------------------------------------------------------------------------------------
+# The pass (`pass_/plan.py` calls these for a spec with `targets`)
+
+
+def next_policy(
+    spec: QuantizedModelSpec,
+    new: RolloutState,
+    recorded: Mixed | None,
+    observed: ClassObservation | None,
+    measured: bool,
+    ready: Mapping[str, bool],
+    down: Mapping[str, str],
+    steps: tuple[Step, ...],
+) -> tuple[Mixed | None, tuple[Event, ...]]:
+    """The policy after this pass: compiled when the rollout leaves shadow (from the
+    evaluation that ended it, `measured`), judged per class each round after that, kept as it
+    was otherwise (a rolled-back rollout shows the table it had). `down`: tiers with no ready
+    pod, and why."""
+    key = rollout_key(new.rollout_id, new.attempt)
+    current = recorded if recorded is not None and recorded.rollout == key else None
+    if new.phase == "RolledBack" or new.held is not None:
+        return current, ()
+    if new.phase == "Pending" or steps[min(new.step, len(steps) - 1)].stage == "shadow":
+        return None, ()
+    resolved = all_tiers(spec)
+    if current is None:
+        return compile(spec, resolved, ready, observed, key)
+    if not measured:
+        return current, ()
+    quantized = {t.name for t in resolved[1:]}
+    gone = {n: why for n, why in down.items() if n in quantized}
+    return judge(current, observed, resolved[0].name, gone)
+
+
+def capacity_inputs(
+    spec: QuantizedModelSpec,
+    state: RolloutState,
+    tiers: tuple[TierInput, ...],
+    applied: Mapping[str, Any] | None,
+    now: datetime.datetime,
+    action: Action | None,
+    policy: Mixed | None,
+) -> Inputs:
+    """The capacity planner's inputs for a mixed model: each tier's load is its classes' share
+    of the step's weight over the class mix (`tier_traffic`); the mirrored copies go to every
+    tier; the next step's loads are readied ahead as for a single target."""
+    steps = steps_for(spec)
+    names = [t.name for t in all_tiers(spec)]
+    b, targets = names[0], names[1:]
+    nxt: Traffic | None = None
+    nxt_at = None
+    starting = state.rollout_id != rollout_id(spec) or state.phase == "Pending"
+    retrying = state.phase == "RolledBack" and action is not None and action.kind == "retry"
+    if starting or retrying:
+        nxt = tier_traffic(None, steps[0].weight, steps[0].mirror, b, targets)
+    elif state.phase in ACTIVE and state.step + 1 < len(steps):
+        step = steps[state.step + 1]
+        nxt = tier_traffic(policy, step.weight, step.mirror, b, targets)
+        held_for = steps[state.step].duration_s
+        promoting = action is not None and action.kind == "promote"
+        if state.step_started_at is not None and held_for is not None and not promoting:
+            nxt_at = state.step_started_at + datetime.timedelta(seconds=held_for)
+    full_at = state.step_started_at if state.phase == "Succeeded" else None
+    settings = settings_for(spec)
+    baked = full_at is not None and (now - full_at).total_seconds() >= settings.bake_s
+    wanted = tier_traffic(
+        policy, state.target_weight, state.mirror_percent, b, targets, reserve=not baked
+    )
+    current = applied_of(applied, policy, b, reserve=not baked)
+    if starting:
+        wanted = Traffic({b: 100})
+    return Inputs(
+        tiers=tiers, current=current, wanted=wanted, phase=state.phase, now=now,
+        settings=settings, full_at=full_at, rolled_back_at=state.rolled_back_at, next=nxt,
+        next_at=nxt_at,
+    )  # fmt: skip
+
+
+def status_fields(
+    spec: QuantizedModelSpec,
+    name: str,
+    state: RolloutState,
+    sticky: str | None,
+    moved: bool,
+    policy: Mixed | None,
+    applied: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The status fields a mixed rollout owns beside the state machine's: `traffic` (each
+    class's split; `moved` False keeps `applied`'s while capacity holds the move), `classes`
+    and `policy`."""
+    names = [t.name for t in all_tiers(spec)]
+    b, targets = names[0], names[1:]
+    weight = state.target_weight if policy is not None else 0
+    out: dict[str, Any] = {
+        "traffic": router_traffic(
+            name=name, served_model=spec.model,
+            rollout=rollout_key(state.rollout_id or "", state.attempt), baseline=b,
+            targets=targets, mixed=policy, weight=weight, mirror=state.mirror_percent,
+            sticky_header=sticky, previous=applied, moved=moved,
+        ),
+        "classes": None,
+        "policy": None,
+    }  # fmt: skip
+    if policy is not None:
+        out["classes"], out["policy"] = to_status(policy, weight, b)
+    return out
