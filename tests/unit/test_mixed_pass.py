@@ -260,3 +260,16 @@ def test_switching_between_target_and_targets_is_a_new_rollout_that_clears_the_o
     assert "targets" not in traffic
     assert "classes" not in m.status
     assert "policy" not in m.status
+
+
+def test_a_promote_out_of_shadow_compiles_the_policy_from_a_fresh_observation() -> None:
+    m, metrics = mixed_model()
+    m.kube.model["spec"]["rollout"]["stages"][0]["duration"] = "1h"
+    m.until(lambda m: m.status.get("stage") == "shadow")
+    m.run(0.01)  # not an evaluation's time
+    asked = len(metrics.class_calls)
+    m.kube.annotate(ACTION_ANNOTATION, "promote")
+    m.run(0.01)
+    assert m.status["stage"] == "ab"
+    assert len(metrics.class_calls) == asked + 1
+    assert table(m)["chat-short"] == ("int4-awq", 10)

@@ -20,14 +20,24 @@ from quantrollout.api.resolve import all_tiers, tiers
 from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.io.kube import KubeIO
 from quantrollout.io.prometheus import Metrics
+from quantrollout.manifests.plan import Problem, parse_spec
 from quantrollout.manifests.plan import plan as manifests_for
 from quantrollout.manifests.vllm import MODEL_LABEL, TIER_LABEL, resource_name, selector_labels
 from quantrollout.rollout import mixed as mx
-from quantrollout.rollout.machine import Evaluation
+from quantrollout.rollout.machine import ACTIVE, Evaluation, RolloutState
 from quantrollout.rollout.schedule import round_start
 from quantrollout.rollout.settings import analysis_of, settings_of
+from quantrollout.rollout.steps import Step, steps_for
 
-from .plan import ChildKey, Measured, Observed, action_of, children_of, measurement_due
+from .plan import (
+    ChildKey,
+    Measured,
+    Observed,
+    action_of,
+    children_of,
+    current_state,
+    measurement_due,
+)
 
 # The scheduler's message for the first pod matching a selector it cannot place, from the pod
 # events the operator watches (None: no such pod seen).
@@ -118,7 +128,7 @@ async def observe(
         if reason is not None:
             unschedulable[tp.tier.name] = reason
 
-    due = measurement_due(qm, now)
+    due = measurement_due(qm, now) or _promoting_out_of_shadow(qm)
     if due is not None:
         spec, state, step = due
         key = (int(qm["metadata"].get("generation", 0)), state.rollout_id, state.step)
@@ -154,6 +164,23 @@ async def observe(
         route_pending=memory.route_pending or memory.traffic_refused is not None,
         retired=dict(memory.retired) if not manifests.invalid else {},
     )
+
+
+def _promoting_out_of_shadow(
+    qm: dict[str, Any],
+) -> tuple[QuantizedModelSpec, RolloutState, Step] | None:
+    """A mixed model asked to promote out of shadow between evaluations: the policy is compiled
+    from the observation, so one is made now (else every class would stay on the baseline)."""
+    action = action_of(qm)
+    parsed = parse_spec(qm.get("spec", {}))
+    if action is None or action.kind != "promote" or isinstance(parsed, Problem):
+        return None
+    state = current_state(qm.get("status") or {}, parsed)
+    steps = steps_for(parsed)
+    step = steps[min(state.step, len(steps) - 1)]
+    if not parsed.mixed or state.phase not in ACTIVE or step.stage != "shadow":
+        return None
+    return parsed, state, step
 
 
 async def _measure_mixed(
