@@ -233,7 +233,7 @@ def _spec(policy: dict[str, Any] | None = None) -> QuantizedModelSpec:
 def test_a_hand_policy_holds_a_class_on_the_baseline_while_its_tier_is_not_ready() -> None:
     spec = _spec({"classes": {"code": "fp8", "chat-short": "int4-awq"}})
     ready = {"fp16": True, "fp8": False, "int4-awq": True}
-    mixed, events = mx.compile(spec, all_tiers(spec), ready, None, "r-0")
+    mixed, events = mx.build_policy(spec, all_tiers(spec), ready, None, "r-0")
     assert mixed.source == "hand"
     assert mixed.choices["code"].tier == BASE
     assert mixed.choices["code"].reason == "baseline: held, tier fp8 is not Ready"
@@ -259,7 +259,7 @@ def test_a_learned_policy_without_an_observation_keeps_every_class_on_the_baseli
     ready = {"fp16": True, "fp8": True, "int4-awq": True}
     unavailable = ClassObservation(unavailable="Prometheus is down")
     for observation in (None, unavailable):
-        mixed, _ = mx.compile(spec, all_tiers(spec), ready, observation, "r-0")
+        mixed, _ = mx.build_policy(spec, all_tiers(spec), ready, observation, "r-0")
         assert {ch.tier for ch in mixed.choices.values()} == {BASE}
-    mixed, _ = mx.compile(spec, all_tiers(spec), ready, unavailable, "r-0")
+    mixed, _ = mx.build_policy(spec, all_tiers(spec), ready, unavailable, "r-0")
     assert mixed.choices["code"].reason.endswith("(Prometheus is down)")

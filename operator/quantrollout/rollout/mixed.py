@@ -5,7 +5,7 @@ full) and still owns the whole-model rollback; what the step's weight moves is n
 target's share but each request class's share onto its own tier (`rollout.policy`). This module
 turns the values a pass has into the values it writes:
 
-- `compile`: at the end of shadow, the policy: learned from shadow's per-(class, tier)
+- `build_policy`: at the end of shadow, the policy: learned from shadow's per-(class, tier)
   statistics (`policy.compile_policy`) or the hand-written one (`policy.check_policy`; a tier
   not Ready holds its class on the baseline with the reason). Without an observation (metrics
   missing, or no shadow stage) a learned policy keeps every class on the baseline: missing
@@ -65,9 +65,6 @@ class Mixed:
     mix: Mapping[str, float] = field(default_factory=dict)
     verdicts: Mapping[str, str] = field(default_factory=dict)  # class -> Pass/Fail/Inconclusive
 
-    def on(self, tier: str) -> list[str]:
-        return sorted(c for c, ch in self.choices.items() if ch.tier == tier)
-
 
 def rollout_key(rollout_id: str | None, attempt: int) -> str:
     return f"{rollout_id}-{attempt}"
@@ -103,7 +100,7 @@ def check(spec: QuantizedModelSpec) -> str | None:
     return "; ".join(checked.refused) or None
 
 
-def compile(
+def build_policy(
     spec: QuantizedModelSpec,
     tiers: Sequence[ResolvedTier],
     ready: Mapping[str, bool],
@@ -457,7 +454,7 @@ def next_policy(
         return None, ()
     resolved = all_tiers(spec)
     if current is None:
-        return compile(spec, resolved, ready, observed, key)
+        return build_policy(spec, resolved, ready, observed, key)
     if not measured:
         return current, ()
     quantized = {t.name for t in resolved[1:]}
