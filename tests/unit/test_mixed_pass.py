@@ -9,6 +9,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from quantrollout.analysis.class_stats import ClassObservation
 from quantrollout.pass_.plan import ACTION_ANNOTATION
 from quantrollout.rollout.policy import ShadowStats
@@ -119,16 +122,25 @@ def test_a_breaching_class_moves_alone_to_the_next_higher_precision_and_full_put
     assert all(w == 100 for _, w in routed(m).values())
 
 
-def test_a_restart_resumes_the_same_policy_and_weights() -> None:
-    m, metrics = mixed_model()
-    m.until(lambda m: m.status.get("stage") == "gradual")
-    before = (copy.deepcopy(m.status["classes"]), copy.deepcopy(m.status["traffic"]))
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 22), st.booleans())
+def test_a_restart_resumes_the_same_policy_step_and_weights(passes: int, down: bool) -> None:
+    """An operator restarted after any pass (nothing remembered but the status) decides what the
+    one that kept running decides, Prometheus up or down."""
     from quantrollout.pass_.observe import Memory
 
-    m.memory = Memory()  # a new operator process: nothing remembered but the status
-    metrics.observations = [ClassObservation(unavailable="Prometheus is down")]
-    m.run(0.1)
-    assert (m.status["classes"], m.status["traffic"]) == before
+    kept, restarted = mixed_model()[0], mixed_model()[0]
+    for _ in range(passes):
+        kept.run()
+        restarted.run()
+    assert kept.status == restarted.status
+    restarted.memory = Memory()
+    for m in (kept, restarted):
+        if down:
+            m.metrics.observations = [ClassObservation(unavailable="Prometheus is down")]
+        m.run()
+    assert kept.status == restarted.status
+    assert kept.status.get("classes") == restarted.status.get("classes")
 
 
 def test_missing_class_metrics_never_leave_shadow() -> None:
