@@ -137,9 +137,8 @@ async def observe(
             measured = await _measure_mixed(
                 kube, metrics, qm, spec, namespace, name, step.stage, since, key
             )
-            log(
-                f"analysis {measured.evaluation.verdict}: {'; '.join(measured.evaluation.reasons) or 'all classes pass'}"
-            )
+            why = "; ".join(measured.evaluation.reasons) or "all classes pass"
+            log(f"analysis {measured.evaluation.verdict}: {why}")
         elif measured is None or measured.key != key:
             baseline, target = tiers(spec)
             scope = Scope(
