@@ -167,6 +167,12 @@ MIXED_MIN_SAMPLES = 100
 # ... and with at least this mean agreement with the baseline on that class (calibrated against
 # the baseline's agreement with itself).
 MIXED_MIN_AGREEMENT = 0.95
+# Requests a replica serves relative to a baseline replica, by precision, to price tiers per
+# request (GPUs per replica / this): decoding is memory-bound, so fewer bytes per weight serve
+# more; the figures are the bench's service times (fp16 40 ms, fp8 30 ms, int4 25 ms).
+MIXED_RELATIVE_THROUGHPUT: dict[str, float] = {
+    "fp16": 1.0, "bf16": 1.0, "fp8": 4 / 3, "int8": 4 / 3, "int4": 1.6,
+}  # fmt: skip
 
 # --- the router ------------------------------------------------------------------------------------
 # What a client may send and what the shadow comparison costs (issue 16, "Meet the real vLLM").

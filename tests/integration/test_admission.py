@@ -136,7 +136,11 @@ CASES: list[tuple[str, Mutation, str]] = [
         'spec.target.artifact: Invalid value: "ftp://models/x"',
     ),
     ("missing model", setter("spec.model", DELETE), "spec.model: Required value"),
-    ("missing target", setter("spec.target", DELETE), "spec.target: Required value"),
+    (
+        "missing target",
+        setter("spec.target", DELETE),
+        "spec.target and spec.targets: set exactly one",
+    ),
     (
         "gradual weights decreasing",
         setter(f"{STAGES}[2].weights", [50, 25, 75]),

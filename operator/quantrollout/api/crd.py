@@ -27,7 +27,7 @@ SHORT_NAMES = ["qm"]
 _KEEP = {
     "type", "description", "properties", "required", "items", "enum", "default", "pattern",
     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
-    "minItems", "maxItems", "format", "nullable",
+    "minItems", "maxItems", "format", "nullable", "maxProperties",
 }  # fmt: skip
 
 
@@ -62,6 +62,8 @@ def _finish(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out[key] = {name: structural(sub, defs) for name, sub in value.items()}
         elif key == "items":
             out[key] = structural(value, defs)
+        elif key == "additionalProperties" and isinstance(value, dict):
+            out[key] = structural(value, defs)  # a map (spec.rollout.policy.classes)
         elif key == "exclusiveMinimum" and not isinstance(value, bool):
             out["minimum"], out["exclusiveMinimum"] = value, True
         elif key == "exclusiveMaximum" and not isinstance(value, bool):
@@ -102,10 +104,11 @@ def openapi_schema() -> dict[str, Any]:
         },
         "x-kubernetes-validations": [
             cel(
-                "size(self.metadata.name) + 1 + size(self.spec.target.name) <= 63"
+                "(!has(self.spec.target) || size(self.metadata.name) + 1 + size(self.spec.target.name) <= 63)"
+                " && (!has(self.spec.targets) || self.spec.targets.all(t, size(self.metadata.name) + 1 + size(t.name) <= 63))"
                 " && !['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'].exists(d, self.metadata.name.startsWith(d))",
                 "metadata.name must be a DNS label starting with a letter, and metadata.name-spec.target.name "
-                "(the target tier's Deployment and Service) at most 63 characters",
+                "(and each metadata.name-spec.targets[].name: the tiers' Deployments and Services) at most 63 characters",
             ),
         ],
     }

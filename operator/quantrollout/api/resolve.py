@@ -97,9 +97,8 @@ def _merge(*layers: ServingOverrides | None) -> ResolvedServing:
     return ResolvedServing.model_validate({**values, "gpu": GPU.model_validate(gpu)})
 
 
-def tiers(spec: QuantizedModelSpec) -> tuple[Tier, Tier]:
-    """The baseline tier and the target tier, in that order."""
-    baseline = Tier(
+def _baseline(spec: QuantizedModelSpec) -> Tier:
+    return Tier(
         name=spec.baseline.precision,
         role="baseline",
         artifact=spec.baseline.artifact,
@@ -107,12 +106,36 @@ def tiers(spec: QuantizedModelSpec) -> tuple[Tier, Tier]:
         format=None,
         serving=_merge(BUILTIN_SERVING, spec.serving, spec.baseline.serving),
     )
-    target = Tier(
-        name=spec.target.name,
-        role="target",
-        artifact=spec.target.artifact,
-        precision=spec.target.precision,
-        format=spec.target.format,
-        serving=_merge(BUILTIN_SERVING, spec.serving, spec.target.serving),
+
+
+def all_tiers(spec: QuantizedModelSpec) -> tuple[Tier, ...]:
+    """The baseline, then every quantized tier in the spec's order (one, or several with
+    spec.targets)."""
+    return (
+        _baseline(spec),
+        *(
+            Tier(
+                name=t.name,
+                role="target",
+                artifact=t.artifact,
+                precision=t.precision,
+                format=t.format,
+                serving=_merge(BUILTIN_SERVING, spec.serving, t.serving),
+            )
+            for t in spec.quantized()
+        ),
     )
-    return baseline, target
+
+
+def tier_paths(spec: QuantizedModelSpec) -> tuple[str, ...]:
+    """The field each of `all_tiers` comes from, in the same order."""
+    if spec.targets is not None:
+        return ("spec.baseline", *(f"spec.targets[{i}]" for i in range(len(spec.targets))))
+    return ("spec.baseline", "spec.target")
+
+
+def tiers(spec: QuantizedModelSpec) -> tuple[Tier, Tier]:
+    """The baseline tier and the (first) target tier, in that order: what a single-target
+    rollout works with (mixed precision uses `all_tiers`)."""
+    resolved = all_tiers(spec)
+    return resolved[0], resolved[1]

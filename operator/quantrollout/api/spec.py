@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, WithJsonSchema, field_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from quantrollout import defaults as d
 from quantrollout.defaults import (
@@ -22,6 +22,7 @@ from quantrollout.defaults import (
     VLLM_NEWEST,
     VLLM_OLDEST,
 )
+from quantrollout.router.classify import CLASSES
 
 from .base import ApiModel, cel, validations
 from .durations import DURATION_PATTERN
@@ -528,6 +529,60 @@ class Analysis(ApiModel):
     )
 
 
+class LearnPolicy(ApiModel):
+    """Learn the policy from shadow: each class goes to the cheapest tier that passed for it."""
+
+    min_samples: int = Field(
+        d.MIXED_MIN_SAMPLES,
+        ge=1,
+        le=10_000_000,
+        description="Shadow comparisons of a class on a tier before that tier may take the class.",
+    )
+    min_agreement: float = Field(
+        d.MIXED_MIN_AGREEMENT,
+        ge=0,
+        le=1,
+        description="Least mean agreement with the baseline (calibrated) on a class for a tier to take it.",
+    )
+
+
+_CLASS_LIST = "[" + ", ".join(f"'{c}'" for c in CLASSES) + "]"
+
+
+class MixedPolicy(ApiModel):
+    """Mixed precision (spec.targets): which tier answers each request class."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "!(has(self.learn) && has(self.classes))",
+                "spec.rollout.policy: set learn or classes, not both",
+            ),
+        )
+    }
+
+    learn: LearnPolicy | None = Field(
+        None,
+        description="Compile the policy at the end of shadow from each class's agreement and "
+        "rules per tier (the default with spec.targets).",
+    )
+    classes: dict[str, str] | None = Field(
+        None,
+        description=f"A hand-written policy: request class ({', '.join(CLASSES)}) -> tier name "
+        "(a target's name or the baseline's precision). A class left out stays on the baseline.",
+        json_schema_extra={
+            "maxProperties": len(CLASSES),
+            "additionalProperties": {"type": "string", "maxLength": 30},
+            **validations(
+                cel(
+                    f"self.all(k, k in {_CLASS_LIST})",
+                    f"spec.rollout.policy.classes: unknown request class (classes: {', '.join(CLASSES)})",
+                )
+            ),
+        },
+    )
+
+
 class Rollout(ApiModel):
     stages: list[Stage] | None = Field(
         None,
@@ -553,6 +608,11 @@ class Rollout(ApiModel):
         description="How every step is judged: rules, evaluation interval, failure limit, missing data.",
     )
     paused: bool = Field(False, description="Hold the rollout where it is (GitOps-friendly pause).")
+    policy: MixedPolicy | None = Field(
+        None,
+        description="Mixed precision (spec.targets only): learn the class -> tier policy from "
+        "shadow (default) or take a hand-written one.",
+    )
     bake_duration: str | None = _duration(  # type: ignore[assignment]
         f"After full, how long analysis keeps judging while the baseline keeps its rollback "
         f"reserve, so a rollback stays instant (default {d.BAKE_DURATION}). Longer costs "
@@ -655,15 +715,50 @@ class ModelShape(ApiModel):
     )
 
 
+MAX_TARGETS = 4  # tiers beside the baseline: each is a Deployment, a Service and its GPUs
+
+
 class QuantizedModelSpec(ApiModel):
     """What to roll out (a quantized target beside its baseline), how, and how it is judged."""
 
     model_config = {
         "json_schema_extra": validations(
             cel(
-                f"{_BITS_CEL}[self.target.precision] < {_BITS_CEL}[self.baseline.precision]",
+                "has(self.target) != has(self.targets)",
+                "spec.target and spec.targets: set exactly one (one target, or several tiers for mixed precision)",
+            ),
+            cel(
+                f"!has(self.target) || {_BITS_CEL}[self.target.precision] < {_BITS_CEL}[self.baseline.precision]",
                 "spec.target.precision must be lower than spec.baseline.precision",
                 field_path=".target.precision",
+            ),
+            cel(
+                f"!has(self.targets) || self.targets.all(t, {_BITS_CEL}[t.precision] < {_BITS_CEL}[self.baseline.precision])",
+                "spec.targets: each precision must be lower than spec.baseline.precision",
+                field_path=".targets",
+            ),
+            cel(
+                "!has(self.targets) || self.targets.all(t, t.name != self.baseline.precision)",
+                "spec.targets: a name must differ from the baseline's tier name (spec.baseline.precision)",
+                field_path=".targets",
+            ),
+            cel(
+                "!has(self.targets) || !has(self.traffic) || self.traffic.router != 'gateway-api'",
+                "spec.traffic.router: gateway-api cannot split by request class; spec.targets needs the builtin router",
+                field_path=".traffic.router",
+            ),
+            cel(
+                "!has(self.rollout) || !has(self.rollout.policy) || has(self.targets)",
+                "spec.rollout.policy is only for spec.targets (mixed precision)",
+                field_path=".rollout.policy",
+            ),
+            cel(
+                "!has(self.targets) || !has(self.rollout) || !has(self.rollout.policy) || "
+                "!has(self.rollout.policy.classes) || self.rollout.policy.classes.all(k, "
+                "self.rollout.policy.classes[k] == self.baseline.precision || "
+                "self.targets.exists(t, t.name == self.rollout.policy.classes[k]))",
+                "spec.rollout.policy.classes: every tier must be a target's name or the baseline's precision",
+                field_path=".rollout.policy.classes",
             ),
             cel(
                 "!has(self.baseline.standbyReplicas) || "
@@ -677,7 +772,7 @@ class QuantizedModelSpec(ApiModel):
                 field_path=".baseline.standbyReplicas",
             ),
             cel(
-                "self.target.name != self.baseline.precision",
+                "!has(self.target) || self.target.name != self.baseline.precision",
                 "spec.target.name must differ from the baseline's tier name (spec.baseline.precision)",
                 field_path=".target.name",
             ),
@@ -690,8 +785,19 @@ class QuantizedModelSpec(ApiModel):
     baseline: Baseline = Field(
         description="The FP16/BF16 tier serving today: the rollback target, never removed."
     )
-    target: Target = Field(
-        description="The quantized tier being rolled out; changing it starts a new rollout."
+    target: Target | None = Field(
+        None,
+        description="The quantized tier being rolled out; changing it starts a new rollout. "
+        "Exactly one of target and targets.",
+    )
+    targets: list[Target] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_TARGETS,
+        description="Mixed precision: several quantized tiers, each request class answered by "
+        "the cheapest one good enough for it (spec.rollout.policy). Names unique; changing any "
+        "starts a new rollout. Exactly one of target and targets.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     serving: Serving | None = Field(
         None, description="vLLM settings for every tier (image, GPUs, replicas, limits)."
@@ -710,3 +816,28 @@ class QuantizedModelSpec(ApiModel):
         None,
         description="The Prometheus the analysis queries (default: the operator's --prometheus-url).",
     )
+
+    @model_validator(mode="after")
+    def _one_target_form(self) -> QuantizedModelSpec:
+        """What the CEL rules say, for a spec parsed outside the API server."""
+        if (self.target is None) == (self.targets is None):
+            raise ValueError(
+                "spec.target and spec.targets: set exactly one (one target, or several tiers "
+                "for mixed precision)"
+            )
+        names = [t.name for t in self.targets or []]
+        if len(set(names)) != len(names):
+            raise ValueError("spec.targets: names must be unique")
+        return self
+
+    @property
+    def mixed(self) -> bool:
+        """Mixed precision: several quantized tiers, each request class on its own tier."""
+        return self.targets is not None
+
+    def quantized(self) -> list[Target]:
+        """The quantized tiers, in the spec's order: `target`, or every one of `targets`."""
+        if self.targets is not None:
+            return list(self.targets)
+        assert self.target is not None  # the validator above
+        return [self.target]

@@ -103,6 +103,43 @@ class GPUSaving(ApiModel):
         None,
         description="baselineFleetGpus - gpusInUse: negative while a rollout runs both tiers.",
     )
+    relative_cost: float | None = Field(
+        None,
+        description="Mixed precision: GPU-seconds per request of the policy at full over the "
+        "observed class mix, relative to the baseline serving everything.",
+    )
+
+
+class ClassStatus(ApiModel):
+    """Mixed precision: one request class, the tier it is on and why."""
+
+    class_: str = Field(alias="class", description="The request class (e.g. chat-short, code).")
+    tier: str = Field(description="The tier the policy sends the class to.")
+    share: int = Field(0, description="% of the class's live requests on that tier now.")
+    agreement: float | None = Field(
+        None, description="Shadow agreement of that tier with the baseline on this class."
+    )
+    samples: int = Field(0, description="Shadow comparisons of this class on that tier.")
+    verdict: Verdict | None = Field(
+        None, description="The latest per-class verdict on that tier (Pass, Fail, Inconclusive)."
+    )
+    reason: str = Field("", max_length=1024, description="Why the class is on that tier.")
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Where a breach sends the class next (higher precision tiers that passed).",
+    )
+    request_share: float | None = Field(
+        None, description="Fraction of the model's requests in this class, as last observed."
+    )
+
+
+class PolicyStatus(ApiModel):
+    """Mixed precision: which rollout the class table belongs to, and how it was made."""
+
+    for_: str = Field(alias="for", description="The rollout id and attempt it was compiled for.")
+    source: Literal["learned", "hand"] = Field(
+        description="learned (from shadow) or hand (spec.rollout.policy.classes)."
+    )
 
 
 class RuleResult(ApiModel):
@@ -242,6 +279,12 @@ class QuantizedModelStatus(ApiModel):
     )
     traffic: TrafficStatus | None = Field(
         None, description="The split the router applies (the router watches this field)."
+    )
+    classes: list[ClassStatus] | None = Field(
+        None, description="Mixed precision: the class table (each class's tier, share, verdict)."
+    )
+    policy: PolicyStatus | None = Field(
+        None, description="Mixed precision: the rollout the class table belongs to."
     )
     rollout: RolloutBookkeeping | None = Field(
         None, description="The rollout's counters, so a restart resumes the same step."

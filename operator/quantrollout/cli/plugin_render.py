@@ -19,10 +19,18 @@ from pydantic import ValidationError
 
 from quantrollout.analysis.rules import DEFAULT_RULES
 from quantrollout.api.durations import format_duration
+from quantrollout.api.resolve import all_tiers
 from quantrollout.api.spec import QuantizedModelSpec, Rule
-from quantrollout.api.status import GPUSaving, QuantizedModelStatus, RuleResult, TierStatus
+from quantrollout.api.status import (
+    ClassStatus,
+    GPUSaving,
+    QuantizedModelStatus,
+    RuleResult,
+    TierStatus,
+)
 from quantrollout.api.thresholds import parse_threshold
 from quantrollout.defaults import ACTION_ANNOTATION, ACTIONS
+from quantrollout.rollout.mixed import policy_tiers
 from quantrollout.rollout.steps import Step, steps_for
 
 NONE = "-"
@@ -76,17 +84,20 @@ def read_model(obj: Mapping[str, Any]) -> View:
         problems.append(f"status could not be read ({err.error_count()} errors)")
     rollout = raw_spec.get("rollout") or {}
     baseline = raw_spec.get("baseline") or {}
-    target = raw_spec.get("target") or {}
+    targets = raw_spec.get("targets") or [raw_spec.get("target") or {}]
     return View(
         namespace=str(meta.get("namespace") or ""),
         name=str(meta.get("name") or ""),
         model=str(raw_spec.get("model") or NONE),
-        target=str(target.get("name") or NONE),
+        target=",".join(str(t.get("name") or NONE) for t in targets),
         baseline_text=_tier_text(baseline.get("precision"), None, baseline.get("artifact")),
-        target_text=_tier_text(
-            target.get("name"),
-            " ".join(str(v) for v in (target.get("precision"), target.get("format")) if v),
-            target.get("artifact"),
+        target_text="; ".join(
+            _tier_text(
+                t.get("name"),
+                " ".join(str(v) for v in (t.get("precision"), t.get("format")) if v),
+                t.get("artifact"),
+            )
+            for t in targets
         ),
         paused=bool(rollout.get("paused")),
         spec=spec,
@@ -203,6 +214,40 @@ def tier_lines(tiers: Sequence[TierStatus]) -> list[str]:
     return lines
 
 
+def cheapest_tier(spec: QuantizedModelSpec | None) -> str | None:
+    """Mixed precision: the quantized tier that costs least per request (GPUs per replica over
+    relative throughput), the one a class is on unless it needed better."""
+    if spec is None or not spec.mixed:
+        return None
+    _, quantized = policy_tiers(all_tiers(spec), {})
+    return min(quantized, key=lambda t: (t.cost, t.name)).name if quantized else None
+
+
+def class_lines(classes: Sequence[ClassStatus], cheapest: str | None) -> list[str]:
+    """Mixed precision: each request class, its tier, its share there, shadow's agreement and
+    the latest verdict; under a class not on the cheapest tier, why."""
+    if not classes:
+        return []
+    rows = [
+        [
+            c.class_,
+            c.tier,
+            percent(c.share),
+            NONE if c.agreement is None else f"{c.agreement:.3f}",
+            c.verdict or NONE,
+        ]
+        for c in classes
+    ]
+    lines = ["Classes:"]
+    body = table(["CLASS", "TIER", "SHARE", "AGREEMENT", "VERDICT"], rows, indent="  ")
+    lines.append(body[0])
+    for c, line in zip(classes, body[1:], strict=True):
+        lines.append(line)
+        if c.tier != cheapest and c.reason:
+            lines.append(f"    {c.reason}")
+    return lines
+
+
 def gpu_lines(saving: GPUSaving | None) -> list[str]:
     """GPUs in use now against the FP16-only fleet, and the weight memory the target saves."""
     if saving is None:
@@ -219,6 +264,11 @@ def gpu_lines(saving: GPUSaving | None) -> list[str]:
         lines.append(
             f"GPU saving: {gib(saving.weight_memory_gi_b)} of weights "
             f"({saving.weight_memory_percent:g}%), {saving.gpus_per_replica} GPU(s) per replica"
+        )
+    if saving.relative_cost is not None:
+        lines.append(
+            f"Split cost: {saving.relative_cost:g} of the baseline serving everything "
+            "(GPU-seconds per request, at full, over the observed class mix)"
         )
     return lines
 
@@ -341,6 +391,11 @@ def condition_lines(status: QuantizedModelStatus) -> list[str]:
 
 def traffic_text(view: View) -> str:
     status = view.status
+    if view.spec is not None and view.spec.mixed:
+        return (
+            f"live {percent(status.target_weight or 0)} of each class on its tier, "
+            f"mirror {percent(status.mirror_percent or 0)} to {view.target.replace(',', ', ')}"
+        )
     if status.target_weight is None and status.mirror_percent is None:
         return "no traffic on the target yet"
     return (
@@ -366,7 +421,7 @@ def render_model(obj: Mapping[str, Any], now: datetime.datetime | None = None) -
         f"Name:       {view.namespace}/{view.name}",
         f"Model:      {view.model}",
         f"Baseline:   {view.baseline_text}",
-        f"Target:     {view.target_text}",
+        f"{'Targets:' if ',' in view.target else 'Target:':<12}{view.target_text}",
         f"Phase:      {phase}",
         f"Stage:      {stage}",
         f"Traffic:    {traffic_text(view)}",
@@ -377,6 +432,7 @@ def render_model(obj: Mapping[str, Any], now: datetime.datetime | None = None) -
     lines += [f"Warning:    {p}" for p in view.problems]
     sections = [
         tier_lines(status.tiers or []),
+        class_lines(status.classes or [], cheapest_tier(view.spec)),
         stage_tree(steps, status),
         analysis_lines(status, rules_of(view.spec), now),
         rollback_lines(status, now),

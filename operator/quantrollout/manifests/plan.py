@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from quantrollout.api.resolve import Tier, tiers
+from quantrollout.api.resolve import Tier, all_tiers, tier_paths
 from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.api.status import GPUSaving
 from quantrollout.defaults import DEFAULT_VLLM_IMAGE, FLOAT16_REFUSED_MODELS, GCS_STREAMING_AFTER
@@ -52,8 +52,10 @@ def parse_spec(raw: dict[str, Any]) -> QuantizedModelSpec | Problem:
         return QuantizedModelSpec.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        where = "spec." + ".".join(str(p) for p in first["loc"])
         more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        if not first["loc"]:  # a check across fields names its fields itself
+            return Problem("InvalidSpec", f"{first['msg'].removeprefix('Value error, ')}{more}")
+        where = "spec." + ".".join(str(p) for p in first["loc"])
         return Problem("InvalidSpec", f"{where}: {first['msg']}{more}")
 
 
@@ -107,12 +109,13 @@ def _serving_checks(spec: QuantizedModelSpec) -> Problem | None:
     """What admission refuses but an object stored before the CRD said so may still hold (a
     format the supported vLLM releases cannot serve), and what CEL cannot see: every tier runs in
     the baseline's dtype, and vLLM refuses float16 for some model types."""
-    if spec.target.format not in QUANTIZATION_ARG:
-        return Problem(
-            "InvalidSpec",
-            f"spec.target.format: {spec.target.format} cannot be served by the supported vLLM "
-            f"releases; use awq, gptq, fp8 or compressed-tensors",
-        )
+    for target, path in zip(spec.quantized(), tier_paths(spec)[1:], strict=True):
+        if target.format not in QUANTIZATION_ARG:
+            return Problem(
+                "InvalidSpec",
+                f"{path}.format: {target.format} cannot be served by the supported vLLM "
+                f"releases; use awq, gptq, fp8 or compressed-tensors",
+            )
     key = re.sub(r"[^a-z0-9]", "", spec.model.lower())
     refused = next((m for m in FLOAT16_REFUSED_MODELS if m in key), None)
     if spec.baseline.precision == "fp16" and refused:
@@ -132,9 +135,9 @@ def plan(name: str, namespace: str, raw_spec: dict[str, Any]) -> Plan:
     stage_problem = _stage_checks(spec) or _serving_checks(spec)
     if stage_problem:
         return Plan(invalid=stage_problem)
-    resolved = tiers(spec)
-    for tier, path in zip(resolved, ("spec.baseline.serving", "spec.target.serving"), strict=True):
-        problem = _tier_checks(tier, path)
+    resolved = all_tiers(spec)
+    for tier, path in zip(resolved, tier_paths(spec), strict=True):
+        problem = _tier_checks(tier, f"{path}.serving")
         if problem:
             return Plan(invalid=problem)
 
@@ -163,7 +166,7 @@ def plan(name: str, namespace: str, raw_spec: dict[str, Any]) -> Plan:
         plans.append(TierPlan(tier=tier, estimate=est, problem=problem, objects=objects))
 
     saving = None
-    base_plan, target_plan = plans
+    base_plan, target_plan = plans[0], plans[1]
     if base_plan.estimate and target_plan.estimate:
         base_w, target_w = base_plan.estimate.weights_gib, target_plan.estimate.weights_gib
         saving = GPUSaving(

@@ -15,16 +15,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quantrollout import health
-from quantrollout.analysis.rules import Scope
-from quantrollout.api.resolve import tiers
+from quantrollout.analysis.rules import Scope, default_window
+from quantrollout.api.resolve import all_tiers, tiers
+from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.io.kube import KubeIO
 from quantrollout.io.prometheus import Metrics
+from quantrollout.manifests.plan import Problem, parse_spec
 from quantrollout.manifests.plan import plan as manifests_for
 from quantrollout.manifests.vllm import MODEL_LABEL, TIER_LABEL, resource_name, selector_labels
+from quantrollout.rollout import mixed as mx
+from quantrollout.rollout.machine import ACTIVE, Evaluation, RolloutState
 from quantrollout.rollout.schedule import round_start
 from quantrollout.rollout.settings import analysis_of, settings_of
+from quantrollout.rollout.steps import Step, steps_for
 
-from .plan import ChildKey, Measured, Observed, action_of, children_of, measurement_due
+from .plan import (
+    ChildKey,
+    Measured,
+    Observed,
+    action_of,
+    children_of,
+    current_state,
+    measurement_due,
+)
 
 # The scheduler's message for the first pod matching a selector it cannot place, from the pod
 # events the operator watches (None: no such pod seen).
@@ -115,11 +128,18 @@ async def observe(
         if reason is not None:
             unschedulable[tp.tier.name] = reason
 
-    due = measurement_due(qm, now)
+    due = measurement_due(qm, now) or _promoting_out_of_shadow(qm)
     if due is not None:
         spec, state, step = due
         key = (int(qm["metadata"].get("generation", 0)), state.rollout_id, state.step)
-        if measured is None or measured.key != key:
+        if (measured is None or measured.key != key) and spec.mixed:
+            since = round_start(now, settings_of(analysis_of(spec), namespace, name))
+            measured = await _measure_mixed(
+                kube, metrics, qm, spec, namespace, name, step.stage, since, key
+            )
+            why = "; ".join(measured.evaluation.reasons) or "all classes pass"
+            log(f"analysis {measured.evaluation.verdict}: {why}")
+        elif measured is None or measured.key != key:
             baseline, target = tiers(spec)
             scope = Scope(
                 namespace=namespace, model=name, baseline=baseline.name, target=target.name
@@ -143,3 +163,56 @@ async def observe(
         route_pending=memory.route_pending or memory.traffic_refused is not None,
         retired=dict(memory.retired) if not manifests.invalid else {},
     )
+
+
+def _promoting_out_of_shadow(
+    qm: dict[str, Any],
+) -> tuple[QuantizedModelSpec, RolloutState, Step] | None:
+    """A mixed model asked to promote out of shadow between evaluations: the policy is compiled
+    from the observation, so one is made now (else every class would stay on the baseline)."""
+    action = action_of(qm)
+    parsed = parse_spec(qm.get("spec", {}))
+    if action is None or action.kind != "promote" or isinstance(parsed, Problem):
+        return None
+    state = current_state(qm.get("status") or {}, parsed)
+    steps = steps_for(parsed)
+    step = steps[min(state.step, len(steps) - 1)]
+    if not parsed.mixed or state.phase not in ACTIVE or step.stage != "shadow":
+        return None
+    return parsed, state, step
+
+
+async def _measure_mixed(
+    kube: KubeIO,
+    metrics: Metrics,
+    qm: dict[str, Any],
+    spec: QuantizedModelSpec,
+    namespace: str,
+    name: str,
+    stage: str,
+    since: float,
+    key: tuple[int, str | None, int],
+) -> Measured:
+    """Mixed precision: the per-(class, tier) observation, and after shadow each tier's
+    model-wide rules on the tiers carrying classes (`rollout.mixed.evaluation` combines them)."""
+    resolved = all_tiers(spec)
+    base, names = resolved[0].name, [t.name for t in resolved[1:]]
+    window = default_window(analysis_of(spec))
+    observation = await asyncio.to_thread(
+        metrics.classes, kube, spec, namespace, name, names, base, window
+    )
+    recorded = mx.from_status(qm.get("status") or {})
+    evaluations = []
+    results: list[dict[str, Any]] = []
+    if stage != "shadow" and recorded is not None:
+        for tier in sorted({c.tier for c in recorded.choices.values()} - {base}):
+            scope = Scope(namespace=namespace, model=name, baseline=base, target=tier)
+            evaluation, found = await asyncio.to_thread(
+                metrics.evaluate, kube, spec, scope, stage, since
+            )
+            reasons = tuple(f"{tier}: {r}" for r in evaluation.reasons)
+            evaluations.append(Evaluation(evaluation.verdict, reasons))
+            results += [{**r, "rule": f"{r['rule']} ({tier})"} for r in found]
+    verdict = mx.evaluation(stage, observation, evaluations, recorded, base)
+    results.insert(0, mx.result_row(verdict))
+    return Measured(key, verdict, tuple(results), observation)

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from quantrollout import health
+from quantrollout.analysis.class_stats import ClassObservation
 from quantrollout.api.crd import GROUP, KIND, VERSION
-from quantrollout.api.resolve import tiers
+from quantrollout.api.resolve import all_tiers, tiers
 from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.defaults import (
     ACTION_ANNOTATION as ACTION_ANNOTATION,  # the executor reads it here
@@ -48,6 +49,7 @@ from quantrollout.manifests.plan import Problem, parse_spec
 from quantrollout.manifests.plan import plan as manifests_for
 from quantrollout.manifests.vllm import GPU_RESOURCE, resource_name
 from quantrollout.rollout import actions, after_bake, capacity
+from quantrollout.rollout import mixed as mx
 from quantrollout.rollout.codec import rfc3339, state_from_status, status_from_state
 from quantrollout.rollout.machine import (
     ACTIVE,
@@ -82,6 +84,7 @@ class Measured:
     key: tuple[int, str | None, int]
     evaluation: Evaluation
     results: tuple[dict[str, Any], ...]
+    classes: ClassObservation | None = None  # mixed precision: the per-class observation
 
 
 @dataclass(frozen=True)
@@ -270,7 +273,9 @@ def rollout_inputs(
         analysis=settings_of(analysis_of(spec), namespace, name), now=now,
         paused=bool(spec.rollout and spec.rollout.paused),
         tiers_ready=ready_for_next and base is not None and base.ready,
-        target_down=target_down(seen, target.name), evaluation=evaluation, action=action,
+        # Mixed precision: a tier with no ready pod moves its classes off (`mixed.judge`).
+        target_down=None if spec.mixed else target_down(seen, target.name),
+        evaluation=evaluation, action=action,
         refused=refused,
     )  # fmt: skip
 
@@ -285,7 +290,7 @@ def capacity_tiers(
     GPUs per replica their Deployment asks for). A tier in `rolling` is having its pods
     replaced: none of its Ready pods counts (they run what is being replaced)."""
     out = []
-    for tier in tiers(spec):
+    for tier in all_tiers(spec):
         o = seen.get(tier.name, health.ObservedTier())
         out.append(
             capacity.tier_input(
@@ -317,6 +322,7 @@ def capacity_plan(
     applied: Mapping[str, Any] | None,
     now: datetime.datetime,
     action: Action | None = None,
+    policy: mx.Mixed | None = None,
 ) -> capacity.CapacityPlan:
     """The capacity plan for the rollout at `state`: replicas per tier, the traffic that may be
     applied now (from `applied`, the `status.traffic` the router reads), and whether the next
@@ -324,6 +330,10 @@ def capacity_plan(
     steps = steps_for(spec)
     baseline, target = tiers(spec)
     b, t = baseline.name, target.name
+    if spec.mixed:
+        return capacity.plan(
+            mx.capacity_inputs(spec, state, tier_inputs, applied, now, action, policy)
+        )
     nxt: capacity.Traffic | None = None
     nxt_at = None
     starting = state.rollout_id != rollout_id(spec) or state.phase == "Pending"
@@ -357,18 +367,41 @@ def capacity_plan(
     return cap
 
 
+def mixed_policy(
+    spec: QuantizedModelSpec,
+    new: RolloutState,
+    recorded: mx.Mixed | None,
+    measured: Measured | None,
+    seen: Mapping[str, health.ObservedTier],
+    steps: tuple[Step, ...],
+) -> tuple[mx.Mixed | None, tuple[Event, ...]]:
+    """The policy after this pass (`rollout.mixed.next_policy`), from what was observed."""
+    down = {n: why for n in seen if (why := target_down(seen, n)) is not None}
+    return mx.next_policy(
+        spec, new, recorded, measured.classes if measured else None, measured is not None,
+        {n: o.ready for n, o in seen.items()}, down, steps,
+    )  # fmt: skip
+
+
 def rollout_status(
     spec: QuantizedModelSpec,
     name: str,
     state: RolloutState,
     steps: tuple[Step, ...],
     traffic: capacity.Traffic | None = None,
+    policy: mx.Mixed | None = None,
+    applied: Mapping[str, Any] | None = None,
+    moved: bool = True,
 ) -> dict[str, Any]:
     """The status fields the rollout owns, with the traffic the built-in router reads: the
-    rollout's weights, or `traffic` (what capacity lets apply now, which may lag them)."""
+    rollout's weights, or `traffic` (what capacity lets apply now, which may lag them). Mixed
+    precision: the class table and each class's split (`policy`; `applied`: the traffic the
+    router has now, kept while capacity holds a move: `moved` False)."""
     baseline, target = tiers(spec)
     fields = status_from_state(state, steps)
     sticky = next((s.sticky_header for s in steps if s.sticky_header), None)
+    if spec.mixed:
+        return {**fields, **mx.status_fields(spec, name, state, sticky, moved, policy, applied)}
     other, live, mirror = target.name, state.target_weight, state.mirror_percent
     if traffic is not None:
         beside, live, mirror = capacity.two_tiers(traffic, baseline.name)
@@ -378,6 +411,9 @@ def rollout_status(
         attempt=state.attempt, baseline=baseline, target=other,
         target_weight=live, mirror_percent=mirror, sticky_header=sticky,
     )  # fmt: skip
+    # A merge patch: what a mixed-precision spec wrote before goes (a switch to spec.target).
+    fields["traffic"].update(targets=None, classes=None)
+    fields.update(classes=None, policy=None)
     return fields
 
 
@@ -395,6 +431,9 @@ def _held_status(
             "targetWeight": state.target_weight,
             "mirrorPercent": state.mirror_percent,
         }
+        if traffic.get("classes") and not state.target_weight:
+            # rolled back: every class on the baseline (its `rest`)
+            fields["traffic"]["classes"] = [{**c, "weight": 0} for c in traffic["classes"]]
     return fields
 
 
@@ -616,6 +655,13 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
     spec = None if isinstance(parsed, Problem) else parsed
     state = current_state(status, spec)
     problem = refusal(manifests)
+    if problem is None and spec is not None and (why := mx.check(spec)) is not None:
+        problem = Problem("InvalidSpec", why)  # holds traffic where it is, like any refused edit
+    recorded = mx.from_status(status) if spec is not None and spec.mixed else None
+    if recorded is not None and recorded.rollout != mx.rollout_key(state.rollout_id, state.attempt):
+        recorded = None
+    policy = recorded
+    policy_events: tuple[Event, ...] = ()
     # A refused edit holds a rollout that exists; before one started there is nothing to hold.
     held = problem is not None and state.rollout_id is not None and state.phase != "Pending"
     evaluation = observed.measured.evaluation if observed.measured else None
@@ -637,7 +683,7 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         settings = settings_of(analysis_of(spec), namespace, name)
         tier_inputs = capacity_tiers(spec, seen, _retired(observed), frozenset(rolling))
         applied = status.get("traffic")
-        gate = capacity_plan(spec, state, tier_inputs, applied, now, observed.action)
+        gate = capacity_plan(spec, state, tier_inputs, applied, now, observed.action, recorded)
         decision = decide_rollout(
             spec,
             state,
@@ -647,9 +693,17 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
                 ready_for_next=gate.ready_for_next,
             ),
         )  # fmt: skip
+        if spec.mixed and not held:
+            policy, policy_events = mixed_policy(
+                spec, decision.state, recorded, observed.measured, seen, steps
+            )
         if not held:
-            same = _weights(decision.state) == _weights(state)
-            cap = gate if same else capacity_plan(spec, decision.state, tier_inputs, applied, now)
+            same = _weights(decision.state) == _weights(state) and policy == recorded
+            cap = (
+                gate
+                if same
+                else capacity_plan(spec, decision.state, tier_inputs, applied, now, None, policy)
+            )
     elif held and problem is not None:
         # Unparsable, so no steps: hold (an abort still rolls back) and wait for a fix.
         decision = decide(
@@ -671,7 +725,17 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         if new.held is not None:
             rollout_fields = _held_status(status, new, steps)
         elif spec is not None:
-            rollout_fields = rollout_status(spec, name, new, steps, cap.traffic if cap else None)
+            rollout_fields = rollout_status(
+                spec,
+                name,
+                new,
+                steps,
+                cap.traffic if cap else None,
+                policy,
+                status.get("traffic"),
+                # a whole rollback moves every class back at once (the baseline's reserve)
+                moved=cap is None or cap.held is None or new.phase == "RolledBack",
+            )
         if observed.measured is not None:
             rollout_fields["lastAnalysis"] = {
                 "at": rfc3339(now),
@@ -695,6 +759,8 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         health_fields.pop("phase", None)  # a rollout exists: its phase, never Failed
     if cap is not None and spec is not None:
         _with_capacity(health_fields, cap, capacity_tiers(spec, seen, _retired(observed)))
+        if policy is not None:
+            health_fields["gpuSaving"]["relativeCost"] = mx.relative_cost(policy, all_tiers(spec))
     patch = changed(status, {**health_fields, **rollout_fields})
 
     route = None
@@ -723,7 +789,7 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         status=patch,
         health_keys=frozenset(k for k in patch if k in health_fields),
         traffic_in_status=route is None,
-        events=decision.events if decision else (),
+        events=(*decision.events, *policy_events) if decision else (),
         condition_events=tuple(_condition_events(transitions)),
         remove_action=ACTION_ANNOTATION in (meta.get("annotations") or {})
         and not _promote_waits(observed, state, new),

@@ -59,14 +59,21 @@ def rollout_id(spec: QuantizedModelSpec) -> str:
     """Identifies what is rolled out: the target's artifact, format and precision, and its name
     (a new name is a new Deployment, with no pod yet to hold traffic on). Any other edit of the
     target (its serving settings, say) keeps the rollout where it is."""
-    t = spec.target
+    if spec.targets is not None:
+        # Mixed precision: any tier added, removed or changed is a new rollout (a new policy).
+        return _digest(
+            [["mixed"], *([t.name, t.artifact, t.format, t.precision] for t in spec.targets)]
+        )
+    t = spec.quantized()[0]
     return _digest([t.name, t.artifact, t.format, t.precision])
 
 
 def legacy_rollout_id(spec: QuantizedModelSpec) -> str:
     """The id releases before the one-pass operator gave a rollout (a digest of the whole target):
     a rollout recorded under it is the same rollout, not a new one, after an upgrade."""
-    return _digest(spec.target.to_wire())
+    if spec.targets is not None:
+        return rollout_id(spec)  # mixed precision came after that release
+    return _digest(spec.quantized()[0].to_wire())
 
 
 def stages_hash(steps: tuple[Step, ...]) -> str:
