@@ -122,7 +122,8 @@ def test_capacity_comes_up_before_the_first_status_and_the_events_after_it() -> 
     )
     assert [w[0] for w in writes].count("status") == 1
     assert ("event", "PreflightStarted") in writes
-    assert m.status["phase"] == "Pending" and m.status["preflight"]["phase"] == "Running"
+    assert m.status["phase"] == "Pending"
+    assert m.status["preflight"]["phase"] == "Running"
     assert m.status["traffic"]["mirrorPercent"] == 0
     m.run()  # the Job passed: the rollout starts, in one status write
     writes = m.kube.writes()

@@ -24,7 +24,8 @@ def test_part_of_the_api_and_on_by_default() -> None:
          "target": {"name": "t", "artifact": "s3://b/awq", "precision": "int4", "format": "awq"}}
     )  # fmt: skip
     on = settings_of(spec)
-    assert on is not None and (on.artifact, on.benchmark, on.probe) == (True, True, False)
+    assert on is not None
+    assert (on.artifact, on.benchmark, on.probe) == (True, True, False)
     assert (
         settings_of(
             QuantizedModelSpec.model_validate(

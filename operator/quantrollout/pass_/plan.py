@@ -767,7 +767,9 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
             jobs = (job,) if job is not None else ()
         if not held:
             same = _weights(decision.state) == _weights(state)
-            down_now = bool(pre and pre.failed) or (same and down_now)
+            # A rollout that ended in (or during) its preflight never served: the target goes.
+            closed = preflight_record is not None and preflight_record["phase"] == "Failed"
+            down_now = closed or (same and down_now)
             cap = (
                 gate
                 if same

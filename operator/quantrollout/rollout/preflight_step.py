@@ -191,7 +191,7 @@ def read_result(job: JobSeen) -> tuple[list[dict[str, Any]], list[str]]:
             doc = json.loads(end.message) if end.message.strip() else None
         except ValueError:
             doc = None
-        if not isinstance(doc, dict):
+        if not isinstance(doc, dict) or "verdict" not in doc:
             reasons.append(
                 f"container {end.name} of Job {job.name} exited with code {end.exit_code}"
                 f"{f' ({end.reason})' if end.reason else ''} without a result in its "
