@@ -110,6 +110,8 @@ def main() -> int:
             operator.start()
             core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
             example = yaml.safe_load((REPO / "examples" / "llama3-8b-awq.yaml").read_text())
+            # Preflight off: this measures rollbacks, not preflight (hack/bench/preflight.py).
+            example["spec"]["rollout"]["preflight"] = {"enabled": False}
             delays: list[float] = []
             beyond: list[float] = []
             reasons: list[str] = []
