@@ -131,6 +131,7 @@ def main() -> int:
                     "stages": [{"name": "ab", "weight": 10, "duration": "1h"}, {"name": "full"}],
                     "analysis": {"interval": args.interval, "failureLimit": args.failure_limit, "minSamples": 0,
                                  "rules": [{"name": "custom", "query": expr, "max": "0"}]},
+                    "preflight": {"enabled": False},
                 }  # fmt: skip
                 custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj)
 
