@@ -266,3 +266,25 @@ def test_the_termination_messages_become_status_checks() -> None:
     assert checks[0] == {"name": "artifact", "verdict": "Pass", "reasons": [], "weightsBytes": 100,
                          "estimateBytes": 90}  # fmt: skip
     assert checks[1]["target"] == {"requests": 64, "errors": 0, "ttftP99": 0.1}
+
+
+def test_no_evaluation_reads_vllms_series_back_into_preflight() -> None:
+    """ttft-p99 reads vLLM's own histogram, which counts the benchmark's requests too: the first
+    evaluation waits until its window no longer reaches back before preflight ended."""
+    spec = copy.deepcopy(SPEC)
+    spec["rollout"]["analysis"]["rules"] = [{"name": "ttft-p99", "max": "1s", "window": "6s"}]
+    m = Model(spec)
+    m.until(lambda m: m.status.get("stage") == "shadow")
+    ended = datetime.datetime.fromisoformat(
+        m.status["preflight"]["finishedAt"].replace("Z", "+00:00")
+    )
+    while m.clock() < ended + datetime.timedelta(seconds=6):
+        assert m.metrics.calls == [], m.clock()
+        m.run(1.0)
+    m.until(lambda m: m.metrics.calls, passes=3)
+
+
+def test_router_rules_alone_are_evaluated_at_once() -> None:
+    m = Model()  # the default rules read the router's series only
+    m.until(lambda m: m.status.get("stage") == "shadow")
+    m.until(lambda m: m.metrics.calls, passes=3)

@@ -1,5 +1,5 @@
-"""Applies one pass's Plan in a fixed order: capacity up, traffic, capacity down, status once,
-Events. I/O only through the `io` Protocols.
+"""Applies one pass's Plan in a fixed order: capacity up, the preflight Job, traffic, capacity
+down, status once, Events. I/O only through the `io` Protocols.
 
 Traffic first: with Gateway API the HTTPRoute is written before the status that records it, so
 an operator dying in between leaves traffic already where the decision put it and the restart

@@ -619,13 +619,21 @@ def decide_rollout(spec: QuantizedModelSpec, state: RolloutState, inputs: Inputs
 
 
 def next_evaluation(
-    state: RolloutState, analysis: AnalysisSettings, spec: QuantizedModelSpec | None
+    state: RolloutState,
+    analysis: AnalysisSettings,
+    spec: QuantizedModelSpec | None,
+    status: dict[str, Any] | None = None,
 ) -> datetime.datetime | None:
     """When the next evaluation is due: while the rollout is active, and at full (during the
-    bake at the rollout's interval, then at afterBakeInterval)."""
+    bake at the rollout's interval, then at afterBakeInterval); never while a window would
+    still reach back into the rollout's preflight (`preflight_step.analysis_clear_at`)."""
     if spec is None:
         return next_evaluation_at(state, analysis)
-    return after_bake.next_watch_at(state, analysis, after_bake.after_bake_of(spec))
+    due = after_bake.next_watch_at(state, analysis, after_bake.after_bake_of(spec))
+    clear = preflight_step.analysis_clear_at(
+        status or {}, state.rollout_id, state.attempt, analysis_of(spec)
+    )
+    return max(due, clear) if due is not None and clear is not None else due
 
 
 def _wake_in(
@@ -635,10 +643,11 @@ def _wake_in(
     cap: capacity.CapacityPlan | None = None,
     draining: bool = False,
     spec: QuantizedModelSpec | None = None,
+    status: dict[str, Any] | None = None,
 ) -> float | None:
     """Until the next evaluation, or the next change of the capacity plan (a bake or a delay
     over), whichever comes first; soon while a tier that left the spec waits to be deleted."""
-    due = next_evaluation(state, analysis, spec)
+    due = next_evaluation(state, analysis, spec, status)
     times = [t for t in (due, cap.wake_at if cap else None) if t]
     if draining:
         times.append(now + datetime.timedelta(seconds=_DRAIN_CHECK_S))
@@ -859,7 +868,16 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
             e for e in (refused_action(qm, spec, state, problem is not None),) if e is not None
         ),
         wake_in_s=_preflight_wake(
-            _wake_in(new, settings, now, cap, bool(observed.retired), spec), preflight_record
+            _wake_in(
+                new,
+                settings,
+                now,
+                cap,
+                bool(observed.retired),
+                spec,
+                {**status, "preflight": preflight_record or status.get("preflight")},
+            ),
+            preflight_record,
         )
         if decision
         else None,
@@ -884,7 +902,7 @@ def measurement_due(
     if state.rollout_id != rollout_id(parsed) or state.phase not in (*ACTIVE, "Succeeded"):
         return None
     settings = settings_of(analysis_of(parsed), meta["namespace"], meta["name"])
-    due = next_evaluation(state, settings, parsed)
+    due = next_evaluation(state, settings, parsed, qm.get("status") or {})
     if due is None or now < due:
         return None
     steps = steps_for(parsed)

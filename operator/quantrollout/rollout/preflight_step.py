@@ -33,13 +33,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from quantrollout import defaults
+from quantrollout.analysis.rules import default_window
 from quantrollout.api.durations import parse_duration
 from quantrollout.api.preflight import Preflight
-from quantrollout.api.spec import QuantizedModelSpec
+from quantrollout.api.spec import Analysis, QuantizedModelSpec
 
 from .machine import Event
 
 PreflightPhase = Literal["Running", "Passed", "Failed"]
+# Rules whose series vLLM exports itself, counting every request a tier served (preflight's too).
+VLLM_SERIES_RULES = frozenset({"ttft-p99", "custom"})
 # A grace past the Job's own deadline before the operator gives up on a Job that the Job
 # controller has not marked failed yet (a controller-manager down, say).
 DEADLINE_GRACE_S = 60.0
@@ -363,3 +366,22 @@ def job_seen(name: str, job: dict[str, Any] | None, pods: list[dict[str, Any]]) 
             if c.get("type") == "PodScheduled" and c.get("status") == "False":
                 waiting = f"pod not scheduled: {c.get('message') or c.get('reason')}"
     return JobSeen(name, True, complete, failed, tuple(ends), waiting)
+
+
+def analysis_clear_at(
+    status: dict[str, Any], rollout_id: str | None, attempt: int, analysis: Analysis
+) -> datetime.datetime | None:
+    """The first moment no analysis window of a rule reading vLLM's own series reaches back
+    into this rollout's preflight: its end plus the longest such window. Those series (the
+    `ttft-p99` rule; a custom query may read them too) cannot tell a benchmark request from a
+    user's, so no evaluation is made before then (a step needs a Pass to be promoted, so it
+    waits too). The router's series never see preflight requests: with only their rules, None."""
+    rec = record_of(status, rollout_id, attempt) if rollout_id else None
+    if rec is None or rec.get("phase") != "Passed":
+        return None
+    end = _time(rec.get("finishedAt"))
+    reading = [r for r in analysis.rules or [] if r.name in VLLM_SERIES_RULES]
+    if end is None or not reading:
+        return None
+    windows = [parse_duration(r.window or default_window(analysis)) for r in reading]
+    return end + datetime.timedelta(seconds=max(windows))
