@@ -37,6 +37,12 @@ from kubernetes.client.exceptions import ApiException
 from .kubeapi import api_client
 
 PREFLIGHT_SELECTOR = "app.kubernetes.io/component=preflight"
+
+
+class ConfigError(Exception):
+    """The kubelet cannot start the container: its environment names what does not exist."""
+
+
 TERMINATION_LOG = "/dev/termination-log"
 
 
@@ -106,7 +112,12 @@ class PreflightRunner:
             if failed:
                 break
             started = _now()
-            code, message = self._run(ns, container, mounts, workdir, pod["metadata"]["name"])
+            try:
+                code, message = self._run(ns, container, mounts, workdir, pod["metadata"]["name"])
+            except ConfigError as err:
+                # As the kubelet: the container waits (the Job's deadline ends it), said why.
+                self._waiting(pod, container["name"], "CreateContainerConfigError", str(err))
+                return
             failed = code != 0
             statuses.append({
                 "name": container["name"], "image": container["image"], "ready": False,
@@ -134,6 +145,21 @@ class PreflightRunner:
         }  # fmt: skip
         self.core.patch_namespaced_pod_status(pod["metadata"]["name"], ns, {"status": status})
 
+    def _waiting(self, pod: dict[str, Any], name: str, reason: str, message: str) -> None:
+        spec = pod["spec"]
+        init = [c["name"] for c in spec.get("initContainers") or []]
+        field = "initContainerStatuses" if name in init else "containerStatuses"
+        listed = (spec.get("initContainers") or []) if name in init else spec["containers"]
+        statuses = [
+            {"name": c["name"], "image": c["image"], "ready": False, "restartCount": 0,
+             "state": {"waiting": {"reason": reason, "message": message} if c["name"] == name
+                       else {"reason": "PodInitializing"}}}
+            for c in listed
+        ]  # fmt: skip
+        self.core.patch_namespaced_pod_status(
+            pod["metadata"]["name"], pod["metadata"]["namespace"], {"status": {field: statuses}}
+        )
+
     def _run(
         self,
         ns: str,
@@ -146,7 +172,10 @@ class PreflightRunner:
         argv = [str(Path(sys.executable).parent / "quantrollout")] + [
             self._arg(ns, a, log, container, mounts) for a in container.get("args") or []
         ]
-        env = {**os.environ, **self.env, **self._env(ns, container)}
+        own = self._env(ns, container)
+        if isinstance(own, str):
+            raise ConfigError(own)
+        env = {**os.environ, **self.env, **own}
         env.pop("KUBECONFIG", None)  # a pod has no admin kubeconfig
         began = time.monotonic()
         with (workdir / f"{container['name']}.log").open("wb") as out:
@@ -188,27 +217,42 @@ class PreflightRunner:
             out[v["name"]] = d
         return out
 
-    def _env(self, ns: str, container: dict[str, Any]) -> dict[str, str]:
+    def _data(self, ns: str, kind: str, name: str) -> dict[str, str] | None:
+        """A Secret's (decoded) or ConfigMap's data; None when it does not exist."""
+        try:
+            if kind == "secret":
+                s = self.core.read_namespaced_secret(name, ns)
+                return {k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}
+            return dict(self.core.read_namespaced_config_map(name, ns).data or {})
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def _env(self, ns: str, container: dict[str, Any]) -> dict[str, str] | str:
+        """The container's environment, or, as the kubelet says when it cannot build it
+        (CreateContainerConfigError), why not: a Secret or key missing and not optional."""
         out: dict[str, str] = {}
         for src in container.get("envFrom") or []:
-            if "secretRef" in src:
-                s = self.core.read_namespaced_secret(src["secretRef"]["name"], ns)
-                out.update({k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()})
-            elif "configMapRef" in src:
-                cm = self.core.read_namespaced_config_map(src["configMapRef"]["name"], ns)
-                out.update(cm.data or {})
+            kind = "secret" if "secretRef" in src else "configmap"
+            ref = src.get("secretRef") or src.get("configMapRef") or {}
+            data = self._data(ns, kind, ref["name"])
+            if data is None and not ref.get("optional"):
+                return f'{kind} "{ref["name"]}" not found'
+            out.update(data or {})
         for e in container.get("env") or []:
             if "value" in e:
                 out[e["name"]] = e["value"]
                 continue
-            ref = e.get("valueFrom") or {}
-            if "secretKeyRef" in ref:
-                r = ref["secretKeyRef"]
-                s = self.core.read_namespaced_secret(r["name"], ns)
-                out[e["name"]] = base64.b64decode((s.data or {})[r["key"]]).decode()
-            elif "configMapKeyRef" in ref:
-                r = ref["configMapKeyRef"]
-                out[e["name"]] = (self.core.read_namespaced_config_map(r["name"], ns).data or {})[
-                    r["key"]
-                ]
+            source = e.get("valueFrom") or {}
+            kind = "secret" if "secretKeyRef" in source else "configmap"
+            ref = source.get("secretKeyRef") or source.get("configMapKeyRef")
+            if ref is None:
+                continue
+            data = self._data(ns, kind, ref["name"])
+            if data is None or ref["key"] not in data:
+                if ref.get("optional"):
+                    continue
+                return f"couldn't find key {ref['key']} in {kind} {ns}/{ref['name']}"
+            out[e["name"]] = data[ref["key"]]
         return out

@@ -1,5 +1,6 @@
-"""Preflight end to end on the local stack, on by default: the operator (a real process) creates
-the preflight Job; the Job controller, the scheduler and KWOK give it a Running pod whose
+"""Preflight end to end on the local stack, on by default: the operator (a real process, with
+exactly the chart's RBAC: its own ServiceAccount under another release name, so the least-
+privilege audit of test_security.py is not mixed with this one's) creates the preflight Job; the Job controller, the scheduler and KWOK give it a Running pod whose
 commands (`quantrollout preflight artifact`, then `benchmark`) really run on the host
 (`localstack.jobs`) against a real S3 server (versitygw, credentials from the tier's Secret) and
 two vLLM simulators; the termination messages go into the pod's status and the operator reads
@@ -15,6 +16,7 @@ them there.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,16 +24,19 @@ from typing import Any
 
 import pytest
 import urllib3
+import yaml
 from kubernetes import client, watch
 from kubernetes.client import ApiClient
 
 from artifacts import checkpoints
 from artifacts.s3 import S3Server
-from localstack.lab import Lab, fast_rollout
+from localstack.controlplane import tool_path
+from localstack.lab import Lab, OperatorProcess, fast_rollout
 from localstack.stack import Stack
 from quantrollout.api.crd import GROUP, PLURAL, VERSION
 
 from .support import Models, example, wait_for
+from .test_chart import CHART, CHART_NS, _install, leader_election_args
 
 NAME = "llama3-8b"
 SHAPE = checkpoints.Shape()
@@ -51,6 +56,35 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         for name in ("base", "awq", "awq8"):
             server.upload_dir("models", f"llama/{name}", models / name)
         yield server
+
+
+RELEASE = "qr-preflight"
+
+
+@pytest.fixture(scope="module")
+def chart_operator(
+    stack: Stack, kube: ApiClient, crd: str, operator: OperatorProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:  # fmt: skip
+    """The operator as the chart's ServiceAccount: Jobs and pods only as its RBAC allows."""
+    tmp = tmp_path_factory.mktemp("preflight-chart")
+    out = subprocess.run(
+        [tool_path("helm", "HELM"), "template", RELEASE, str(CHART), "--namespace", CHART_NS,
+         "--kube-version", "1.33.13"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    _install(kube, docs, tmp)
+    as_operator = stack.controlplane.service_account_kubeconfig(CHART_NS, f"{RELEASE}-operator")
+    operator.stop()  # the admin operator of the session steps aside
+    proc = OperatorProcess(as_operator, tmp / "operator.log", stack.prometheus.url,
+                           leader_election_args(docs))  # fmt: skip
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        operator.start()
 
 
 @pytest.fixture
@@ -119,7 +153,7 @@ def jobs(kube: ApiClient, namespace: str) -> list[client.V1Job]:
 
 
 def test_a_passing_preflight_comes_before_shadow(
-    kube: ApiClient, namespace: str, operator: Any, lab: Lab
+    kube: ApiClient, namespace: str, chart_operator: OperatorProcess, lab: Lab
 ) -> None:
     models = Models(kube, namespace)
     watcher = Watcher(kube, namespace)
@@ -153,16 +187,19 @@ def test_a_passing_preflight_comes_before_shadow(
     assert job.metadata.owner_references[0].kind == "QuantizedModel"
     assert job.spec.backoff_limit == 0
     assert job.spec.template.spec.init_containers[0].args[:2] == ["preflight", "artifact"]
-    reasons = [r for _, r, _ in events(kube, namespace)]
-    assert "PreflightStarted" in reasons
-    assert "PreflightPassed" in reasons
+    wait_for(
+        "the preflight Events",
+        lambda: (
+            {"PreflightStarted", "PreflightPassed"} <= {r for _, r, _ in events(kube, namespace)}
+        ),
+    )
     # The benchmark's requests went straight to each tier: warm-up and measured ones.
     runs = {r["container"]: r["exitCode"] for r in lab.preflight.runs} if lab.preflight else {}
     assert runs == {"artifact": 0, "benchmark": 0}
 
 
 def test_a_failed_artifact_check_moves_no_traffic_and_retry_runs_it_again(
-    kube: ApiClient, namespace: str, operator: Any, lab: Lab
+    kube: ApiClient, namespace: str, chart_operator: OperatorProcess, lab: Lab
 ) -> None:
     models = Models(kube, namespace)
     watcher = Watcher(kube, namespace)
@@ -178,8 +215,11 @@ def test_a_failed_artifact_check_moves_no_traffic_and_retry_runs_it_again(
     why = "config.json: quantization_config.bits is 8, the spec says int4 (spec.target.precision)"
     assert any(why in r for r in pre["reasons"]), pre["reasons"]
     assert any(why in r for r in s["rollback"]["reasons"])
-    assert any(t == "Warning" and r == "PreflightFailed" and why in m
-               for t, r, m in events(kube, namespace))  # fmt: skip
+    wait_for(
+        "the PreflightFailed Event (it follows the status write)",
+        lambda: any(t == "Warning" and r == "PreflightFailed" and why in m
+                    for t, r, m in events(kube, namespace)),
+    )  # fmt: skip
     apps = client.AppsV1Api(kube)
     wait_for(
         "the target scaled to 0",
