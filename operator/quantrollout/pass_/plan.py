@@ -71,8 +71,8 @@ from quantrollout.traffic.desired import builtin_config, http_route_rules
 _NO_ANALYSIS = AnalysisSettings(0.0, 1, "pause", 0.0)
 
 _TRAFFIC_RETRY_S = 30.0  # the longest a pass that could not write traffic waits to try again
-_DRAIN_CHECK_S = 1.0
-_PREFLIGHT_CHECK_S = 10.0  # how often to read a running preflight Job without being woken  # how soon to look again at a tier that left the spec and still exists
+_DRAIN_CHECK_S = 1.0  # how soon to look again at a tier that left the spec and still exists
+_PREFLIGHT_CHECK_S = 10.0  # how often to read a running preflight Job without being woken
 
 ChildKey = tuple[str, str]  # (kind, name)
 HPA = "HorizontalPodAutoscaler"
