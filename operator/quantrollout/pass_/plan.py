@@ -9,6 +9,9 @@ was due) and a user's action:
   (the state machine starts or promotes only then), each tier's replicas (and HPA bounds), the
   traffic that may be applied now (weight moves onto a tier only once it is Ready for it, back
   to the baseline as far as its Ready replicas carry), tiers that left the spec to delete;
+- the preflight step (`rollout.preflight_step`): while a rollout is about to start, whether this
+  attempt's preflight passed (until it has, the machine is told the tiers are not ready: no
+  traffic moves), the preflight Job to create, and the rollback of a failed one;
 - the rollout's next state (`rollout.machine.decide`), and with it the traffic (the built-in
   router's `status.traffic`; the user's HTTPRoute rules for Gateway API);
 - the children to apply or delete, each marked capacity up (applied before traffic moves) or
