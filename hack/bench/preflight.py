@@ -17,8 +17,8 @@ the default gate. Measured from a watch on the model:
 Final line, exactly: `preflight: <seconds> s from tiers Ready to shadow` (the median).
 
 usage: hack/bench/preflight.py [--trials 3] [--rate 10]
-The simulators' latencies: baseline 40 ms to the first token then 8 ms a token; target 25 ms
-then 5 ms (a 128-token answer: about 1.06 s and 0.66 s).
+The simulators' latencies: baseline 40 ms to the first token then 8 ms between streamed chunks;
+target 25 ms then 5 ms (the simulator streams a few tokens per chunk, as vLLM's detokenizer can).
 """
 
 from __future__ import annotations
