@@ -1,8 +1,8 @@
 """Plays the kubelet for preflight Job pods on the local stack's KWOK nodes.
 
 What is real: the operator creates the Job; the Job controller creates its pod; the scheduler
-places it on a KWOK node; KWOK makes it Running (and, by `kwok-stages.yaml`, never completes it
-itself); the containers' commands (`quantrollout preflight artifact ...`, then `benchmark ...`)
+places it on a KWOK node (whose stages, `kwok-stages.yaml`, leave preflight pods to this module);
+the containers' commands (`quantrollout preflight artifact ...`, then `benchmark ...`)
 run, unchanged, as host processes from the project's own virtualenv, against real servers on
 loopback; their exit codes and the JSON each writes to its termination-log path go into the
 pod's status as the kubelet writes them (`terminated.exitCode`, `.message`); the Job controller
@@ -51,7 +51,7 @@ def _now() -> str:
 
 
 class PreflightRunner:
-    """Runs every preflight pod that KWOK made Running, once, in a background thread."""
+    """Runs every preflight pod the scheduler placed on a node, once, in a background thread."""
 
     def __init__(
         self,
@@ -89,8 +89,8 @@ class PreflightRunner:
                 listed = self.core.list_pod_for_all_namespaces(label_selector=PREFLIGHT_SELECTOR)
                 for pod in self.api.sanitize_for_serialization(listed)["items"]:  # type: ignore[no-untyped-call]
                     meta, status = pod["metadata"], pod.get("status") or {}
-                    running = status.get("phase") == "Running" and status.get("podIP")
-                    if meta["uid"] in self.done or not running or meta.get("deletionTimestamp"):
+                    placed = pod["spec"].get("nodeName") and status.get("phase") == "Pending"
+                    if meta["uid"] in self.done or not placed or meta.get("deletionTimestamp"):
                         continue
                     self.done.add(meta["uid"])
                     self.run_pod(pod)
@@ -108,6 +108,7 @@ class PreflightRunner:
         init = spec.get("initContainers") or []
         statuses: list[dict[str, Any]] = []
         failed = False
+        started_pod = _now()
         for container in [*init, *spec["containers"]]:
             if failed:
                 break
@@ -136,6 +137,7 @@ class PreflightRunner:
         now = _now()
         status = {
             "phase": "Failed" if failed else "Succeeded",
+            "startTime": started_pod,
             "conditions": [
                 {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
                 {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
@@ -156,8 +158,9 @@ class PreflightRunner:
                        else {"reason": "PodInitializing"}}}
             for c in listed
         ]  # fmt: skip
+        status = {"phase": "Pending", "startTime": _now(), field: statuses}
         self.core.patch_namespaced_pod_status(
-            pod["metadata"]["name"], pod["metadata"]["namespace"], {"status": {field: statuses}}
+            pod["metadata"]["name"], pod["metadata"]["namespace"], {"status": status}
         )
 
     def _run(

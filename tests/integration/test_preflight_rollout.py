@@ -245,3 +245,32 @@ def test_a_failed_artifact_check_moves_no_traffic_and_retry_runs_it_again(
     for st in watcher.seen:
         traffic = st.get("traffic") or {}
         assert (traffic.get("targetWeight", 0), traffic.get("mirrorPercent", 0)) == (0, 0), st
+
+
+def test_a_job_that_cannot_start_ends_at_its_deadline_with_the_kubelets_reason(
+    kube: ApiClient, namespace: str, chart_operator: OperatorProcess, lab: Lab
+) -> None:
+    """The tier names a Secret that does not exist: its pod cannot start its container (the
+    kubelet's CreateContainerConfigError, played by the local stack's runner); the real Job
+    controller ends the Job at spec.rollout.preflight.timeout, and preflight fails with both."""
+    models = Models(kube, namespace)
+    obj = model("awq")
+    obj["spec"]["serving"]["envFrom"] = [{"secretRef": {"name": "no-such-secret"}}]
+    obj["spec"]["rollout"]["preflight"]["timeout"] = "15s"
+    models.create(obj)
+
+    def preflight() -> dict[str, Any]:
+        return dict(((models.get(NAME) or {}).get("status") or {}).get("preflight") or {})
+
+    waiting = wait_for("the waiting reason", lambda: preflight().get("waiting", "").startswith("container artifact"), timeout=60)  # fmt: skip
+    assert waiting
+    assert preflight()["waiting"] == (
+        'container artifact: CreateContainerConfigError: secret "no-such-secret" not found'
+    )
+    wait_for("the deadline", lambda: preflight().get("phase") == "Failed", timeout=60)
+    (reason,) = preflight()["reasons"]
+    assert "DeadlineExceeded" in reason
+    assert 'CreateContainerConfigError: secret "no-such-secret" not found' in reason
+    status = (models.get(NAME) or {}).get("status") or {}
+    assert status["phase"] == "RolledBack"
+    assert (status["traffic"]["targetWeight"], status["traffic"]["mirrorPercent"]) == (0, 0)

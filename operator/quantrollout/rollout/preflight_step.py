@@ -279,6 +279,10 @@ def advance(
             return _fail(running, record, (why,), now, checks)
     if job.waiting:
         running["waiting"] = job.waiting
+    elif not job.ends and (record or {}).get("waiting"):
+        # Nothing ran since: the last reason stands (the pod may be gone already, deleted by
+        # the Job controller at its deadline, before the Job says it failed).
+        running["waiting"] = (record or {})["waiting"]
     if checks:
         running["checks"] = checks
     return Outcome(None if _same(record, running) else running, False)
