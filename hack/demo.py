@@ -5,7 +5,8 @@
 2. Installs the QuantizedModel CRD, starts one vLLM simulator per tier, the router and the
    operator, and sends steady traffic through the router.
 3. Applies examples/llama3-8b-awq.yaml with stages of seconds instead of hours and shows it walk
-   shadow -> ab -> gradual -> full, judged by Prometheus at every step.
+   preflight -> shadow -> ab -> gradual -> full, judged by Prometheus at every step (preflight's
+   Job runs its benchmark against the simulators; the artifact check is off: see FAST_PREFLIGHT).
 4. Applies examples/mistral-7b-fp8.yaml the same way, makes its FP8 target start looping
    (repetition) in the middle of the A/B stage, and shows the operator send all traffic back to
    BF16 by itself, with the reason.
@@ -27,7 +28,7 @@ from kubernetes import client
 from localstack import stack as localstack
 from localstack.crds import apply_crds
 from localstack.kubeapi import api_client, get_custom
-from localstack.lab import Lab, OperatorProcess, fast_rollout
+from localstack.lab import FAST_PREFLIGHT, Lab, OperatorProcess, fast_rollout
 from localstack.load import Load
 from quantrollout.api.crd import GROUP, PLURAL, VERSION, build_crd
 
@@ -51,6 +52,11 @@ def get_status(custom: client.CustomObjectsApi, name: str) -> dict[str, Any]:
 def describe(st: dict[str, Any]) -> str:
     line = f"{st.get('phase', '-'):<11} stage={st.get('stage') or '-':<8} live={st.get('targetWeight', 0):>3}%"
     line += f" mirror={st.get('mirrorPercent', 0):>3}%"
+    pre = st.get("preflight") or {}
+    if pre and not st.get("stage"):
+        line += f"  preflight {pre.get('phase')}"
+        for check in pre.get("checks") or []:
+            line += f" {check['name']}={check['verdict']}"
     last = st.get("lastAnalysis")
     if last:
         values = ", ".join(
@@ -125,9 +131,13 @@ def main() -> int:
     llama, mistral = load_example("llama3-8b-awq"), load_example("mistral-7b-fp8")
     sims = lab.add_tiers(NAMESPACE, "llama3-8b", llama["spec"]["model"], ["fp16", "int4-awq"])
     sims |= lab.add_tiers(NAMESPACE, "mistral-7b", mistral["spec"]["model"], ["bf16", "fp8"])
-    for sim in sims.values():
-        sim.configure(latency_ms=20)
+    for tier, sim in sims.items():
+        # The quantized tiers answer sooner than their 16-bit baselines, as preflight's default
+        # gate asks of them (no slower in throughput and first token).
+        sim.configure(latency_ms=20 if tier in ("fp16", "bf16") else 12)
     router = lab.start_router(NAMESPACE)
+    # Preflight's Jobs run their commands on the host against the simulators (localstack.jobs).
+    lab.start_preflight()
     operator = OperatorProcess(
         stack.controlplane.kubeconfig, workdir / "operator.log", stack.prometheus.url
     )
@@ -137,14 +147,16 @@ def main() -> int:
     loads: list[Load] = []
     try:
         say("1/2 llama3-8b: INT4 AWQ beside FP16, stages of 5s, analysis every 1s")
-        good = fast_rollout(llama, stage_seconds=5, min_samples=20)
+        # Preflight on, made fast: a short warm-up and benchmark; no artifact check (the
+        # examples' s3:// artifacts are in no store the local stack runs).
+        good = fast_rollout(llama, stage_seconds=5, min_samples=20, preflight=FAST_PREFLIGHT)
         custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, good)
         wait_routed(router.url, llama["spec"]["model"])
         loads.append(Load(router.url, llama["spec"]["model"], rate_per_s=30).start())
         first = follow(custom, "llama3-8b", {"Succeeded", "RolledBack"}, timeout=180)
 
         say("2/2 mistral-7b: FP8 beside BF16; its FP8 target will start looping mid-A/B")
-        bad = fast_rollout(mistral, stage_seconds=5, min_samples=20)
+        bad = fast_rollout(mistral, stage_seconds=5, min_samples=20, preflight=FAST_PREFLIGHT)
         bad["spec"]["rollout"]["stages"][1]["duration"] = (
             "30s"  # long enough to see the breach in A/B
         )

@@ -101,6 +101,8 @@ def main() -> int:
                 "stages": [{"name": "ab", "weight": 10, "duration": "24h"}, {"name": "full"}],
                 "analysis": {"interval": "1s", "minSamples": 0,
                              "rules": [{"name": "custom", "query": "vector(0)", "max": "1"}]},
+                # Off: this measures the leader handover, not preflight (bench/preflight.py).
+                "preflight": {"enabled": False},
             }  # fmt: skip
             custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, obj)
             for replica in replicas.values():

@@ -101,6 +101,8 @@ def main() -> int:
             # nothing left to do (only `full`), so what is measured at steady state is the reconcile.
             example["spec"]["serving"]["replicas"] = 1
             example["spec"]["rollout"]["stages"] = [{"name": "full"}]
+            # Preflight off: this measures the reconcile, not preflight (hack/bench/preflight.py).
+            example["spec"]["rollout"]["preflight"] = {"enabled": False}
             created, ready = [], []
             for i in range(args.models):
                 ns = f"bench-{i}"

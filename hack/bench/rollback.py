@@ -110,6 +110,8 @@ def main() -> int:
             operator.start()
             core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
             example = yaml.safe_load((REPO / "examples" / "llama3-8b-awq.yaml").read_text())
+            # Preflight off: this measures rollbacks, not preflight (hack/bench/preflight.py).
+            example["spec"]["rollout"]["preflight"] = {"enabled": False}
             delays: list[float] = []
             beyond: list[float] = []
             reasons: list[str] = []
@@ -129,6 +131,7 @@ def main() -> int:
                     "stages": [{"name": "ab", "weight": 10, "duration": "1h"}, {"name": "full"}],
                     "analysis": {"interval": args.interval, "failureLimit": args.failure_limit, "minSamples": 0,
                                  "rules": [{"name": "custom", "query": expr, "max": "0"}]},
+                    "preflight": {"enabled": False},
                 }  # fmt: skip
                 custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj)
 

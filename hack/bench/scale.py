@@ -136,6 +136,8 @@ def model(example: dict[str, Any], name: str, interval: str) -> dict[str, Any]:
         {"name": "full"},
     ]
     obj["spec"]["rollout"]["analysis"]["interval"] = interval
+    # Off: this measures N models in shadow, not preflight (hack/bench/preflight.py does).
+    obj["spec"]["rollout"]["preflight"] = {"enabled": False}
     return dict(obj)
 
 

@@ -30,6 +30,7 @@ from .procs import StackError, Supervisor, require_free_ports
 REPO = Path(__file__).resolve().parents[2]
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+KWOK_STAGES = Path(__file__).with_name("kwok-stages.yaml")
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
@@ -453,6 +454,9 @@ def _start(cp: ControlPlane, bins: Binaries) -> None:
             str(bins.kwok),
             f"--kubeconfig={cp.kubeconfig}",
             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
+            # KWOK's own pod stages, except that preflight Job pods stay Running: their
+            # commands run on the host (localstack.jobs), which writes how they ended.
+            f"--config={KWOK_STAGES}",
             f"--cidr={cfg.pod_cidr}",
             "--node-ip=10.250.0.1",
             "--node-lease-duration-seconds=40",

@@ -20,6 +20,7 @@ from typing import Any
 
 from vllmsim import Simulator
 
+from .jobs import PreflightRunner
 from .procs import StackError, free_port
 from .stack import Stack
 
@@ -135,6 +136,22 @@ class Lab:
     workdir: Path
     simulators: dict[tuple[str, str, str], Simulator] = field(default_factory=dict)
     router: RouterProcess | None = None
+    preflight: PreflightRunner | None = None
+
+    def upstreams(self) -> dict[tuple[str, str], str]:
+        """Each tier's Service, as (namespace, name), and the simulator standing for it."""
+        return {
+            (ns, f"{model}-{tier}"): sim.url for (ns, model, tier), sim in self.simulators.items()
+        }
+
+    def start_preflight(self, env: dict[str, str] | None = None) -> PreflightRunner:
+        """Runs the preflight Jobs' pods on the host (localstack.jobs), their requests to the
+        tiers going to the simulators (the upstreams are read when a pod runs)."""
+        runner = PreflightRunner(
+            self.stack.controlplane.kubeconfig, self.upstreams, self.workdir, env
+        )
+        self.preflight = runner.start()
+        return runner
 
     def add_tiers(
         self, namespace: str, model: str, served_model: str, tiers: list[str], *,
@@ -167,9 +184,7 @@ class Lab:
 
     def start_router(self, namespace: str, kubeconfig: Path | None = None) -> RouterProcess:
         """A router for the models of one namespace (another namespace may serve the same model)."""
-        upstreams = {
-            (ns, f"{model}-{tier}"): sim.url for (ns, model, tier), sim in self.simulators.items()
-        }
+        upstreams = self.upstreams()
         router = RouterProcess(
             kubeconfig or self.stack.controlplane.kubeconfig,
             self.workdir / "router.log",
@@ -184,6 +199,9 @@ class Lab:
         return router
 
     def stop(self) -> None:
+        if self.preflight:
+            self.preflight.stop()
+            self.preflight = None
         if self.router:
             self.router.stop()
             self.stack.prometheus.remove_targets("router")
@@ -193,11 +211,26 @@ class Lab:
         self.simulators.clear()
 
 
+# A preflight of seconds for simulated tiers: no artifact check (the examples' artifacts are in no
+# store the local stack runs), a short warm-up and benchmark, the default gate.
+FAST_PREFLIGHT: dict[str, Any] = {
+    "artifact": {"enabled": False},
+    "benchmark": {"concurrency": 4, "requests": 24, "warmupRequests": 4, "promptTokens": 32,
+                  "maxTokens": 16},
+    "timeout": "2m",
+}  # fmt: skip
+
+
 def fast_rollout(
-    obj: dict[str, Any], *, stage_seconds: int = 4, interval: str = "1s", min_samples: int = 5
-) -> dict[str, Any]:
-    """The same model with stages and analysis short enough to watch: seconds, not hours."""
+    obj: dict[str, Any], *, stage_seconds: int = 4, interval: str = "1s", min_samples: int = 5,
+    preflight: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The same model with stages and analysis short enough to watch: seconds, not hours.
+    `preflight`: spec.rollout.preflight (e.g. FAST_PREFLIGHT, with `Lab.start_preflight`);
+    without it, whatever the manifest says."""
     spec = obj["spec"]
+    if preflight is not None:
+        spec.setdefault("rollout", {})["preflight"] = preflight
     d = f"{stage_seconds}s"
     spec.setdefault("rollout", {})["stages"] = [
         {"name": "shadow", "mirrorPercent": 100, "duration": d},

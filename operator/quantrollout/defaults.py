@@ -160,6 +160,13 @@ PREFLIGHT_GATE_RULES: tuple[tuple[str, str, float], ...] = (
 )
 # The whole preflight (artifact check, warm-up, benchmark, probe) must end within this.
 PREFLIGHT_TIMEOUT = "30m"
+# The preflight Job runs the operator's own image: this repository, tagged with the operator's
+# version, unless the operator is told its image (QR_OPERATOR_IMAGE, the chart sets it).
+PREFLIGHT_IMAGE_REPOSITORY = "ghcr.io/quantrollout/quantrollout"
+PREFLIGHT_IMAGE_ENV = "QR_OPERATOR_IMAGE"
+# A finished preflight Job is kept this long (its result is in status once read; the Job and its
+# pod's logs stay for a human to look at).
+PREFLIGHT_JOB_TTL_SECONDS = 3600
 
 # Mixed precision (rollout/policy.py): a quantized tier takes a request class only after this many
 # shadow comparisons of that class (100 put the standard error of an agreement near 0.95 at 0.02).

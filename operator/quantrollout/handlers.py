@@ -23,6 +23,7 @@ from quantrollout import metrics
 from quantrollout.api.crd import GROUP, PLURAL, VERSION
 from quantrollout.io.prometheus import Providers
 from quantrollout.kube import API_CONCURRENCY, Kube, going_away, new_api_client
+from quantrollout.manifests.preflight_job import COMPONENT_LABEL
 from quantrollout.manifests.vllm import MODEL_LABEL
 from quantrollout.pass_.observe import Memory
 from quantrollout.pass_.plan import ACTION_ANNOTATION
@@ -144,6 +145,14 @@ async def deployment_event(
     _wake_owner(namespace, labels, memo, logger, stale=True)
 
 
+@kopf.on.event("batch", "v1", "jobs", labels={MODEL_LABEL: kopf.PRESENT})
+async def job_event(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """A preflight Job changed (started, ended): a pass reads its result."""
+    _wake_owner(namespace, labels, memo, logger, stale=False)
+
+
 # The scheduler's reason for each of our pods it cannot place, kept from the pod events Kopf
 # already watches: (namespace, pod) -> (its labels, the message). A pass reads it here instead of
 # listing a tier's pods each time it is not ready (at 1,000 models, that list on every
@@ -180,6 +189,10 @@ async def pod_event(
 ) -> None:
     """A tier's pod that the scheduler cannot place (or no longer cannot): a pass says so."""
     if not name or not namespace:
+        return
+    if labels.get(COMPONENT_LABEL) == "preflight":
+        # A preflight pod: its waiting reason (image pull, scheduling) goes into status.preflight.
+        _wake_owner(namespace, labels, memo, logger, stale=False)
         return
     key = (namespace, name)
     message = None if type == "DELETED" else _unschedulable(dict(status))

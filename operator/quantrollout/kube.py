@@ -54,6 +54,7 @@ class Kube:
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.autoscaling = client.AutoscalingV2Api(api)
+        self.batch = client.BatchV1Api(api)
 
     def get_quantizedmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -72,6 +73,7 @@ class Kube:
             "Deployment": self.apps.read_namespaced_deployment,
             "Service": self.core.read_namespaced_service,
             "HorizontalPodAutoscaler": self.autoscaling.read_namespaced_horizontal_pod_autoscaler,
+            "Job": self.batch.read_namespaced_job,
         }[kind]
         try:
             return _json(read(name, namespace, _preload_content=False))
@@ -99,6 +101,7 @@ class Kube:
             "Deployment": self.apps.patch_namespaced_deployment,
             "Service": self.core.patch_namespaced_service,
             "HorizontalPodAutoscaler": self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
+            "Job": self.batch.patch_namespaced_job,
         }[obj["kind"]]
         meta = obj["metadata"]
         return _json(
@@ -113,9 +116,11 @@ class Kube:
             "Deployment": self.apps.delete_namespaced_deployment,
             "Service": self.core.delete_namespaced_service,
             "HorizontalPodAutoscaler": self.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
+            "Job": self.batch.delete_namespaced_job,
         }[kind]
         try:
-            delete(name, namespace)
+            # Background: a Job's pods go with it (the API's default for Jobs orphans them).
+            delete(name, namespace, propagation_policy="Background")
         except ApiException as err:
             if err.status == 404:
                 return False
@@ -136,6 +141,16 @@ class Kube:
                 if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
                     return str(cond.get("message", "unschedulable"))
         return None
+
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        """The pods of a Job (the Job controller labels them with its name)."""
+        pods = _json(
+            self.core.list_namespaced_pod(
+                namespace, label_selector=f"batch.kubernetes.io/job-name={job}",
+                _preload_content=False,
+            )
+        )  # fmt: skip
+        return list(pods.get("items", []))
 
     def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None

@@ -31,8 +31,14 @@ def wait_for(what: str, check: Callable[[], T], timeout: float = 30.0) -> T:
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def example(name: str = "llama3-8b-awq") -> dict[str, Any]:
-    return copy.deepcopy(dict(yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())))
+def example(name: str = "llama3-8b-awq", *, preflight: bool = False) -> dict[str, Any]:
+    """An example manifest. Preflight is switched off unless asked for: these tests are about
+    what comes after it, and the local stack runs a preflight Job's pod only where a test starts
+    `Lab.start_preflight` (test_preflight_rollout.py runs it, on by default, end to end)."""
+    obj = copy.deepcopy(dict(yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())))
+    if not preflight:
+        obj["spec"].setdefault("rollout", {})["preflight"] = {"enabled": False}
+    return obj
 
 
 class Models:

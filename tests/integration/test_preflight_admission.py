@@ -1,7 +1,7 @@
-"""`spec.rollout.preflight`'s schema and CEL rules judged by the real API server before the field
-is wired into the QuantizedModel CRD: a throwaway CRD carries the same structural schema as its
-spec, so the rules compile (the server refuses a CRD whose CEL does not) and refuse bad input with
-messages naming the field."""
+"""`spec.rollout.preflight`'s schema and CEL rules judged by the real API server: a throwaway CRD
+carries the same structural schema as the QuantizedModel CRD has at spec.rollout.preflight, so the
+rules compile (the server refuses a CRD whose CEL does not) and refuse bad input with messages
+naming the field."""
 
 from __future__ import annotations
 

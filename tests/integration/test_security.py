@@ -54,6 +54,11 @@ OPERATOR_UNUSED_OK: dict[Use, str] = {
     ("autoscaling", "horizontalpodautoscalers", "create"): "autoscaled tiers",
     ("autoscaling", "horizontalpodautoscalers", "patch"): "autoscaled tiers",
     ("autoscaling", "horizontalpodautoscalers", "delete"): "autoscaled tiers",
+    # The preflight Job (test_preflight_rollout.py); this rollout runs with preflight off (the
+    # operator watches Jobs all the same: list and watch are used).
+    ("batch", "jobs", "get"): "preflight",
+    ("batch", "jobs", "create"): "preflight",
+    ("batch", "jobs", "patch"): "preflight",
     # traffic.router gateway-api writes the HTTPRoute's rules (test_gateway_route.py).
     ("gateway.networking.k8s.io", "httproutes", "patch"): "gateway-api router",
 }

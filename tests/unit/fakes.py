@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -44,6 +45,17 @@ def _ready_status(obj: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+PASSED_ARTIFACT: dict[str, Any] = {"check": "artifact", "verdict": "Pass", "reasons": [], "failures": [],
+                                   "facts": {"weightsBytes": 100, "estimateBytes": 90}}  # fmt: skip
+PASSED_GATE: dict[str, Any] = {
+    "check": "gate", "verdict": "Pass", "reasons": [], "failures": [],
+    "facts": {"verdicts": [{"rule": "throughput-ratio", "field": "t/b", "value": 1.4,
+                            "threshold": 1.0, "bound": "min", "verdict": "Pass"}],
+              "baseline": {"requests": 64, "errors": 0, "ttftP99": 0.2},
+              "target": {"requests": 64, "errors": 0, "ttftP99": 0.1}},
+}  # fmt: skip
+
+
 @dataclass
 class FakeKube:
     """One model and its children in memory. `log` holds every write, in order:
@@ -54,6 +66,12 @@ class FakeKube:
     children: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     route: dict[str, Any] | None = None  # the HTTPRoute's spec; None: there is none (404)
     ready_on_apply: bool = True  # Deployments become Ready at once
+    # What a preflight Job's checks answer once it is created (the container's termination
+    # message, as `quantrollout preflight` writes it); None: the Job stays running.
+    preflight_answers: dict[str, dict[str, Any]] | None = field(
+        default_factory=lambda: {"artifact": PASSED_ARTIFACT, "benchmark": PASSED_GATE}
+    )
+    pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # Job -> its pods
     log: list[tuple[Any, ...]] = field(default_factory=list)
     reads: list[tuple[str, ...]] = field(default_factory=list)
     # Edits that race the next status patches: each runs just before one, after our read.
@@ -108,6 +126,12 @@ class FakeKube:
         stored = merge(live or {}, obj)
         gen = (live or {}).get("metadata", {}).get("generation", 0)
         stored["metadata"]["generation"] = gen + 1
+        if obj["kind"] == "Job":
+            self.children[key] = stored
+            self.log.append(("apply", "Job", key[1], None))
+            if live is None and self.preflight_answers is not None:
+                self.finish_job(key[1], self.preflight_answers)
+            return copy.deepcopy(self.children[key])
         if obj["kind"] == "Deployment":
             if self.ready_on_apply:
                 stored["status"] = _ready_status(stored)
@@ -125,6 +149,35 @@ class FakeKube:
 
     def unschedulable_message(self, namespace: str, selector: dict[str, str]) -> str | None:
         return None
+
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        self.reads.append(("Pods", job))
+        return copy.deepcopy(self.pods.get(job, []))
+
+    def finish_job(self, name: str, answers: dict[str, dict[str, Any]]) -> None:
+        """The Job's pod ran its containers in order, each ending with its answer (exit 1 on
+        anything but Pass, which stops the ones after it), as the kubelet reports them."""
+        job = self.children.get(("Job", name)) or {"metadata": {"name": name}}
+        spec = job.get("spec", {}).get("template", {}).get("spec", {})
+        names = [c["name"] for c in (*spec.get("initContainers", []), *spec.get("containers", []))]
+        statuses, failed = [], False
+        for c in names or list(answers):
+            if failed or c not in answers:
+                break
+            doc = answers[c]
+            code = 0 if doc.get("verdict") == "Pass" else 1
+            failed = code != 0
+            statuses.append({"name": c, "state": {"terminated": {
+                "exitCode": code, "message": json.dumps(doc), "reason": "Completed" if not code else "Error"}}})  # fmt: skip
+        init = spec.get("initContainers", [])
+        pod = {"metadata": {"name": f"{name}-x", "creationTimestamp": "2026-01-01T00:00:00Z"},
+               "status": {"phase": "Failed" if failed else "Succeeded",
+                          "initContainerStatuses": statuses[: len(init)],
+                          "containerStatuses": statuses[len(init):]}}  # fmt: skip
+        self.pods[name] = [pod]
+        cond = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"} if failed else {"type": "Complete", "status": "True"}  # fmt: skip
+        job["status"] = {"conditions": [cond]}
+        self.children[("Job", name)] = job
 
     def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None

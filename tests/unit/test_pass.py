@@ -112,7 +112,20 @@ def test_capacity_comes_up_before_the_first_status_and_the_events_after_it() -> 
     assert kinds.count("status") == 1
     assert set(kinds[5:]) == {"event"}
     assert m.status["phase"] == "Pending"
-    m.run()  # the tiers are Ready: the rollout starts, in one status write
+    m.run()  # the tiers are Ready: preflight's Job, then its record, and no traffic yet
+    writes = m.kube.writes()
+    assert writes[0] == (
+        "apply",
+        "Job",
+        "llama3-8b-preflight-" + m.status["rollout"]["id"][:8] + "-0",
+        None,
+    )
+    assert [w[0] for w in writes].count("status") == 1
+    assert ("event", "PreflightStarted") in writes
+    assert m.status["phase"] == "Pending"
+    assert m.status["preflight"]["phase"] == "Running"
+    assert m.status["traffic"]["mirrorPercent"] == 0
+    m.run()  # the Job passed: the rollout starts, in one status write
     writes = m.kube.writes()
     assert next(w[0] for w in writes) == "status"
     assert [w[0] for w in writes].count("status") == 1
@@ -260,6 +273,9 @@ def test_changing_what_is_rolled_out_starts_a_new_rollout_and_says_so() -> None:
     # The new target's pods are not there yet: the rollout waits for them, all traffic on the
     # baseline, then starts at the first stage.
     assert m.live() == ("Pending", 0, 0)
+    m.run()  # the new target's preflight runs: still nothing on it
+    assert m.live() == ("Pending", 0, 0)
+    assert m.status["preflight"]["rolloutId"] == m.status["rollout"]["id"]
     m.run()
     assert (m.status["stage"], m.status["traffic"]["mirrorPercent"]) == ("shadow", 100)
 

@@ -165,10 +165,12 @@ def test_a_renamed_target_hands_its_traffic_to_the_baseline_before_the_new_one_t
     m.until(at_weight(10))
     m.edit({"target": {"name": "int4-awq-v2", "artifact": "s3://models/llama3-8b-awq-v2"}})
     seen = []
-    for _ in range(2):
+    for _ in range(3):
         m.run()
         traffic = m.status["traffic"]
         seen.append((m.status["phase"], traffic["target"]["tier"], traffic["targetWeight"]))
-    # all on the baseline first, then the old tier goes and the new rollout takes its first stage
-    assert seen == [("Pending", "int4-awq-v2", 0), ("Progressing", "int4-awq-v2", 10)]
+    # all on the baseline first, then the old tier goes, the new target's preflight runs, and
+    # the new rollout takes its first stage
+    assert seen == [("Pending", "int4-awq-v2", 0), ("Pending", "int4-awq-v2", 0),
+                    ("Progressing", "int4-awq-v2", 10)]  # fmt: skip
     assert ("Deployment", TARGET) not in m.kube.children

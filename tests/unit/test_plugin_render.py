@@ -355,3 +355,38 @@ def test_table_layout() -> None:
         "  xyz",
         "  1     2",
     ]
+
+
+def test_a_failed_preflight_shows_each_rule_its_value_and_bound() -> None:
+    status = {
+        "phase": "RolledBack", "targetWeight": 0, "mirrorPercent": 0,
+        "preflight": {
+            "rolloutId": "abc", "attempt": 1, "job": "llama3-8b-preflight-abc-1", "phase": "Failed",
+            "finishedAt": "2026-11-23T11:58:00Z",
+            "reasons": ["the gate check failed: throughput-ratio 0.8 (f), must be >= 1: breached"],
+            "checks": [
+                {"name": "artifact", "verdict": "Pass", "reasons": []},
+                {"name": "gate", "verdict": "Fail", "reasons": ["throughput-ratio 0.8"],
+                 "results": [{"rule": "throughput-ratio", "field": "f", "value": 0.8,
+                              "threshold": 1.0, "bound": "min", "verdict": "Fail"}],
+                 "baseline": {"requests": 64, "errors": 0, "ttftP50": 0.05, "ttftP99": 0.2,
+                              "outputTokensPerSecond": 900.0},
+                 "target": {"requests": 64, "errors": 0, "ttftP50": 0.04, "ttftP99": 0.3,
+                            "outputTokensPerSecond": 720.0}},
+            ],
+        },
+    }  # fmt: skip
+    out = render_model(model("llama3-8b", SPEC, status), NOW)
+    block = out[out.index("Preflight:") :].split("\n\n")[0].splitlines()
+    assert (
+        block[0]
+        == "Preflight:  Failed (attempt 1, Job llama3-8b-preflight-abc-1), ended 2026-11-23T11:58:00Z (2m ago)"
+    )
+    assert block[1] == "  artifact: Pass"
+    assert block[2] == "  gate: Fail"
+    assert block[3].split() == ["RULE", "VALUE", "BOUND", "VERDICT"]
+    assert block[4].split() == ["throughput-ratio", "0.8", "min", "1", "Fail"]
+    assert block[6].split() == ["baseline", "64", "0", "50ms", "200ms", "-", "900.0"]
+    assert (
+        block[-1] == "  - the gate check failed: throughput-ratio 0.8 (f), must be >= 1: breached"
+    )

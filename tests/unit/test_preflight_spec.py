@@ -15,9 +15,25 @@ from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.preflight import gate
 
 
-def test_not_yet_part_of_the_api() -> None:
-    """The operator does not act on it yet, so the CRD must not offer it."""
-    assert "preflight" not in json.dumps(QuantizedModelSpec.model_json_schema())
+def test_part_of_the_api_and_on_by_default() -> None:
+    from quantrollout.rollout.preflight_step import settings_of
+
+    assert "preflight" in json.dumps(QuantizedModelSpec.model_json_schema())
+    spec = QuantizedModelSpec.model_validate(
+        {"model": "m", "baseline": {"artifact": "s3://b/fp16", "precision": "fp16"},
+         "target": {"name": "t", "artifact": "s3://b/awq", "precision": "int4", "format": "awq"}}
+    )  # fmt: skip
+    on = settings_of(spec)
+    assert on is not None
+    assert (on.artifact, on.benchmark, on.probe) == (True, True, False)
+    assert (
+        settings_of(
+            QuantizedModelSpec.model_validate(
+                {**spec.to_wire(), "rollout": {"preflight": {"enabled": False}}}
+            )
+        )
+        is None
+    )
 
 
 def test_the_documented_example_parses() -> None:

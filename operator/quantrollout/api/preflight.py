@@ -1,11 +1,12 @@
 """`spec.rollout.preflight`: what runs before a target tier gets its first user request.
 
-NOT YET PART OF THE API: `QuantizedModelSpec` does not reference these models, so the CRD has no
-such field and the operator does not act on it. They live here, validated and tested, so that
-wiring the preflight step into the rollout adds one field to `Rollout` and `make generate`.
+On by default: a spec that says nothing runs the artifact check, the warm-up and the benchmark
+with the default gate (`rollout.preflight_step` decides, a Job carries it out); `enabled: false`
+skips preflight altogether, and each part can be switched off on its own.
 
     rollout:
       preflight:
+        enabled: true                                         # false: no preflight at all
         artifact: {groupSize: 128, digest: "sha256:…"}     # on by default; enabled: false skips it
         benchmark: {concurrency: 8, requests: 64, warmupRequests: 8, promptTokens: 256, maxTokens: 128}
         qualityProbe: {promptsConfigMapRef: {name: probe-prompts}}   # off unless given
@@ -119,7 +120,10 @@ class QualityProbe(ApiModel):
 class GateRule(ApiModel):
     model_config = {
         "json_schema_extra": validations(
-            cel("has(self.min) != has(self.max)", "a gate rule needs min or max, not both")
+            cel(
+                "has(self.min) != has(self.max)",
+                "spec.rollout.preflight.gate.rules: a gate rule needs min or max, not both",
+            )
         )
     }
 
@@ -161,18 +165,28 @@ class Preflight(ApiModel):
         )
     }
 
-    artifact: ArtifactCheck | None = None
-    benchmark: Benchmark | None = None
+    enabled: bool = Field(
+        True, description="Run preflight before the target gets any request (false: skip it)."
+    )
+    artifact: ArtifactCheck | None = Field(
+        None, description="Check the target's checkpoint against the spec and the baseline."
+    )
+    benchmark: Benchmark | None = Field(
+        None, description="Warm both tiers up, then load them alike and compare (on by default)."
+    )
     quality_probe: QualityProbe | None = Field(
         None, description="Compare greedy answers of both tiers; off unless given."
     )
-    gate: Gate | None = None
+    gate: Gate | None = Field(None, description="The rules the benchmark and probe must pass.")
     timeout: str = Field(
         defaults.PREFLIGHT_TIMEOUT,
         max_length=32,
         description="The whole preflight must end within this (a duration like 30m).",
         json_schema_extra=validations(
-            cel(f"self.matches('{DURATION_PATTERN}')", "must be a duration like 30s, 5m or 1h")
+            cel(
+                f"self.matches('{DURATION_PATTERN}')",
+                "spec.rollout.preflight.timeout must be a duration like 30s, 5m or 1h",
+            )
         ),
     )
 

@@ -26,6 +26,7 @@ from quantrollout.router.classify import CLASSES
 
 from .base import ApiModel, cel, validations
 from .durations import DURATION_PATTERN
+from .preflight import Preflight
 from .thresholds import THRESHOLD_PATTERN
 
 BaselinePrecision = Literal["fp16", "bf16"]
@@ -645,6 +646,12 @@ class Rollout(ApiModel):
             "Lower saves those GPUs; a rollback then moves traffic back only as fast as baseline "
             "replicas become Ready (minutes), and the status says so."
         ),
+    )
+    preflight: Preflight | None = Field(
+        None,
+        description="What runs before the target gets any request, mirrored or live: the "
+        "artifact check, a warm-up, a benchmark against the baseline and an optional quality "
+        "probe, judged by a gate (on by default; enabled: false skips it all).",
     )
 
 

@@ -246,6 +246,70 @@ class RolloutBookkeeping(ApiModel):
     )
 
 
+class PreflightGateResult(ApiModel):
+    """One gate rule's verdict: the value it read and the bound it was held to."""
+
+    rule: str = Field(description="The rule (spec.rollout.preflight.gate.rules[].name).")
+    field: str = Field(description="What was read, e.g. target/baseline outputTokensPerSecond.")
+    value: float | None = Field(None, description="The measured value (absent: none).")
+    threshold: float = Field(description="The bound.")
+    bound: Literal["min", "max"] = Field(description="min or max.")
+    verdict: Literal["Pass", "Fail", "Inconclusive"] = Field(
+        description="Pass, Fail or Inconclusive."
+    )
+
+
+class PreflightFigures(ApiModel):
+    """One tier's figures under the benchmark's load (warm-up requests not counted)."""
+
+    requests: int = Field(0, description="Measured requests sent.")
+    errors: int = Field(0, description="Measured requests that failed.")
+    ttft_p50: float | None = Field(None, description="Time to first token, median, seconds.")
+    ttft_p99: float | None = Field(None, description="Time to first token, p99, seconds.")
+    itl_p50: float | None = Field(None, description="Inter-token latency, median, seconds.")
+    itl_p99: float | None = Field(None, description="Inter-token latency, p99, seconds.")
+    output_tokens_per_second: float | None = Field(None, description="Output tokens per second.")
+    seconds: float | None = Field(None, description="Wall time of the measured phase.")
+
+
+class PreflightCheckStatus(ApiModel):
+    """One check of the preflight Job: the artifact check or the gate (benchmark and probe)."""
+
+    name: Literal["artifact", "gate"] = Field(description="artifact or gate.")
+    verdict: Literal["Pass", "Fail", "Error", "Inconclusive"] = Field(
+        description="Pass, Fail, Error (could not check) or Inconclusive (nothing to judge)."
+    )
+    reasons: list[str] = Field(
+        default_factory=list, description="Why it did not pass: the file or rule, field, value."
+    )
+    results: list[PreflightGateResult] | None = Field(None, description="Each gate rule's verdict.")
+    baseline: PreflightFigures | None = Field(None, description="The baseline's figures.")
+    target: PreflightFigures | None = Field(None, description="The target's figures.")
+    agreement: float | None = Field(None, description="The quality probe's mean agreement.")
+    exact_match: float | None = Field(None, description="The probe's share of exact answers.")
+    weights_bytes: int | None = Field(None, description="Artifact: bytes of weights in the shards.")
+    estimate_bytes: int | None = Field(None, description="Artifact: the memory estimate's weights.")
+
+
+class PreflightStatus(ApiModel):
+    """What ran before the target got any request (spec.rollout.preflight), for one attempt of
+    one rollout."""
+
+    rollout_id: str = Field(description="The rollout it belongs to (status.rollout.id).")
+    attempt: int = Field(0, description="The rollout's attempt (a retry runs preflight again).")
+    phase: Literal["Running", "Passed", "Failed"] = Field(description="Running, Passed or Failed.")
+    job: str | None = Field(None, description="The preflight Job, in the model's namespace.")
+    started_at: str | None = Field(None, description="When the Job was created (RFC 3339).")
+    finished_at: str | None = Field(
+        None, description="When it ended (RFC 3339); no analysis window reaches back before it."
+    )
+    waiting: str | None = Field(
+        None, description="While Running: why its pod is not running yet (scheduler, kubelet)."
+    )
+    reasons: list[str] = Field(default_factory=list, description="Why it failed, in words.")
+    checks: list[PreflightCheckStatus] = Field(default_factory=list, description="Each check.")
+
+
 class QuantizedModelStatus(ApiModel):
     """What the operator observed and decided."""
 
@@ -288,6 +352,9 @@ class QuantizedModelStatus(ApiModel):
     )
     rollout: RolloutBookkeeping | None = Field(
         None, description="The rollout's counters, so a restart resumes the same step."
+    )
+    preflight: PreflightStatus | None = Field(
+        None, description="The checks run before the target got any request, and their figures."
     )
     conditions: list[Condition] | None = Field(
         None, description="kstatus conditions (Ready, Progressing, Degraded, Reconciling, Stalled)."

@@ -382,6 +382,52 @@ def rollback_lines(status: QuantizedModelStatus, now: datetime.datetime | None) 
     return [f"Rolled back at {when(rollback.at, now)}:", *(f"  - {r}" for r in rollback.reasons)]
 
 
+def _figure(value: float | None, unit: str = "s") -> str:
+    if value is None:
+        return NONE
+    return f"{value * 1000:.0f}ms" if unit == "s" else f"{value:.1f}"
+
+
+def preflight_lines(status: QuantizedModelStatus, now: datetime.datetime | None) -> list[str]:
+    """The checks run before the target got any request: each one's verdict, the gate's rules
+    with their values and bounds, both tiers' figures, and why it failed."""
+    pre = status.preflight
+    if pre is None:
+        return []
+    head = f"Preflight:  {pre.phase} (attempt {pre.attempt}, Job {pre.job or NONE})"
+    if pre.finished_at:
+        head += f", ended {when(pre.finished_at, now)}"
+    lines = [head]
+    if pre.waiting:
+        lines.append(f"  waiting: {pre.waiting}")
+    for check in pre.checks:
+        lines.append(f"  {check.name}: {check.verdict}")
+        rows = [
+            [r.rule, number(r.value), f"{r.bound} {r.threshold:g}", r.verdict]
+            for r in check.results or []
+        ]
+        if rows:
+            lines += table(["RULE", "VALUE", "BOUND", "VERDICT"], rows, indent="    ")
+        figures = [
+            (side, f) for side, f in (("baseline", check.baseline), ("target", check.target)) if f
+        ]
+        if figures:
+            lines += table(
+                ["TIER", "REQUESTS", "ERRORS", "TTFT P50", "TTFT P99", "ITL P50", "TOKENS/S"],
+                [
+                    [side, str(f.requests), str(f.errors), _figure(f.ttft_p50),
+                     _figure(f.ttft_p99), _figure(f.itl_p50),
+                     _figure(f.output_tokens_per_second, "n")]
+                    for side, f in figures
+                ],
+                indent="    ",
+            )  # fmt: skip
+        if check.agreement is not None:
+            lines.append(f"    probe agreement {check.agreement:.3f}")
+    lines += [f"  - {r}" for r in pre.reasons]
+    return lines
+
+
 def condition_lines(status: QuantizedModelStatus) -> list[str]:
     if not status.conditions:
         return ["Conditions: none"]
@@ -433,6 +479,7 @@ def render_model(obj: Mapping[str, Any], now: datetime.datetime | None = None) -
     sections = [
         tier_lines(status.tiers or []),
         class_lines(status.classes or [], cheapest_tier(view.spec)),
+        preflight_lines(status, now),
         stage_tree(steps, status),
         analysis_lines(status, rules_of(view.spec), now),
         rollback_lines(status, now),
@@ -477,7 +524,7 @@ def render_table(
 _ACTION_EFFECT = {
     "promote": "move to the next step now, without waiting for its time or a passing analysis",
     "abort": "send all traffic back to the baseline and stop the rollout",
-    "retry": "start the rollout again after a rollback",
+    "retry": "start the rollout again after a rollback (its preflight runs again first)",
 }
 
 

@@ -1,5 +1,5 @@
-"""Applies one pass's Plan in a fixed order: capacity up, traffic, capacity down, status once,
-Events. I/O only through the `io` Protocols.
+"""Applies one pass's Plan in a fixed order: capacity up, the preflight Job, traffic, capacity
+down, status once, Events. I/O only through the `io` Protocols.
 
 Traffic first: with Gateway API the HTTPRoute is written before the status that records it, so
 an operator dying in between leaves traffic already where the decision put it and the restart
@@ -92,6 +92,11 @@ async def execute(
     for write in plan.capacity_up:
         await _write(kube, ns, write, memory)
         log(f"{write.op} {write.kind} {write.name} (capacity up)")
+    for write in plan.jobs:
+        # After capacity up (the Job loads the replicas the first stage will use), before
+        # anything is recorded: a restart finds the Job by its name and creates no second one.
+        await asyncio.to_thread(kube.apply, write.body or {})
+        log(f"{write.op} {write.kind} {write.name} (preflight)")
 
     if plan.route is not None:
         route = f"{plan.route.namespace}/{plan.route.name}"

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from quantrollout import health
+from quantrollout import __version__, defaults, health
 from quantrollout.analysis.rules import Scope, default_window
 from quantrollout.api.resolve import all_tiers, tiers
 from quantrollout.api.spec import QuantizedModelSpec
@@ -24,6 +25,7 @@ from quantrollout.manifests.plan import Problem, parse_spec
 from quantrollout.manifests.plan import plan as manifests_for
 from quantrollout.manifests.vllm import MODEL_LABEL, TIER_LABEL, resource_name, selector_labels
 from quantrollout.rollout import mixed as mx
+from quantrollout.rollout import preflight_step
 from quantrollout.rollout.machine import ACTIVE, Evaluation, RolloutState
 from quantrollout.rollout.schedule import round_start
 from quantrollout.rollout.settings import analysis_of, settings_of
@@ -37,6 +39,7 @@ from .plan import (
     children_of,
     current_state,
     measurement_due,
+    preflight_job_due,
 )
 
 # The scheduler's message for the first pod matching a selector it cannot place, from the pod
@@ -154,6 +157,14 @@ async def observe(
             measured = Measured(key, evaluation, tuple(results))
     else:
         measured = None
+    preflight_job = None
+    job_name = preflight_job_due(qm)
+    if job_name is not None:
+        # Read on every pass while preflight runs: the Job's status says when it ended, its
+        # pod holds the result (the termination message) and why it does not run, if it does not.
+        job = await asyncio.to_thread(kube.get, "Job", namespace, job_name)
+        pods = await asyncio.to_thread(kube.job_pods, namespace, job_name) if job else []
+        preflight_job = preflight_step.job_seen(job_name, job, pods)
     return Observed(
         model=qm,
         children=children,
@@ -162,6 +173,15 @@ async def observe(
         action=action_of(qm),
         route_pending=memory.route_pending or memory.traffic_refused is not None,
         retired=dict(memory.retired) if not manifests.invalid else {},
+        preflight_job=preflight_job,
+        preflight_image=operator_image(),
+    )
+
+
+def operator_image() -> str:
+    """The operator's own image, which the preflight Job runs (the chart says which)."""
+    return os.environ.get(defaults.PREFLIGHT_IMAGE_ENV) or (
+        f"{defaults.PREFLIGHT_IMAGE_REPOSITORY}:{__version__}"
     )
 
 

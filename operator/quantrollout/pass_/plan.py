@@ -9,6 +9,9 @@ was due) and a user's action:
   (the state machine starts or promotes only then), each tier's replicas (and HPA bounds), the
   traffic that may be applied now (weight moves onto a tier only once it is Ready for it, back
   to the baseline as far as its Ready replicas carry), tiers that left the spec to delete;
+- the preflight step (`rollout.preflight_step`): while a rollout is about to start, whether this
+  attempt's preflight passed (until it has, the machine is told the tiers are not ready: no
+  traffic moves), the preflight Job to create, and the rollback of a failed one;
 - the rollout's next state (`rollout.machine.decide`), and with it the traffic (the built-in
   router's `status.traffic`; the user's HTTPRoute rules for Gateway API);
 - the children to apply or delete, each marked capacity up (applied before traffic moves) or
@@ -47,8 +50,9 @@ from quantrollout.manifests.drift import drifted
 from quantrollout.manifests.plan import Plan as Manifests
 from quantrollout.manifests.plan import Problem, parse_spec
 from quantrollout.manifests.plan import plan as manifests_for
+from quantrollout.manifests.preflight_job import build_preflight_job
 from quantrollout.manifests.vllm import GPU_RESOURCE, resource_name
-from quantrollout.rollout import actions, after_bake, capacity
+from quantrollout.rollout import actions, after_bake, capacity, preflight_step
 from quantrollout.rollout import mixed as mx
 from quantrollout.rollout.codec import rfc3339, state_from_status, status_from_state
 from quantrollout.rollout.machine import (
@@ -61,6 +65,7 @@ from quantrollout.rollout.machine import (
     Inputs,
     RolloutState,
     decide,
+    rollback,
 )
 from quantrollout.rollout.schedule import next_evaluation_at
 from quantrollout.rollout.settings import analysis_of, settings_of
@@ -72,6 +77,7 @@ _NO_ANALYSIS = AnalysisSettings(0.0, 1, "pause", 0.0)
 
 _TRAFFIC_RETRY_S = 30.0  # the longest a pass that could not write traffic waits to try again
 _DRAIN_CHECK_S = 1.0  # how soon to look again at a tier that left the spec and still exists
+_PREFLIGHT_CHECK_S = 10.0  # how often to read a running preflight Job without being woken
 
 ChildKey = tuple[str, str]  # (kind, name)
 HPA = "HorizontalPodAutoscaler"
@@ -100,6 +106,9 @@ class Observed:
     route_pending: bool = False  # the HTTPRoute may not match the record (a lost race, a refusal)
     # Deployments labelled with the model whose tier is no longer in the spec, by tier.
     retired: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    # The preflight Job of the attempt about to start (None: none in play, not looked for).
+    preflight_job: preflight_step.JobSeen | None = None
+    preflight_image: str = ""  # the operator's own image, which the preflight Job runs
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,7 @@ class Plan:
     name: str
     resource_version: str
     capacity_up: tuple[ChildWrite, ...] = ()
+    jobs: tuple[ChildWrite, ...] = ()  # the preflight Job, applied after capacity up
     route: RouteWrite | None = None
     capacity_down: tuple[ChildWrite, ...] = ()
     status: dict[str, Any] = field(default_factory=dict)  # the merge patch; {} writes nothing
@@ -323,10 +333,13 @@ def capacity_plan(
     now: datetime.datetime,
     action: Action | None = None,
     policy: mx.Mixed | None = None,
+    scale_down_now: bool = False,
 ) -> capacity.CapacityPlan:
     """The capacity plan for the rollout at `state`: replicas per tier, the traffic that may be
     applied now (from `applied`, the `status.traffic` the router reads), and whether the next
-    step's weights (the first stage's, before a rollout starts) have Ready replicas."""
+    step's weights (the first stage's, before a rollout starts) have Ready replicas.
+    `scale_down_now`: the rollback was its preflight's, so the target (which never served)
+    goes to 0 at once rather than after abortScaleDownDelay."""
     steps = steps_for(spec)
     baseline, target = tiers(spec)
     b, t = baseline.name, target.name
@@ -354,10 +367,13 @@ def capacity_plan(
         # Before a rollout starts, and while a tier that left the spec still has traffic, all of
         # it goes to the baseline first (routers carry two tiers, not three).
         wanted = capacity.Traffic({b: 100})
+    settings = capacity.settings_for(spec)
+    if scale_down_now:
+        settings = dataclasses.replace(settings, abort_scale_down_delay_s=0.0)
     cap = capacity.plan(
         capacity.Inputs(
             tiers=tier_inputs, current=current, wanted=wanted,
-            phase=state.phase, now=now, settings=capacity.settings_for(spec), full_at=full_at,
+            phase=state.phase, now=now, settings=settings, full_at=full_at,
             rolled_back_at=state.rolled_back_at, next=nxt, next_at=nxt_at,
         )
     )  # fmt: skip
@@ -551,6 +567,91 @@ def _condition_events(transitions: list[health.Transition]) -> list[Event]:
     ]
 
 
+def preflight_attempt(
+    spec: QuantizedModelSpec, state: RolloutState, action: Action | None
+) -> int | None:
+    """The attempt whose preflight is in play this pass: a rollout about to start (a new
+    target, Pending, a retry asked for after a rollback); None when none is, or preflight is off."""
+    if preflight_step.settings_of(spec) is None:
+        return None
+    if state.rollout_id != rollout_id(spec):
+        return 0
+    if state.phase == "Pending":
+        return state.attempt
+    if state.phase == "RolledBack" and action is not None and action.kind == "retry":
+        return state.attempt + 1
+    return None
+
+
+def preflight_job_due(qm: dict[str, Any]) -> str | None:
+    """The name of the preflight Job to look at this pass, if one is in play (the observer
+    reads it; `plan` decides)."""
+    parsed = parse_spec(qm.get("spec", {}))
+    if isinstance(parsed, Problem):
+        return None
+    state = current_state(qm.get("status") or {}, parsed)
+    attempt = preflight_attempt(parsed, state, action_of(qm))
+    if attempt is None:
+        return None
+    return preflight_step.job_name(qm["metadata"]["name"], rollout_id(parsed), attempt)
+
+
+def _preflight(
+    spec: QuantizedModelSpec,
+    state: RolloutState,
+    observed: Observed,
+    tiers_ready: bool,
+    now: datetime.datetime,
+) -> preflight_step.Outcome | None:
+    """This pass's preflight, when one is in play (`rollout.preflight_step`)."""
+    settings = preflight_step.settings_of(spec)
+    attempt = preflight_attempt(spec, state, observed.action)
+    if settings is None or attempt is None:
+        return None
+    rid = rollout_id(spec)
+    status = observed.model.get("status") or {}
+    return preflight_step.advance(
+        settings, preflight_step.record_of(status, rid, attempt),
+        model=observed.model["metadata"]["name"], rollout_id=rid, attempt=attempt,
+        tiers_ready=tiers_ready, job=observed.preflight_job, now=now,
+    )  # fmt: skip
+
+
+def _preflight_job(
+    spec: QuantizedModelSpec, observed: Observed, record: dict[str, Any]
+) -> ChildWrite | None:
+    settings = preflight_step.settings_of(spec)
+    if settings is None or not observed.preflight_image:
+        return None
+    meta = observed.model["metadata"]
+    run_id = f"{record['rolloutId']}-{record['attempt']}"
+    body = build_preflight_job(
+        spec=spec, settings=settings, name=meta["name"], namespace=meta["namespace"],
+        job_name=record["job"], run_id=run_id, image=observed.preflight_image,
+        owner=owner_reference(observed.model),
+    )  # fmt: skip
+    return ChildWrite("apply", "Job", record["job"], body)
+
+
+def _after_preflight(
+    decision: Decision, pre: preflight_step.Outcome | None, now: datetime.datetime
+) -> tuple[Decision, dict[str, Any] | None]:
+    """The decision with a failed preflight's rollback (traffic stays at 0%), and the record
+    to write; a rollout aborted while its preflight ran closes the record too."""
+    if pre is None:
+        return decision, None
+    record = pre.record
+    if pre.failed:
+        rolled = rollback(
+            decision.state, pre.failed, now, "preflight failed, no traffic moved to the target"
+        )
+        return Decision(rolled.state, (*decision.events, *pre.events)), record
+    events = (*decision.events, *pre.events)
+    if decision.state.phase == "RolledBack" and record is not None and record["phase"] == "Running":
+        record = {**record, "phase": "Failed", "reasons": list(decision.state.rollback_reasons)}
+    return Decision(decision.state, events), record
+
+
 def decide_rollout(spec: QuantizedModelSpec, state: RolloutState, inputs: Inputs) -> Decision:
     """The state machine, watching on after full (`rollout.after_bake`); a refused edit holds
     whatever the phase."""
@@ -560,13 +661,21 @@ def decide_rollout(spec: QuantizedModelSpec, state: RolloutState, inputs: Inputs
 
 
 def next_evaluation(
-    state: RolloutState, analysis: AnalysisSettings, spec: QuantizedModelSpec | None
+    state: RolloutState,
+    analysis: AnalysisSettings,
+    spec: QuantizedModelSpec | None,
+    status: dict[str, Any] | None = None,
 ) -> datetime.datetime | None:
     """When the next evaluation is due: while the rollout is active, and at full (during the
-    bake at the rollout's interval, then at afterBakeInterval)."""
+    bake at the rollout's interval, then at afterBakeInterval); never while a window would
+    still reach back into the rollout's preflight (`preflight_step.analysis_clear_at`)."""
     if spec is None:
         return next_evaluation_at(state, analysis)
-    return after_bake.next_watch_at(state, analysis, after_bake.after_bake_of(spec))
+    due = after_bake.next_watch_at(state, analysis, after_bake.after_bake_of(spec))
+    clear = preflight_step.analysis_clear_at(
+        status or {}, state.rollout_id, state.attempt, analysis_of(spec)
+    )
+    return max(due, clear) if due is not None and clear is not None else due
 
 
 def _wake_in(
@@ -576,16 +685,24 @@ def _wake_in(
     cap: capacity.CapacityPlan | None = None,
     draining: bool = False,
     spec: QuantizedModelSpec | None = None,
+    status: dict[str, Any] | None = None,
 ) -> float | None:
     """Until the next evaluation, or the next change of the capacity plan (a bake or a delay
     over), whichever comes first; soon while a tier that left the spec waits to be deleted."""
-    due = next_evaluation(state, analysis, spec)
+    due = next_evaluation(state, analysis, spec, status)
     times = [t for t in (due, cap.wake_at if cap else None) if t]
     if draining:
         times.append(now + datetime.timedelta(seconds=_DRAIN_CHECK_S))
     if not times:
         return None
     return max(0.05, (min(times) - now).total_seconds())
+
+
+def _preflight_wake(wake: float | None, record: dict[str, Any] | None) -> float | None:
+    """While preflight runs, look again now and then (Job and pod events wake it sooner)."""
+    if record is None or record.get("phase") != "Running":
+        return wake
+    return min(wake, _PREFLIGHT_CHECK_S) if wake is not None else _PREFLIGHT_CHECK_S
 
 
 def _promote_waits(observed: Observed, before: RolloutState, after: RolloutState) -> bool:
@@ -674,6 +791,8 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
     }
 
     decision: Decision | None = None
+    preflight_record: dict[str, Any] | None = None
+    jobs: tuple[ChildWrite, ...] = ()
     cap: capacity.CapacityPlan | None = None
     steps: tuple[Step, ...] = ()
     settings = _NO_ANALYSIS
@@ -683,26 +802,44 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         settings = settings_of(analysis_of(spec), namespace, name)
         tier_inputs = capacity_tiers(spec, seen, _retired(observed), frozenset(rolling))
         applied = status.get("traffic")
-        gate = capacity_plan(spec, state, tier_inputs, applied, now, observed.action, recorded)
+        down_now = preflight_step.failed_here(status, state.rollout_id, state.attempt)
+        gate = capacity_plan(
+            spec, state, tier_inputs, applied, now, observed.action, recorded, down_now
+        )
+        base_ready = tiers_ready(seen, (tiers(spec)[0].name,))
+        pre = (
+            None
+            if held
+            else _preflight(spec, state, observed, gate.ready_for_next and base_ready, now)
+        )
         decision = decide_rollout(
             spec,
             state,
             rollout_inputs(
                 spec, namespace, name, now, deciding, evaluation, observed.action,
                 problem.message if held and problem else None,
-                ready_for_next=gate.ready_for_next,
+                ready_for_next=gate.ready_for_next and (pre is None or pre.passed),
             ),
         )  # fmt: skip
+        decision, preflight_record = _after_preflight(decision, pre, now)
+        if pre is not None and pre.create_job and preflight_record is not None:
+            job = _preflight_job(spec, observed, preflight_record)
+            jobs = (job,) if job is not None else ()
         if spec.mixed and not held:
             policy, policy_events = mixed_policy(
                 spec, decision.state, recorded, observed.measured, seen, steps
             )
         if not held:
             same = _weights(decision.state) == _weights(state) and policy == recorded
+            # A rollout that ended in (or during) its preflight never served: the target goes.
+            closed = preflight_record is not None and preflight_record["phase"] == "Failed"
+            down_now = closed or (same and down_now)
             cap = (
                 gate
                 if same
-                else capacity_plan(spec, decision.state, tier_inputs, applied, now, None, policy)
+                else capacity_plan(
+                    spec, decision.state, tier_inputs, applied, now, None, policy, down_now
+                )
             )
     elif held and problem is not None:
         # Unparsable, so no steps: hold (an abort still rolls back) and wait for a fix.
@@ -761,6 +898,8 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         _with_capacity(health_fields, cap, capacity_tiers(spec, seen, _retired(observed)))
         if policy is not None:
             health_fields["gpuSaving"]["relativeCost"] = mx.relative_cost(policy, all_tiers(spec))
+    if preflight_record is not None:
+        rollout_fields["preflight"] = preflight_step.as_patch(preflight_record)
     patch = changed(status, {**health_fields, **rollout_fields})
 
     route = None
@@ -784,6 +923,7 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         name=name,
         resource_version=str(meta.get("resourceVersion", "")),
         capacity_up=tuple(up),
+        jobs=jobs,
         route=route,
         capacity_down=tuple(down),
         status=patch,
@@ -796,7 +936,18 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         action_events=tuple(
             e for e in (refused_action(qm, spec, state, problem is not None),) if e is not None
         ),
-        wake_in_s=_wake_in(new, settings, now, cap, bool(observed.retired), spec)
+        wake_in_s=_preflight_wake(
+            _wake_in(
+                new,
+                settings,
+                now,
+                cap,
+                bool(observed.retired),
+                spec,
+                {**status, "preflight": preflight_record or status.get("preflight")},
+            ),
+            preflight_record,
+        )
         if decision
         else None,
         traffic_retry_s=max(1.0, min(_TRAFFIC_RETRY_S, settings.interval_s)),
@@ -820,7 +971,7 @@ def measurement_due(
     if state.rollout_id != rollout_id(parsed) or state.phase not in (*ACTIVE, "Succeeded"):
         return None
     settings = settings_of(analysis_of(parsed), meta["namespace"], meta["name"])
-    due = next_evaluation(state, settings, parsed)
+    due = next_evaluation(state, settings, parsed, qm.get("status") or {})
     if due is None or now < due:
         return None
     steps = steps_for(parsed)

@@ -27,7 +27,7 @@ ACTS_IN: Final[dict[str, tuple[str, ...]]] = {
 }
 _WHY_NOT: Final[dict[str | None, str]] = {
     None: "no rollout has started yet",
-    "Pending": "the rollout is waiting for both tiers to be ready",
+    "Pending": "the rollout is waiting for both tiers to be ready and for its preflight",
     "Progressing": "the rollout is in progress",
     "Paused": "the rollout is paused",
     "Succeeded": "the rollout is complete",
