@@ -34,13 +34,15 @@ class DisconnectWatch:
     """Cancels the request's task when its client goes away before the response is complete,
     so the tier's connection is closed and vLLM stops generating for nobody."""
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
         self.finished = False  # set just before the last byte is sent
         self.gone = False
-        task = asyncio.current_task()
+        # The loop given, not looked up: asyncio's lookup asks the kernel for the process id
+        # each time (a system call, twice per request).
+        task = asyncio.current_task(loop)
         assert task is not None  # called from a request handler
         self._request = task
-        self._watch = asyncio.create_task(self._wait(receive))
+        self._watch = loop.create_task(self._wait(receive))
 
     async def _wait(self, receive: Receive) -> None:
         # With the body read, receive() returns only once the client disconnects or the
@@ -69,6 +71,7 @@ class Proxy:
         self._shadows = shadows
         self._max_inspect = max_inspect_bytes
         self._retry_after = str(retry_after).encode()
+        self._loop = asyncio.get_running_loop()
 
     async def forward(
         self,
@@ -87,7 +90,7 @@ class Proxy:
             baseline = self._shadows.mirror(
                 calibration, call, self._max_inspect, baseline, calibration=True
             )
-        watch = DisconnectWatch(receive)
+        watch = DisconnectWatch(receive, self._loop)
         current = [live]  # the tier in flight, for counting a client that went away
         answer: Answer | None = None
         try:
