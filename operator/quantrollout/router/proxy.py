@@ -23,7 +23,7 @@ from .call import Call, Tier
 from .http1 import UpstreamError
 from .inspect_answer import AnswerReader, record
 from .pool import Upstreams
-from .relay import relay
+from .relay import relay, send_whole
 from .shadow import Shadows
 from .upstream import Failed, Opened, response_headers
 
@@ -145,8 +145,8 @@ class Proxy:
         headers = response_headers(opened.headers, tier.name)
         headers.append((b"content-length", str(len(opened.first)).encode()))
         watch.finished = True
-        await send({"type": "http.response.start", "status": opened.status, "headers": headers})
-        await send({"type": "http.response.body", "body": opened.first, "more_body": False})
+        start = {"type": "http.response.start", "status": opened.status, "headers": headers}
+        await send_whole(send, start, opened.first)
         tier.metrics.request(opened.status)
         tier.metrics.latency.observe(opened.first_byte - opened.started)
         if opened.status != 200 or not call.inspected:
@@ -159,12 +159,12 @@ class Proxy:
         self, send: Send, tier: Tier, opened: Opened, watch: DisconnectWatch, call: Call
     ) -> Answer | None:
         headers = response_headers(opened.headers, tier.name)
-        await send({"type": "http.response.start", "status": opened.status, "headers": headers})
+        start = {"type": "http.response.start", "status": opened.status, "headers": headers}
         limit = self._max_inspect if call.inspected and opened.status == 200 else -1
         reader = AnswerReader(opened.headers.get("content-type", ""), limit)
         last = b""
         try:
-            await relay(send, opened, reader)
+            await relay(send, start, opened, reader)
         except UpstreamError as err:
             log.info("tier %s failed mid-stream: %s", tier.name, err)
             last = _sse_error(f"tier {tier.name} failed mid-answer", 502)
