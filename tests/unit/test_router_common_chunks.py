@@ -29,19 +29,20 @@ VLLM = (
 def test_vllm_s_token_events_are_read_without_decoding_them() -> None:
     chunks = CommonChunks()
     first = b"".join(VLLM % t for t in (b" Hello", "\\u00e9t\u00e9".encode(), b' \\"q\\"'))
-    assert chunks.texts(first) == [" Hello", "\u00e9t\u00e9", ' "q"']
+    assert chunks.read(first) == (3, 3, ' Hello\u00e9t\u00e9 "q"')
     # The rest of the stream by its template: one event, several, the end.
-    assert chunks.texts(VLLM % b" world") == [" world"]
-    assert chunks.texts(VLLM % b"a" + VLLM % b"" + b"data: [DONE]\n\n") == ["a", ""]
+    assert chunks.read(VLLM % b" world") == (1, 1, " world")
+    assert chunks.read(VLLM % b"a" + VLLM % b"" + b"data: [DONE]\n\n") == (2, 1, "a")
+    assert chunks.read(VLLM % b"\xc3" + VLLM % b"\xa9") is None  # each token must be UTF-8
     completion = (
         b'data: {"id":"c","object":"text_completion","choices":[{"index":0,"text":"x"}]}\n\n'
     )
-    assert CommonChunks().texts(completion) == ["x"]
+    assert CommonChunks().read(completion) == (1, 1, "x")
 
 
 def test_what_is_not_a_common_event_goes_the_full_way() -> None:
     chunks = CommonChunks()
-    assert chunks.texts(VLLM % b"a") == ["a"]
+    assert chunks.read(VLLM % b"a") == (1, 1, "a")
     for piece in (
         b'data: {"error":{"message":"boom","code":500}}\n\n',
         VLLM % b"a" + b'data: {"error":{"message":"boom","code":500}}\n\n',
@@ -59,7 +60,7 @@ def test_what_is_not_a_common_event_goes_the_full_way() -> None:
         b'data: {"ch\\u006fices":[],"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',
         b'data: {"choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n',
     ):
-        assert chunks.texts(piece) is None, piece
+        assert chunks.read(piece) is None, piece
 
 
 # --- any stream, any split: the fast path reads what full decoding reads ---------------------

@@ -308,23 +308,22 @@ class StreamedAnswer:
 
     def feed(self, piece: bytes) -> None:
         if self.FAST and self._parser.between_events:
-            texts = self._fast.texts(piece)
-            if texts is not None:
-                self._common(texts)
+            tokens = self._fast.read(piece)
+            if tokens is not None:
+                self._common(*tokens)
                 return
         self._parser.feed(piece)
 
-    def _common(self, texts: list[str]) -> None:
-        """Events of the first choice carrying `texts` (see `common_chunks`), in order."""
-        if not texts:
+    def _common(self, events: int, with_text: int, text: str) -> None:
+        """`events` of the first choice, `with_text` of them carrying text (`common_chunks`)."""
+        if not events:
             return
         if self._pending:  # events before these, not decoded yet, come first
             self._decode()
         self._seen = True
-        for text in texts:
-            if text:
-                self._text_events += 1
-                self._parts.append(text)
+        self._text_events += with_text
+        if text:
+            self._parts.append(text)
 
     def answer(self) -> Answer | None:
         """The answer so far (call at the end), or None if no event was a completion chunk."""

@@ -71,16 +71,26 @@ _DONE = b"data: [DONE]\n\n"
 _PLAIN = re.compile(rb'[^"\\\x00-\x1f]*')  # a JSON string's inside that needs no decoding
 
 
-def _strings(raw: list[bytes]) -> list[str] | None:
-    """The values of JSON strings (each given without its quotes), or None if one is not."""
+# What a piece of common events says: how many events, how many of them carried text, and
+# their texts joined.
+Tokens = tuple[int, int, str]
+
+
+def _strings(raw: list[bytes]) -> Tokens | None:
+    """`Tokens` of the JSON strings `raw` (each given without its quotes), or None if one is
+    not a JSON string."""
     try:
-        if _PLAIN.fullmatch(b"".join(raw)):  # the usual token: its bytes are its text
-            return [r.decode("utf-8", "surrogatepass") for r in raw]
+        if _PLAIN.fullmatch(b"".join(raw)):  # the usual tokens: their bytes are their text
+            # Decoded with a quote (ASCII) between them, each must be UTF-8 on its own.
+            text = b'"'.join(raw).decode("utf-8", "surrogatepass")
+            return len(raw), len(raw) - raw.count(b""), text.replace('"', "")
         values = json.loads(b'["' + b'","'.join(raw) + b'"]')
     except ValueError:  # not UTF-8 (UnicodeDecodeError), or not JSON strings
         return None
     # An unescaped quote in one would have made more values than strings given.
-    return values if len(values) == len(raw) else None
+    if len(values) != len(raw):
+        return None
+    return len(values), len(values) - values.count(""), "".join(values)
 
 
 class CommonChunks:
@@ -94,14 +104,14 @@ class CommonChunks:
     def __init__(self) -> None:
         self._head = self._tail = self._separator = b""  # no template yet
 
-    def texts(self, piece: bytes) -> list[str] | None:
-        """The first choice's text in each event of `piece`, in order ("" for an event without
-        any), when `piece` is nothing but whole common events (and perhaps the closing
-        `data: [DONE]`); None when it is anything else (see the module doc)."""
+    def read(self, piece: bytes) -> Tokens | None:
+        """The `Tokens` of the first choice in the events of `piece`, when `piece` is nothing
+        but whole common events (and perhaps the closing `data: [DONE]`); None when it is
+        anything else (see the module doc)."""
         if piece.endswith(_DONE) and (len(piece) == len(_DONE) or piece[-len(_DONE) - 1] == 10):
             piece = piece[: -len(_DONE)]
             if not piece:
-                return []
+                return 0, 0, ""
         head, tail = self._head, self._tail
         if (
             head
@@ -118,7 +128,7 @@ class CommonChunks:
                     return found
         return self._grammar(piece)
 
-    def _grammar(self, piece: bytes) -> list[str] | None:
+    def _grammar(self, piece: bytes) -> Tokens | None:
         if not piece.endswith(b"\n\n"):
             return None
         try:
