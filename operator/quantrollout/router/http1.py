@@ -17,9 +17,10 @@ router's memory.
 
 A stream passed on is paced: its pieces go on at most once per `PACE` seconds. A piece that
 comes sooner after the last one waits, with the socket left unread, until then, and goes on
-with all that came meanwhile (the end of the answer never waits). Tokens that come slower than
-that (vLLM's usual tens per second) go on as they come; a stream faster than that goes on in
-fewer, larger writes. Each piece passed on costs a read and a write (two system calls) and a
+with all that came meanwhile (an end read with a piece goes on at once; one that comes while a
+piece waits, with it). Tokens that come slower than that (vLLM's usual tens per second) go on
+as they come; a stream faster than that goes on in fewer, larger writes, none held longer than
+`PACE`. Each piece passed on costs a read and a write (two system calls) and a
 turn of the event loop whatever its size, so that a few fast streams would otherwise take turn
 after turn of the one event loop that must also open new streams: at saturation, their first
 token waited behind everyone else's.
