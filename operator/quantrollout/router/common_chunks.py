@@ -8,7 +8,7 @@ compactly (pydantic's JSON), e.g.
            "choices":[{"index":0,"delta":{"content":" word"},"logprobs":null,"finish_reason":null}]}
 
 Decoding each such event with `json.loads` and walking the dictionaries was the largest part of
-the router's CPU when streams are many (a profile at saturation: ~28% of it). Here a piece of
+the router's CPU when streams are many (a profile at saturation: ~30% of it). Here a piece of
 the stream made only of such events is read without building any object but the token texts:
 the first such event with a grammar (one regular expression), the rest of the stream, whose
 events differ from it in their token only, by splitting pieces around the tokens.
