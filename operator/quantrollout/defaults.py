@@ -203,3 +203,8 @@ ROUTER_MAX_LOOP_LAG_S = 0.25
 # within a minute of its start, up to the maximum.
 ROUTER_RESTART_BACKOFF_S = 0.5
 ROUTER_RESTART_BACKOFF_MAX_S = 10.0
+# Seconds between two writes of one stream to its client (router/http1.py): tokens that come
+# faster go on together (50 writes a second is still smooth to read). A stream under 50 tokens
+# per second is never held; a faster one is, by at most this long, and its writes no longer
+# crowd out new streams.
+ROUTER_RELAY_PACE_S = 0.02

@@ -13,6 +13,7 @@ import pytest
 
 from quantrollout import signals
 from quantrollout.router.app import RouterApp
+from quantrollout.router.server import RunningRouter
 from quantrollout.router.settings import RouterSettings
 from quantrollout.router.source import StaticConfigSource
 
@@ -137,3 +138,35 @@ async def test_under_another_asgi_server_a_stream_goes_through_send_alike(base: 
         assert registry.get_sample_value(signals.ROUTER_OUTPUT_TOKENS, labels) == 12
     finally:
         await app.shutdown()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_asks_to_close_gets_the_whole_answer_then_the_end(
+    base: Sim, stream: bool
+) -> None:
+    """The head goes out with what follows it, in one write; the close uvicorn does for
+    `connection: close` waits for that write."""
+    base.configure(token_delay_ms=1)
+    upstreams = {(NS, BASE_SVC): base.url, (NS, TARGET_SVC): base.url}
+    app = RouterApp(StaticConfigSource([routed(traffic())]), RouterSettings(upstreams=upstreams))
+    async with RunningRouter(app) as router:
+        reader, writer = await asyncio.open_connection(router.host, router.port)
+        body = json.dumps(
+            {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream,
+             "max_tokens": 8}
+        ).encode()  # fmt: skip
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: router\r\nconnection: close\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+        )
+        received = await asyncio.wait_for(reader.read(), 10)  # to the end: the router closed
+        writer.close()
+    head, _, payload = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"connection: close" in head.lower()
+    if stream:
+        assert b"transfer-encoding: chunked" in head.lower()
+        assert dechunk(payload).rstrip().endswith(b"data: [DONE]")
+    else:
+        answer = json.loads(payload)
+        assert answer["choices"][0]["message"]["content"]

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from quantrollout.router import http1
 from quantrollout.router.http1 import (
     HIGH_WATER,
     ConnectError,
@@ -284,6 +285,53 @@ async def test_a_passed_on_stream_goes_to_the_sink_as_it_arrives_with_no_waiter_
         assert connection.take() == b""
         assert [first, *got] == [b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]
         assert connection.reusable
+        connection.close()
+
+
+@pytest.mark.parametrize("framing", ["chunked", "until-close"])
+async def test_pieces_sooner_than_the_pace_go_on_together_and_the_end_waits_for_nothing(
+    monkeypatch: pytest.MonkeyPatch, framing: str
+) -> None:
+    monkeypatch.setattr(http1, "PACE", 0.3)  # far longer than the test's own steps
+    passed = asyncio.Event()
+    until_close = framing == "until-close"
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+        frame = (lambda data: data) if until_close else chunk
+        writer.write((head if until_close else STREAM_HEAD) + frame(b"data: 0\n\n"))
+        await writer.drain()
+        await passed.wait()  # passed on: piece 1 goes at once, 2 and 3 come within the pace
+        for n in (1, 2, 3):  # 2 and 3 apart: without pacing, two writes
+            writer.write(frame(b"data: %d\n\n" % n))
+            await writer.drain()
+            if n == 1:
+                passed.clear()
+                await passed.wait()
+            await asyncio.sleep(0.01)
+        if until_close:
+            writer.close()  # the end of the body: the held piece goes on at once
+        else:
+            writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with serving(handler) as origin:
+        connection = await Connection.open(origin, None, 5, 5)
+        assert await request(connection, origin) == 200
+        got = [await connection.read()]
+
+        def sink(data: bytes) -> bool:
+            got.append(data)
+            passed.set()
+            return True
+
+        connection.pass_on(sink)
+        passed.set()
+        await until_end(connection)
+        assert b"".join(got) == b"data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n"
+        assert got[1:] == [b"data: 1\n\n", b"data: 2\n\ndata: 3\n\n"]  # 2 and 3: one write
         connection.close()
 
 

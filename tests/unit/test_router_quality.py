@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quantrollout.router.quality import has_repetition_loop, is_refusal
+from quantrollout.router.quality import (
+    REFUSAL_PATTERNS,
+    REFUSAL_WINDOW,
+    has_repetition_loop,
+    is_refusal,
+)
 
 words = st.text(alphabet="abcdefgh", min_size=1, max_size=4)
 
@@ -80,3 +85,14 @@ def test_refusals(text: str) -> None:
 )
 def test_not_refusals(text: str) -> None:
     assert not is_refusal(text)
+
+
+PHRASES = ["I'm", "I am", "sorry,", "but", "i", "can't", "cannot", "can not", "won't", "will not",
+           "help", "unable to", "not able to", "as an AI", "must", "decline", "not comfortable",
+           "apologize,", "Sorry", "\u2019", " ", "\n", "x"]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(PHRASES) | st.text(max_size=4), max_size=30).map(" ".join))
+def test_the_word_prefilter_never_changes_the_verdict(text: str) -> None:
+    opening = text[:REFUSAL_WINDOW].casefold().replace("\u2019", "'").lstrip()
+    assert is_refusal(text) == any(p.search(opening) for p in REFUSAL_PATTERNS)

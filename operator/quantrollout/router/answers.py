@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .common_chunks import CommonChunks
+
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
@@ -236,6 +238,11 @@ class SseParser:
         for line in lines:
             self._line(line[:-1] if line.endswith(b"\r") else line)
 
+    @property
+    def between_events(self) -> bool:
+        """Nothing of an unfinished line or event is held: the next piece starts a new one."""
+        return not self._carry and not self._data
+
     def close(self) -> None:
         """Ends the stream: a last line or event without its blank line still counts."""
         if self._carry:
@@ -266,12 +273,16 @@ class StreamedAnswer:
     """The answer in a streamed response, read as it passes: `feed` each piece, then `answer`.
     Events are decoded `BATCH` at a time (one json.loads over many is several times cheaper
     than one each), so no step costs more than a small, fixed piece of the work, however long
-    the answer: the event loop that passes streams on is never held up for long."""
+    the answer: the event loop that passes streams on is never held up for long.
+    A piece made only of common token events (`common_chunks`) is read without decoding them
+    (`FAST`: off only to compare the two ways in tests)."""
 
     BATCH = 16
+    FAST = True
     __slots__ = (
         "_calls",
         "_error",
+        "_fast",
         "_final",
         "_parser",
         "_parts",
@@ -284,6 +295,7 @@ class StreamedAnswer:
 
     def __init__(self) -> None:
         self._parser = SseParser(self._data)
+        self._fast = CommonChunks()
         self._pending: list[bytes] = []  # event data not decoded yet
         self._parts: list[str] = []
         self._reasoning: list[str] = []
@@ -295,7 +307,23 @@ class StreamedAnswer:
         self._seen = False
 
     def feed(self, piece: bytes) -> None:
+        if self.FAST and self._parser.between_events:
+            tokens = self._fast.read(piece)
+            if tokens is not None:
+                self._common(*tokens)
+                return
         self._parser.feed(piece)
+
+    def _common(self, events: int, with_text: int, text: str) -> None:
+        """`events` of the first choice, `with_text` of them carrying text (`common_chunks`)."""
+        if not events:
+            return
+        if self._pending:  # events before these, not decoded yet, come first
+            self._decode()
+        self._seen = True
+        self._text_events += with_text
+        if text:
+            self._parts.append(text)
 
     def answer(self) -> Answer | None:
         """The answer so far (call at the end), or None if no event was a completion chunk."""

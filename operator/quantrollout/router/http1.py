@@ -14,6 +14,16 @@ previous answer was read to its end and both sides keep the connection alive. By
 read wait up to `HIGH_WATER` (a sink says when its side is backed up); past that the connection
 stops reading from its socket, so a slow client slows the tier down instead of filling the
 router's memory.
+
+A stream passed on is paced: its pieces go on at most once per `PACE` seconds. A piece that
+comes sooner after the last one waits, with the socket left unread, until then, and goes on
+with all that came meanwhile (an end read with a piece goes on at once; one that comes while a
+piece waits, with it). Tokens that come slower than that (vLLM's usual tens per second) go on
+as they come; a stream faster than that goes on in fewer, larger writes, none held longer than
+`PACE`. Each piece passed on costs a read and a write (two system calls) and a
+turn of the event loop whatever its size, so that a few fast streams would otherwise take turn
+after turn of the one event loop that must also open new streams: at saturation, their first
+token waited behind everyone else's.
 """
 
 from __future__ import annotations
@@ -29,7 +39,10 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
+from quantrollout import defaults
+
 HIGH_WATER = 64 << 10
+PACE = defaults.ROUTER_RELAY_PACE_S
 
 
 class UpstreamError(Exception):
@@ -122,12 +135,16 @@ class Connection(asyncio.Protocol):
         self._deadline = 0.0  # loop.time() by which the awaited bytes must have come
         self._error: UpstreamError | None = None
         self._sink: Callable[[bytes], bool] | None = None  # see `pass_on`
+        self._pace_timer: asyncio.TimerHandle | None = None  # a paced piece waits for it
+        self._reading = True  # the transport reads (not paused by flow control nor pacing)
         self.requests = 0  # sent on this connection so far
         self.idle_since = time.monotonic()
         self._reset_response()
 
     def _reset_response(self) -> None:
         self._sink = None
+        self._stop_pacing()
+        self._next_pass = 0.0  # loop.time() before which a stream's next piece waits (`PACE`)
         self._answered = False  # some byte of the answer came
         self._headers: list[tuple[bytes, bytes]] = []
         self._headers_done = False
@@ -173,6 +190,7 @@ class Connection(asyncio.Protocol):
         """Drops the connection (an answer left unread cannot be skipped on a kept-alive one)."""
         self._lost = True
         self._stop_timer()
+        self._stop_pacing()
         if self._transport is not None:
             self._transport.close()
 
@@ -185,6 +203,7 @@ class Connection(asyncio.Protocol):
         self._busy = True
         self.requests += 1
         self._reset_response()
+        self._update_reading()
         self._transport.write(request)
         while not self._headers_done:
             await self.arrival()
@@ -225,23 +244,60 @@ class Connection(asyncio.Protocol):
 
     def _pause(self) -> None:
         """Stops reading from the socket until `resume` (what waits is enough for now)."""
-        if not self._paused and self._transport is not None:
-            self._paused = True
-            self._transport.pause_reading()
+        self._paused = True
+        self._update_reading()
 
     def resume(self) -> None:
         """Reads on from the socket if reading was paused (a reader took what waited, or a
         sink's side drained)."""
-        if self._paused and self._transport is not None and not self._lost:
+        if self._paused:
             self._paused = False
-            self._transport.resume_reading()
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Reads from the socket unless flow control or pacing says to wait."""
+        wanted = not self._paused and self._pace_timer is None
+        if wanted != self._reading and self._transport is not None and not self._lost:
+            self._reading = wanted
+            if wanted:
+                self._transport.resume_reading()
+            else:
+                self._transport.pause_reading()
 
     def _flush(self) -> None:
         assert self._sink is not None
         if not self._chunks:
             return
+        self._next_pass = self._loop.time() + PACE
         if not self._sink(self._arrived()):
             self._pause()
+
+    def _hold(self) -> None:
+        """Keeps what arrived, and the socket unread, until the stream's next turn (`PACE`)."""
+        if self._pace_timer is None:
+            self._pace_timer = self._loop.call_at(self._next_pass, self._paced)
+            self._update_reading()
+
+    def _paced(self) -> None:
+        """The stream's turn: read on, so that what the socket holds goes with what was held
+        (`data_received`); whatever is still held a moment later (nothing more came) goes then.
+        The moment is a timer's: the loop reads sockets before it runs the next timers (a
+        callback `call_soon` would run before)."""
+        self._pace_timer = None
+        self._update_reading()
+        self._loop.call_later(0.001, self._release, self.requests)
+
+    def _release(self, request: int) -> None:
+        if self._sink is None or self._lost or request != self.requests or self._pace_timer:
+            return
+        self._flush()
+        if self._paused:
+            self._wake()  # the relay waits for the client's side to drain
+
+    def _stop_pacing(self) -> None:
+        if self._pace_timer is not None:
+            self._pace_timer.cancel()
+            self._pace_timer = None
 
     def _arrived(self) -> bytes:
         """The body bytes received and not yet taken, in one piece, taken."""
@@ -324,8 +380,14 @@ class Connection(asyncio.Protocol):
             self._fail(UpstreamError("the tier switched protocols"))
             return
         if self._sink is not None:
-            self._deadline = self._loop.time() + self._read_timeout  # bytes came: not silent
+            now = self._loop.time()
+            self._deadline = now + self._read_timeout  # bytes came: not silent
+            if now < self._next_pass and not self._complete:
+                self._hold()
+                return
+            self._stop_pacing()
             self._flush()
+            self._update_reading()
             if not self._complete and not self._paused:
                 return  # nothing a waiter waits for
         elif self._buffered >= HIGH_WATER:
@@ -338,6 +400,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._stop_timer()
+        self._stop_pacing()
+        if self._sink is not None:
+            self._flush()  # what waited for its turn (`PACE`) goes on before the end or failure
         if self._headers_done and self._until_close and not self._complete:
             self._complete = True  # the body ran until the tier closed: that was its end
         elif self._busy and not self._complete and self._error is None:

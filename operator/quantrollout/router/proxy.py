@@ -24,7 +24,7 @@ from .call import Call, Tier
 from .http1 import UpstreamError
 from .inspect_answer import AnswerReader, record
 from .pool import Upstreams
-from .relay import relay
+from .relay import relay, send_whole
 from .shadow import Shadows
 from .upstream import Failed, Opened, response_headers
 
@@ -35,13 +35,15 @@ class DisconnectWatch:
     """Cancels the request's task when its client goes away before the response is complete,
     so the tier's connection is closed and vLLM stops generating for nobody."""
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
         self.finished = False  # set just before the last byte is sent
         self.gone = False
-        task = asyncio.current_task()
+        # The loop given, not looked up: asyncio's lookup asks the kernel for the process id
+        # each time (a system call, twice per request).
+        task = asyncio.current_task(loop)
         assert task is not None  # called from a request handler
         self._request = task
-        self._watch = asyncio.create_task(self._wait(receive))
+        self._watch = loop.create_task(self._wait(receive))
 
     async def _wait(self, receive: Receive) -> None:
         # With the body read, receive() returns only once the client disconnects or the
@@ -70,6 +72,7 @@ class Proxy:
         self._shadows = shadows
         self._max_inspect = max_inspect_bytes
         self._retry_after = str(retry_after).encode()
+        self._loop = asyncio.get_running_loop()
 
     async def forward(
         self,
@@ -92,7 +95,7 @@ class Proxy:
             baseline = self._shadows.mirror(
                 calibration, call, self._max_inspect, baseline, calibration=True
             )
-        watch = DisconnectWatch(receive)
+        watch = DisconnectWatch(receive, self._loop)
         current = [live]  # the tier in flight, for counting a client that went away
         answer: Answer | None = None
         try:
@@ -147,8 +150,8 @@ class Proxy:
         headers = response_headers(opened.headers, tier.name)
         headers.append((b"content-length", str(len(opened.first)).encode()))
         watch.finished = True
-        await send({"type": "http.response.start", "status": opened.status, "headers": headers})
-        await send({"type": "http.response.body", "body": opened.first, "more_body": False})
+        start = {"type": "http.response.start", "status": opened.status, "headers": headers}
+        await send_whole(send, start, opened.first)
         tier.metrics.request(opened.status)
         tier.metrics.latency.observe(opened.first_byte - opened.started)
         if opened.status != 200 or not call.inspected:
@@ -161,12 +164,12 @@ class Proxy:
         self, send: Send, tier: Tier, opened: Opened, watch: DisconnectWatch, call: Call
     ) -> Answer | None:
         headers = response_headers(opened.headers, tier.name)
-        await send({"type": "http.response.start", "status": opened.status, "headers": headers})
+        start = {"type": "http.response.start", "status": opened.status, "headers": headers}
         limit = self._max_inspect if call.inspected and opened.status == 200 else -1
         reader = AnswerReader(opened.headers.get("content-type", ""), limit)
         last = b""
         try:
-            await relay(send, opened, reader)
+            await relay(send, start, opened, reader)
         except UpstreamError as err:
             log.info("tier %s failed mid-stream: %s", tier.name, err)
             last = _sse_error(f"tier {tier.name} failed mid-answer", 502)

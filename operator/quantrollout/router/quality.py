@@ -58,7 +58,17 @@ def has_repetition_loop(text: str, n: int = NGRAM, max_repeats: int = MAX_REPEAT
     return max(grams.values()) > max_repeats
 
 
+# A word each pattern needs (each pattern holds one of them): an opening without any of them
+# cannot match, and most answers are told apart by these substring tests alone, many times
+# cheaper than the patterns' searches.
+REFUSAL_WORDS = (
+    "sorry", "apologi", "can", "won't", "will not", "able", "as an ai", "decline", "comfortable",
+)  # fmt: skip
+
+
 def is_refusal(text: str) -> bool:
     """True iff the answer opens with one of the stock refusal phrases."""
     opening = text[:REFUSAL_WINDOW].casefold().replace("\u2019", "'").lstrip()
+    if not any(word in opening for word in REFUSAL_WORDS):
+        return False
     return any(p.search(opening) for p in REFUSAL_PATTERNS)

@@ -7,30 +7,42 @@ cost in Python; at 200 streams it took the router's CPU by a fifth, and the time
 p99 with it. It reads four attributes of uvicorn's `RequestResponseCycle` (its transport, its
 flow control, whether the response is chunked and whether the client left), with uvicorn
 pinned; any other server, or a response that is not chunked, goes through ASGI `send`.
+
+The response head goes out in one write with what follows it (the first piece of a stream, the
+whole of a plain answer): each write to a socket is a system call that runs the peer's side of
+loopback TCP too, about as costly as the rest of passing a small answer on.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from .asgi import Send
+from .asgi import Message, Send
 from .inspect_answer import AnswerReader
 from .upstream import Opened
 
 
-async def relay(send: Send, opened: Opened, reader: AnswerReader) -> None:
-    """Passes a stream on from its first bytes (`opened.first`; the response head was sent) to
-    its end, feeding each piece to `reader` once it is on its way to the client: the work of
+async def relay(send: Send, start: Message, opened: Opened, reader: AnswerReader) -> None:
+    """Sends the response head `start` and passes a stream on from its first bytes
+    (`opened.first`) to its end, feeding each piece to `reader` once it is on its way to the client: the work of
     reading an answer is spread over its pieces, not left in one block at the end that would
     hold up every other stream. Raises UpstreamError when the tier fails mid-answer."""
+    held = _HeldWrites.around(send)
+    if held is None:
+        await send(start)
+    else:
+        async with held:
+            await send(start)
     client = _client_side(send)
     if client is not None:
-        await _onto_transport(client, opened, reader)
+        await _onto_transport(client, opened, reader, held.written if held else b"")
         return
+    if held is not None:
+        held.release()
     # In a task of its own: each piece wakes the relay's one frame, not the dozen of the
     # request's (server, app, routing, proxy) that its task would resume through.
     await asyncio.ensure_future(_through_send(send, opened, reader))
@@ -72,7 +84,9 @@ def _client_side(send: Send) -> _ClientSide | None:
     return client
 
 
-async def _onto_transport(client: _ClientSide, opened: Opened, reader: AnswerReader) -> None:
+async def _onto_transport(
+    client: _ClientSide, opened: Opened, reader: AnswerReader, head: bytes
+) -> None:
     """`_through_send` without a task step per piece: the tier's bytes are written onto the
     client's connection (framed as HTTP/1.1 chunks, as uvicorn frames them) from the callback in
     which they arrive. This task only waits for the end, and for the client when it is backed
@@ -87,7 +101,10 @@ async def _onto_transport(client: _ClientSide, opened: Opened, reader: AnswerRea
 
     connection = opened.connection
     assert connection is not None  # held by the stream until its end
-    if not sink(opened.first):
+    if not transport.is_closing():
+        transport.write(b"%b%x\r\n%b\r\n" % (head, len(opened.first), opened.first))
+    reader.feed(opened.first)
+    if flow.write_paused:
         await flow.drain()
     connection.pass_on(sink)
     while connection.take() is None:
@@ -97,3 +114,62 @@ async def _onto_transport(client: _ClientSide, opened: Opened, reader: AnswerRea
         else:
             await connection.arrival()
     opened.ended = True
+
+
+async def send_whole(send: Send, start: Message, body: bytes) -> None:
+    """Sends a response head `start` and its whole `body` (in one write with uvicorn's server)."""
+    held = _HeldWrites.around(send)
+    message = {"type": "http.response.body", "body": body, "more_body": False}
+    if held is None:
+        await send(start)
+        await send(message)
+        return
+    async with held:
+        await send(start)
+        await send(message)
+    held.release()
+
+
+class _HeldWrites:
+    """Stands in for the transport of uvicorn's `RequestResponseCycle` while ASGI messages are
+    sent through it: what they write is kept (`written`), to go out in one write with what
+    follows; closing waits for that write too (`release`)."""
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+        self.transport: asyncio.Transport = cycle.transport
+        self._parts: list[bytes] = []
+        self._close = False
+
+    @staticmethod
+    def around(send: Send) -> _HeldWrites | None:
+        cycle = getattr(send, "__self__", None)
+        return _HeldWrites(cycle) if type(cycle) is RequestResponseCycle else None
+
+    async def __aenter__(self) -> None:
+        self._cycle.transport = self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._cycle.transport = self.transport
+
+    @property
+    def written(self) -> bytes:
+        return b"".join(self._parts)
+
+    def release(self) -> None:
+        """Writes what was kept, and closes the connection if a message asked to."""
+        if self._parts and not self.transport.is_closing():
+            self.transport.write(self.written)
+        if self._close:
+            self.transport.close()
+
+    # -- the transport's methods uvicorn's send uses
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def close(self) -> None:
+        self._close = True
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()

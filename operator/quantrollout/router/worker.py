@@ -20,7 +20,10 @@ import socket
 import sys
 from collections.abc import Callable
 
+from prometheus_client import values
+
 from .app import RouterApp
+from .metrics import MULTIPROCESS_ENV
 from .routes import ModelTraffic
 from .server import build_server, quiet_collector
 from .source import TablePublisher
@@ -106,6 +109,11 @@ def main() -> int:
     hello = json.loads(first)
     generation, models = decode_table(second)
     settings = decode_settings(hello["settings"])
+    if os.environ.get(MULTIPROCESS_ENV):
+        # prometheus_client asks the kernel for the process id at each count, to notice a
+        # fork (a system call per series per request); a worker never forks.
+        pid = os.getpid()
+        values.ValueClass = values.MultiProcessValue(lambda: pid)  # type: ignore[no-untyped-call]
     logging.basicConfig(
         level=hello["log_level"].upper(),
         format=f"%(asctime)s %(levelname)s %(name)s[worker {hello['index']}]: %(message)s",
