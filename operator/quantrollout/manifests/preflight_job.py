@@ -32,7 +32,7 @@ PROMPTS_DIR = "/probe"
 
 
 def _artifact_args(spec: QuantizedModelSpec, settings: PreflightSettings) -> list[str]:
-    t = spec.target
+    t = spec.quantized()[0]  # one target: preflight does not run for mixed precision yet
     art = settings.spec.artifact
     args = ["preflight", "artifact", "--target", t.artifact, "--baseline", spec.baseline.artifact,
             "--format", str(t.format), "--precision", t.precision]  # fmt: skip
