@@ -36,9 +36,7 @@ from quantrollout.api.spec import Analysis
 from quantrollout.manifests.vllm import MODEL_LABEL, TIER_LABEL
 
 from .support import Models, wait_for
-from .test_rollout import SERVED, lab, model, start, status
-
-__all__ = ["lab"]  # the rollout lab fixture (simulators, router, Prometheus targets), reused
+from .test_rollout import SERVED, model, start, status
 
 NAME, BASELINE, TARGET = "llama3-8b", "fp16", "int4-awq"
 Lab_ = tuple[Lab, dict[str, Any]]
