@@ -88,6 +88,7 @@ def chaos_model(name: str, breach: str | None) -> dict[str, Any]:
             {"name": "full"},
         ],
         "analysis": {"interval": "1s", "minSamples": 5, "failureLimit": 2, "rules": RULES},
+        "preflight": spec["rollout"]["preflight"],  # example()'s: off (the stack runs no Job)
     }
     return obj
 
