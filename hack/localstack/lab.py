@@ -182,9 +182,13 @@ class Lab:
                 {"job": "vllm", "namespace": ns, "model": name, "tier": tier},
             )  # fmt: skip
 
-    def start_router(self, namespace: str, kubeconfig: Path | None = None) -> RouterProcess:
-        """A router for the models of one namespace (another namespace may serve the same model)."""
-        upstreams = self.upstreams()
+    def start_router(
+        self, namespace: str, kubeconfig: Path | None = None,
+        more_upstreams: dict[tuple[str, str], str] | None = None,
+    ) -> RouterProcess:  # fmt: skip
+        """A router for the models of one namespace (another namespace may serve the same model).
+        `more_upstreams`: Services served by something other than one simulator of `add_tiers`."""
+        upstreams = {**self.upstreams(), **(more_upstreams or {})}
         router = RouterProcess(
             kubeconfig or self.stack.controlplane.kubeconfig,
             self.workdir / "router.log",

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quantrollout.analysis.class_stats import ClassObservation
+from quantrollout.api.durations import parse_duration
 from quantrollout.pass_.plan import ACTION_ANNOTATION
 from quantrollout.rollout.policy import ShadowStats
 from quantrollout.router.classify import CLASSES
@@ -282,6 +283,27 @@ def test_a_promote_out_of_shadow_compiles_the_policy_from_a_fresh_observation() 
     asked = len(metrics.class_calls)
     m.kube.annotate(ACTION_ANNOTATION, "promote")
     m.run(0.01)
-    assert m.status["stage"] == "ab"
+    assert m.status["stage"] != "shadow"
     assert len(metrics.class_calls) == asked + 1
     assert table(m)["chat-short"] == ("int4-awq", 10)
+
+
+def test_the_policy_is_compiled_from_the_whole_shadow_stage_not_its_last_rounds() -> None:
+    """A 2m shadow with a 1s interval (a 20s analysis window): the observation that ends
+    shadow spans the stage, so every shadow comparison counts towards a class's minSamples."""
+    spec = mixed_spec()
+    spec["rollout"]["stages"][0]["duration"] = "2m"
+    m = Model(spec)
+    metrics = m.metrics
+    metrics.observations = [observed()]
+    m.until(lambda m: m.status.get("stage") == "shadow")
+    shadow_calls = len(metrics.class_calls)
+    m.until(lambda m: m.status.get("stage") == "ab", passes=200, seconds=1.0)
+    windows = [parse_duration(w) for _, _, w in metrics.class_calls[shadow_calls:]]
+    assert max(windows) >= 120  # the observation that compiled the policy covered the stage
+    assert windows == sorted(windows)  # growing with the stage
+    # after shadow, the analysis window again
+    asked = len(metrics.class_calls)
+    m.until(lambda m: len(metrics.class_calls) > asked, passes=5)
+    assert m.status["stage"] != "shadow"
+    assert parse_duration(metrics.class_calls[-1][2]) == 20

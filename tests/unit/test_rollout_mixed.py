@@ -6,12 +6,14 @@ moves onto a tier before it has Ready replicas for it nor off one before it is s
 from __future__ import annotations
 
 import datetime
+import math
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quantrollout.analysis.class_stats import ClassObservation
+from quantrollout.api.durations import format_duration, parse_duration
 from quantrollout.api.resolve import all_tiers
 from quantrollout.api.spec import QuantizedModelSpec
 from quantrollout.rollout import capacity
@@ -263,3 +265,24 @@ def test_a_learned_policy_without_an_observation_keeps_every_class_on_the_baseli
         assert {ch.tier for ch in mixed.choices.values()} == {BASE}
     mixed, _ = mx.build_policy(spec, all_tiers(spec), ready, unavailable, "r-0")
     assert mixed.choices["code"].reason.endswith("(Prometheus is down)")
+
+
+@given(
+    stage=st.sampled_from(["shadow", "ab", "gradual", "full"]),
+    window_s=st.integers(1, 3600),
+    elapsed_s=st.floats(0, 7 * 86400, allow_nan=False),
+)
+def test_the_class_window_covers_the_whole_shadow_stage_and_only_the_analysis_window_after_it(
+    stage: str, window_s: int, elapsed_s: float
+) -> None:
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    started = now - datetime.timedelta(seconds=elapsed_s)
+    window = format_duration(window_s)
+    got = parse_duration(mx.class_window(window, stage, started, now))
+    if stage == "shadow":
+        # every comparison since the stage began, and never less than the analysis window
+        assert got >= elapsed_s
+        assert got == max(window_s, math.ceil(elapsed_s))
+    else:
+        assert got == window_s
+    assert mx.class_window(window, stage, None, now) == window  # no stage start known

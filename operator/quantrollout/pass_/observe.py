@@ -137,8 +137,11 @@ async def observe(
         key = (int(qm["metadata"].get("generation", 0)), state.rollout_id, state.step)
         if (measured is None or measured.key != key) and spec.mixed:
             since = round_start(now, settings_of(analysis_of(spec), namespace, name))
+            window = mx.class_window(
+                default_window(analysis_of(spec)), step.stage, state.step_started_at, now
+            )
             measured = await _measure_mixed(
-                kube, metrics, qm, spec, namespace, name, step.stage, since, key
+                kube, metrics, qm, spec, namespace, name, step.stage, since, window, key
             )
             why = "; ".join(measured.evaluation.reasons) or "all classes pass"
             log(f"analysis {measured.evaluation.verdict}: {why}")
@@ -211,13 +214,14 @@ async def _measure_mixed(
     name: str,
     stage: str,
     since: float,
+    window: str,
     key: tuple[int, str | None, int],
 ) -> Measured:
-    """Mixed precision: the per-(class, tier) observation, and after shadow each tier's
-    model-wide rules on the tiers carrying classes (`rollout.mixed.evaluation` combines them)."""
+    """Mixed precision: the per-(class, tier) observation over `window` (`mx.class_window`),
+    and after shadow each tier's model-wide rules on the tiers carrying classes
+    (`rollout.mixed.evaluation` combines them)."""
     resolved = all_tiers(spec)
     base, names = resolved[0].name, [t.name for t in resolved[1:]]
-    window = default_window(analysis_of(spec))
     observation = await asyncio.to_thread(
         metrics.classes, kube, spec, namespace, name, names, base, window
     )

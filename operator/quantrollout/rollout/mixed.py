@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from quantrollout import defaults
 from quantrollout.analysis.class_stats import ClassObservation
+from quantrollout.api.durations import format_duration, parse_duration
 from quantrollout.api.resolve import Tier as ResolvedTier
 from quantrollout.api.resolve import all_tiers
 from quantrollout.api.spec import QuantizedModelSpec
@@ -143,6 +144,21 @@ def _thresholds(spec: QuantizedModelSpec) -> p.Thresholds:
     if learn is None:
         return p.Thresholds()
     return p.Thresholds(learn.min_samples, learn.min_agreement)
+
+
+def class_window(
+    analysis_window: str, stage: str, step_started_at: datetime.datetime | None,
+    now: datetime.datetime,
+) -> str:  # fmt: skip
+    """The window of the per-(class, tier) observation. In shadow, the whole stage so far: the
+    policy is compiled from every shadow comparison of the stage, so a class of a few percent
+    of the traffic gathers its minSamples over a 30m stage, not over the last few analysis
+    rounds; never shorter than the analysis window. Elsewhere the analysis window: a class's
+    verdict follows what its tier does now."""
+    if stage != "shadow" or step_started_at is None:
+        return analysis_window
+    elapsed = math.ceil((now - step_started_at).total_seconds())
+    return format_duration(max(parse_duration(analysis_window), elapsed))
 
 
 def judge(
