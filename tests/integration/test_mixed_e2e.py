@@ -34,6 +34,7 @@ from quantrollout import signals
 from vllmsim.app import SimState, build_app
 
 from .support import Models, example, wait_for
+from .test_rollout import routed  # the same served model
 
 NAME = "llama3-8b-mixed"
 SERVED = "meta-llama/Meta-Llama-3-8B-Instruct"
@@ -170,14 +171,6 @@ def instant(prometheus_url: str, expr: str) -> list[dict[str, Any]]:
     body = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": expr}, timeout=10).json()
     assert body["status"] == "success", body
     return list(body["data"]["result"])
-
-
-def routed(router_url: str) -> bool:
-    try:
-        listed = httpx.get(f"{router_url}/v1/models", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return False
-    return SERVED in [m["id"] for m in listed.get("data", [])]
 
 
 def classes(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
