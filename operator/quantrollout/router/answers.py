@@ -31,7 +31,6 @@ the number of whitespace-separated words.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,12 +212,15 @@ def from_json(body: bytes) -> Answer | None:
 class SseParser:
     """Server-sent events read piece by piece, as the network splits them: `feed` what arrived,
     `close` at the end of the stream. Each event's data (its `data:` lines, joined with "\\n")
-    goes to `on_event`; events without data are skipped. Lines end with LF or CRLF."""
+    is appended to `events`, for the caller to take; events without data are skipped. Lines end
+    with LF or CRLF. (A list, not a callback: a callback bound to the parser's owner would make
+    the two a reference cycle, garbage that only the cycle collector frees, in one pause for
+    thousands of streams.)"""
 
-    __slots__ = ("_carry", "_data", "_on_event")
+    __slots__ = ("_carry", "_data", "events")
 
-    def __init__(self, on_event: Callable[[bytes], None]) -> None:
-        self._on_event = on_event
+    def __init__(self) -> None:
+        self.events: list[bytes] = []  # the data of the events read and not taken yet
         self._carry = b""  # the start of a line whose end has not arrived
         self._data: list[bytes] = []  # the data lines of the event being read
 
@@ -231,7 +233,7 @@ class SseParser:
             and piece.endswith(b"\n\n")
             and b"\r" not in piece
         ):
-            self._on_event(piece[6:-2])
+            self.events.append(piece[6:-2])
             return
         lines = (self._carry + piece if self._carry else piece).split(b"\n")
         self._carry = lines.pop()
@@ -255,18 +257,17 @@ class SseParser:
             if self._data:
                 data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
                 self._data = []
-                self._on_event(data)
+                self.events.append(data)
         elif line.startswith(b"data:"):
             self._data.append(line[6:] if line.startswith(b"data: ") else line[5:])
 
 
 def sse_events(stream: bytes) -> list[bytes]:
     """The data of each event in a whole server-sent event stream, in order."""
-    events: list[bytes] = []
-    parser = SseParser(events.append)
+    parser = SseParser()
     parser.feed(stream)
     parser.close()
-    return events
+    return parser.events
 
 
 class StreamedAnswer:
@@ -294,7 +295,7 @@ class StreamedAnswer:
     )
 
     def __init__(self) -> None:
-        self._parser = SseParser(self._data)
+        self._parser = SseParser()
         self._fast = CommonChunks()
         self._pending: list[bytes] = []  # event data not decoded yet
         self._parts: list[str] = []
@@ -313,6 +314,7 @@ class StreamedAnswer:
                 self._common(*tokens)
                 return
         self._parser.feed(piece)
+        self._take_events()
 
     def _common(self, events: int, with_text: int, text: str) -> None:
         """`events` of the first choice, `with_text` of them carrying text (`common_chunks`)."""
@@ -328,6 +330,7 @@ class StreamedAnswer:
     def answer(self) -> Answer | None:
         """The answer so far (call at the end), or None if no event was a completion chunk."""
         self._parser.close()
+        self._take_events()
         self._decode()
         if self._error is not None:
             return Answer("".join(self._parts), self._text_events, error=self._error)
@@ -342,11 +345,15 @@ class StreamedAnswer:
         )
         return Answer("".join(self._parts), tokens, "".join(self._reasoning), calls)
 
-    def _data(self, data: bytes) -> None:
-        if data != b"[DONE]":
-            self._pending.append(data)
-            if len(self._pending) >= self.BATCH:
-                self._decode()
+    def _take_events(self) -> None:
+        """Moves the events the parser read to those waiting to be decoded."""
+        events = self._parser.events
+        if not events:
+            return
+        self._pending.extend(data for data in events if data != b"[DONE]")
+        events.clear()
+        if len(self._pending) >= self.BATCH:
+            self._decode()
 
     def _decode(self) -> None:
         pending, self._pending = self._pending, []
