@@ -23,8 +23,12 @@ gets as many processes or threads as it has cores: the router `--workers`, nginx
 `worker_processes`, Envoy `--concurrency`; vllm-router's runtime takes the cores it may run on.
 Per-core figures divide by the CPU the proxy really used (its processes' CPU seconds).
 Scenario 2, the goal's, runs `--rounds` times (direct and every proxy each time); the goal must
-hold in every round, not only at the median: on this machine (a VM with neighbours) the p99 of
-one 5-second run moves by several milliseconds from run to run. The router runs as
+hold in every round, not only at the median. Each round measures `--round-duration` seconds
+(15: ~1,170 first tokens, whose p99 is the 12th slowest): on this machine (a VM with
+neighbours) a core stops for 3 to 6 ms about once a second even when idle (up to 15 ms under
+load), whatever runs on it, and in a 5-second run (~390 first tokens, p99 the 4th slowest)
+one such stop alone decided the p99 of any proxy, nginx's too (from +0.2 to +3.8 ms in
+consecutive runs). The router runs as
 `quantrollout router --workers N` would (a supervisor and N worker processes, a static route
 table pointing at the upstream); nginx with `proxy_buffering off` (or SSE would be buffered),
 HTTP/1.1 keep-alive to the upstream and access logs off. Every proxy is restarted for each
@@ -32,8 +36,8 @@ scenario. nginx is installed with apt-get when missing (without starting Debian'
 Envoy and vllm-router with pip, pinned, into a venv of the bench's own under the cache
 (~/.cache/quantrollout/bench), not into the product's dependencies.
 
-usage: hack/bench/router.py [--duration S] [--rounds N] [--proxy-cores N] [--no-pin]
-                            [--proxies router,nginx,envoy,vllm-router] [--json FILE]
+usage: hack/bench/router.py [--duration S] [--rounds N] [--round-duration S] [--proxy-cores N]
+                            [--no-pin] [--proxies router,nginx,envoy,vllm-router] [--json FILE]
 """
 
 from __future__ import annotations
@@ -269,6 +273,7 @@ class Load:
     connections: int
     stream: bool
     ramp: float = 0.0
+    duration: float | None = None  # measured seconds; None: the bench's `--duration`
 
 
 class Bench:
@@ -353,7 +358,8 @@ class Bench:
     def load(self, port: int, load: Load, pids: list[int]) -> dict[str, Any]:
         warmup = max(1.0, load.ramp + 0.5)
         argv = [str(self.tools), "load", "-url", f"http://127.0.0.1:{port}",
-                "-c", str(load.connections), "-d", f"{self.duration}s", "-warmup", f"{warmup}s",
+                "-c", str(load.connections), "-d", f"{load.duration or self.duration}s",
+                "-warmup", f"{warmup}s",
                 "-ramp", f"{load.ramp}s"]  # fmt: skip
         if load.stream:
             argv.append("-stream")
@@ -457,6 +463,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of scenario 2 (the goal's)")
+    parser.add_argument("--round-duration", type=float, default=15.0,
+                        help="measured seconds of each scenario-2 run")  # fmt: skip
     parser.add_argument("--proxy-cores", type=int, default=1,
                         help="cores for the proxy (the rest for the upstream and the load)")  # fmt: skip
     parser.add_argument("--no-pin", action="store_true", help="proxy and tools share all cores")
@@ -490,7 +498,9 @@ def main() -> int:
 
         rounds = figures["streams_200"] = []
         for n in range(1, args.rounds + 1):
-            r = bench.scenario(64, 40, Load(200, stream=True, ramp=2.6))
+            r = bench.scenario(
+                64, 40, Load(200, stream=True, ramp=2.6, duration=args.round_duration)
+            )
             rounds.append(r)
             report(f"2. 200 concurrent streams, 64 tokens at 25 tokens/s each"
                    f" (round {n} of {args.rounds})", r,

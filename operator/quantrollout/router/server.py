@@ -35,6 +35,9 @@ def build_server(
         lifespan="on",
         access_log=access_log,
         server_header=False,
+        # The router reads neither the client's address nor the scheme: no X-Forwarded-* to
+        # apply, and one layer less between each request and the router.
+        proxy_headers=False,
         log_level=log_level,
         # Streams can be long; let in-flight answers finish on shutdown (SIGTERM), up to a bound.
         timeout_graceful_shutdown=30,
