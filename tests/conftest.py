@@ -15,6 +15,7 @@ import pytest
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
+    from localstack import prometheus as localprom
     from localstack.lab import Lab, OperatorProcess
     from localstack.stack import Stack
 
@@ -159,3 +160,19 @@ def lab(
         yield lab, sims
     finally:
         lab.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localprom.Prometheus]:
+    """A Prometheus of the module's own, beside the stack's: for tests that scrape a router they
+    started in-process (its targets added and removed by the test)."""
+    from localstack import prometheus as localprom
+    from localstack.procs import free_port
+
+    prom = localprom.up(
+        localprom.PrometheusConfig(tmp_path_factory.mktemp("prometheus"), port=free_port())
+    )
+    try:
+        yield prom
+    finally:
+        prom.down()

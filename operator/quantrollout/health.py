@@ -148,13 +148,15 @@ def compute(
     rollout: dict[str, Any] | None = None,
     waiting: str | None = None,
     capacity_problem: Problem | None = None,
+    preflight: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[Transition]]:
     """The status fields this module owns, and the conditions that changed since `previous`.
 
     `rollout` is the model's current status as the rollout wrote it (phase, stage, weights,
     rollback): a rollout in progress is Progressing, a rolled-back one Degraded. `waiting`: what
     the rollout waits for (capacity), said in Progressing; `capacity_problem`: traffic that
-    cannot move back to the baseline (Degraded)."""
+    cannot move back to the baseline (Degraded); `preflight`: the `status.preflight` record of
+    the attempt about to start, when one is in play (a running one is Progressing)."""
     before = {c["type"]: Condition.model_validate(c) for c in previous or []}
 
     def cond(ctype: str, status: bool, reason: str, message: str) -> Condition:
@@ -220,6 +222,13 @@ def compute(
                 p_message = f"stage {r.get('stage')}: {r.get('targetWeight', 0)}% live, {r.get('mirrorPercent', 0)}% mirrored"
                 if waiting:
                     p_message += f"; waiting: {waiting}"
+            elif phase_now == "Pending" and (preflight or {}).get("phase") == "Running":
+                pre = preflight or {}
+                job, pod_waiting = pre.get("job"), pre.get("waiting")
+                progressing, p_reason = True, "PreflightRunning"
+                p_message = f"preflight Job {job} running" if job else "preflight waiting"
+                if pod_waiting:
+                    p_message += f": {pod_waiting}"
             elif all_ready:
                 p_reason = "RolloutSucceeded" if phase_now == "Succeeded" else "TiersReady"
             ready_message = "; ".join([summary, *plan.notes])

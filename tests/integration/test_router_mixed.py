@@ -205,17 +205,6 @@ async def test_shadow_mirrors_every_quantized_tier_per_class(sims: dict[str, Sim
 # --- the per-(class, tier) series in the real Prometheus, as the operator reads them -----------
 
 
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localprom.Prometheus]:
-    prom = localprom.up(
-        localprom.PrometheusConfig(tmp_path_factory.mktemp("prometheus"), port=free_port())
-    )
-    try:
-        yield prom
-    finally:
-        prom.down()
-
-
 def instant(prom: localprom.Prometheus, expr: str) -> list[dict[str, Any]]:
     body = httpx.get(f"{prom.url}/api/v1/query", params={"query": expr}, timeout=10).json()
     assert body["status"] == "success", body

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from localstack import prometheus as localprom
-from localstack.procs import free_port
 from quantrollout import signals
 from quantrollout.analysis.rules import Scope, expression
 from quantrollout.api.spec import Rule
@@ -306,17 +305,6 @@ async def test_without_a_model_several_served_models_are_refused(router: Rig) ->
 
 
 # --- the rules read it from Prometheus ----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localprom.Prometheus]:
-    prom = localprom.up(
-        localprom.PrometheusConfig(tmp_path_factory.mktemp("prometheus"), port=free_port())
-    )
-    try:
-        yield prom
-    finally:
-        prom.down()
 
 
 def instant(prom: localprom.Prometheus, expr: str) -> list[float]:

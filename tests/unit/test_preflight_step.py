@@ -62,6 +62,11 @@ def test_a_passing_preflight_comes_before_shadow_with_its_figures_in_status() ->
     assert m.live() == ("Pending", 0, 0)
     assert m.status["mirrorPercent"] == 0
     assert _replicas(m) == 2  # scaled up as for shadow, before any traffic
+    conditions = {c["type"]: c for c in m.status["conditions"]}
+    progressing = conditions["Progressing"]  # not "done" (kstatus Current) while it runs
+    assert (progressing["status"], progressing["reason"]) == ("True", "PreflightRunning")
+    assert progressing["message"] == f"preflight Job {job} running"
+    assert conditions["Reconciling"]["reason"] == "PreflightRunning"
     m.run()
     assert (m.status["stage"], m.status["traffic"]["mirrorPercent"]) == ("shadow", 100)
     pre = m.status["preflight"]

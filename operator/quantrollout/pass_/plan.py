@@ -792,6 +792,7 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
 
     decision: Decision | None = None
     preflight_record: dict[str, Any] | None = None
+    pre: preflight_step.Outcome | None = None  # this pass's preflight, when one is in play
     jobs: tuple[ChildWrite, ...] = ()
     cap: capacity.CapacityPlan | None = None
     steps: tuple[Step, ...] = ()
@@ -891,6 +892,7 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         capacity_problem=Problem("TrafficNotMovedBack", cap.degraded)
         if cap and cap.degraded
         else None,
+        preflight=(preflight_record or status.get("preflight")) if pre is not None else None,
     )
     if rollout_fields:
         health_fields.pop("phase", None)  # a rollout exists: its phase, never Failed
