@@ -254,8 +254,10 @@ def compute(
             (old := before.get(c.type)) is None or (old.status, old.reason) != (c.status, c.reason)
         )
     ]
+    targets = [tp.tier.name for tp in plan.tiers if tp.tier.role == "target"]
     status: dict[str, Any] = {
         "observedGeneration": generation,
+        "targetNames": ",".join(targets) or None,
         "tiers": [t.to_wire() for t in tiers] or None,
         "gpuSaving": plan.gpu_saving.to_wire() if plan.gpu_saving else None,
         "conditions": [c.to_wire() for c in conditions],

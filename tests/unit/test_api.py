@@ -156,6 +156,8 @@ def test_crd_names_and_columns() -> None:
     assert [c["name"] for c in columns if not c.get("priority")] == [
         "Model", "Target", "Stage", "Weight", "Phase", "Age",
     ]  # fmt: skip
+    # One value per column: a mixed model's several targets come joined, from status.
+    assert columns[1]["jsonPath"] == ".status.targetNames"
     assert [c["name"] for c in columns if c.get("priority") == 1] == [
         "Baseline", "Mirror", "Analysis", "Ready", "Reason",
     ]  # -o wide only  # fmt: skip

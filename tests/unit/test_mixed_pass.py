@@ -255,9 +255,11 @@ def test_switching_between_target_and_targets_is_a_new_rollout_that_clears_the_o
 
     m = Model()
     m.until(at_weight(50))
+    assert m.status["targetNames"] == "int4-awq"  # kubectl get's TARGET column
     m.edit({"target": None, **{k: v for k, v in mixed_spec().items() if k == "targets"}})
     m.metrics.observations = [observed()]
     m.until(lambda m: m.status.get("stage") == "shadow")
+    assert m.status["targetNames"] == "fp8,int4-awq"
     traffic = m.status["traffic"]
     assert "target" not in traffic
     assert [b["tier"] for b in traffic["targets"]] == ["fp8", "int4-awq"]
@@ -267,6 +269,7 @@ def test_switching_between_target_and_targets_is_a_new_rollout_that_clears_the_o
 
     m.edit({"targets": None, "target": SPEC["target"]})
     m.until(lambda m: m.status.get("stage") == "shadow")
+    assert m.status["targetNames"] == "int4-awq"
     traffic = m.status["traffic"]
     assert traffic["target"]["tier"] == "int4-awq"
     assert "classes" not in traffic

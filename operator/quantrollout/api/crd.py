@@ -116,7 +116,9 @@ def openapi_schema() -> dict[str, Any]:
 
 PRINTER_COLUMNS = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
-    {"name": "Target", "type": "string", "jsonPath": ".spec.target.name"},
+    # From status: a printer column shows one value of its path, and a mixed-precision model has
+    # several targets (spec.targets), which the operator writes there joined.
+    {"name": "Target", "type": "string", "jsonPath": ".status.targetNames"},
     {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
     {
         "name": "Weight",

@@ -320,6 +320,11 @@ class QuantizedModelStatus(ApiModel):
         None,
         description="Pending, Progressing, Paused, Succeeded, RolledBack or Failed (invalid spec).",
     )
+    target_names: str | None = Field(
+        None,
+        description="The tiers being rolled out, comma-separated: spec.target's name, or each "
+        "of spec.targets (kubectl get's TARGET column, for a mixed-precision model too).",
+    )
     stage: str | None = Field(None, description="shadow, ab, gradual or full.")
     step: int | None = Field(None, description="Index of the current step among all stages' steps.")
     target_weight: int | None = Field(None, description="% of live traffic on the target now.")
