@@ -33,6 +33,7 @@ from localstack.stack import Stack
 from quantrollout import signals
 from vllmsim.app import SimState, build_app
 
+from .kubectl import kubectl
 from .support import Models, example, wait_for
 from .test_rollout import routed  # the same served model
 
@@ -202,6 +203,9 @@ def test_a_mixed_model_learns_its_policy_from_the_real_router_and_rolls_one_clas
         targets = (s.get("traffic") or {}).get("targets") or []
         assert sorted(t["tier"] for t in targets) == sorted(QUANTIZED)
         assert not (s.get("traffic") or {}).get("classes")  # shadow: nothing split yet
+        got = kubectl(stack, "-n", namespace, "get", "qm", NAME).stdout.splitlines()
+        assert got[0].split()[:3] == ["NAME", "MODEL", "TARGET"]
+        assert got[1].split()[2] == ",".join(QUANTIZED), got  # every target, joined
         copies = (
             f'sum by (class, tier) ({signals.ROUTER_SHADOW_REQUESTS}{{namespace="{namespace}",'
             f'model="{NAME}",outcome="compared"}}) > 0'
