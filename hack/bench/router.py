@@ -27,8 +27,8 @@ hold in every round, not only at the median. Each round measures `--round-durati
 (15: ~1,170 first tokens, whose p99 is the 12th slowest): on this machine (a VM with
 neighbours) a core stops for 3 to 6 ms about once a second even when idle (up to 15 ms under
 load), whatever runs on it, and in a 5-second run (~390 first tokens, p99 the 4th slowest)
-one such stop alone decided the p99 of any proxy, nginx's too (from +0.2 to +3.8 ms in
-consecutive runs). The router runs as
+one such stop alone decided the p99 of any proxy, nginx's too (from +0.2 to +3.8 ms between
+the rounds of one run). The router runs as
 `quantrollout router --workers N` would (a supervisor and N worker processes, a static route
 table pointing at the upstream); nginx with `proxy_buffering off` (or SSE would be buffered),
 HTTP/1.1 keep-alive to the upstream and access logs off. Every proxy is restarted for each
