@@ -20,7 +20,7 @@ import pytest
 
 from quantrollout import signals
 
-from .test_router_proxy import BASE, TARGET, Rig, Sim, chat, rig, traffic
+from .test_router_proxy import TARGET, Rig, Sim, chat, rig, traffic
 
 
 def _routers(objects: list[Any]) -> list[Any]:
@@ -37,16 +37,6 @@ def _routers(objects: list[Any]) -> list[Any]:
         return False
 
     return [o for o in objects if mine(o)]
-
-
-@pytest.fixture(scope="module")
-def tiers() -> Iterator[tuple[Sim, Sim]]:
-    base, target = Sim(BASE), Sim(TARGET)
-    try:
-        yield base, target
-    finally:
-        base.stop()
-        target.stop()
 
 
 @pytest.fixture
@@ -75,9 +65,9 @@ async def requests(r: Rig) -> None:
     ("weight", "mirror"), [(0, 0), (50, 0), (0, 100)], ids=["baseline", "split", "shadow"]
 )
 async def test_no_request_leaves_a_reference_cycle_behind(
-    tiers: tuple[Sim, Sim], weight: int, mirror: int, saved_garbage: list[Any]
+    sims: tuple[Sim, Sim], weight: int, mirror: int, saved_garbage: list[Any]
 ) -> None:
-    base, target = (sim.reset() for sim in tiers)
+    base, target = (sim.reset() for sim in sims)
     async with rig(traffic(weight=weight, mirror=mirror), base.url, target.url) as r:
         await requests(r)  # connections opened, first-use caches filled: not per request
         gc.collect()

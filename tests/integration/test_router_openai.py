@@ -5,7 +5,7 @@ exception class for its status. The router runs on loopback in front of two vLLM
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import openai
 import pytest
@@ -27,16 +27,6 @@ WEATHER = {
     },
 }
 ASK = [{"role": "user", "content": "What limits throughput?"}]
-
-
-@pytest.fixture(scope="module")
-def sims() -> Iterator[tuple[Sim, Sim]]:
-    base, target = Sim(BASE), Sim(TARGET)
-    try:
-        yield base, target
-    finally:
-        base.stop()
-        target.stop()
 
 
 @pytest.fixture

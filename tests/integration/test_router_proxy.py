@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -106,16 +106,6 @@ class Sim:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def sims() -> Iterator[tuple[Sim, Sim]]:
-    base, target = Sim(BASE), Sim(TARGET)
-    try:
-        yield base, target
-    finally:
-        base.stop()
-        target.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import json
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -48,16 +48,6 @@ WEATHER = {
         },
     },
 }
-
-
-@pytest.fixture(scope="module")
-def sims() -> Iterator[tuple[Sim, Sim]]:
-    base, target = Sim(BASE), Sim(TARGET)
-    try:
-        yield base, target
-    finally:
-        base.stop()
-        target.stop()
 
 
 @pytest.fixture
