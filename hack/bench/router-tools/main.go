@@ -3,7 +3,8 @@
 // and servers on this 2-core machine would be slower than the proxies under test.
 //
 //	router-tools upstream -addr 127.0.0.1:0 -tokens 16 -delay 1ms
-//	router-tools load -url http://127.0.0.1:8080 -c 200 -d 5s [-stream]
+//	router-tools load -url http://127.0.0.1:8080 -c 200 -d 5s [-stream] [-samples FILE]
+//	router-tools stops [-tick 1ms] [-min 1ms]
 //
 // The upstream answers POST /v1/chat/completions: with "stream":true in the body, an SSE
 // stream of -tokens events (each written and flushed on its own, -delay apart, then
@@ -12,7 +13,14 @@
 // The load generator runs -c closed-loop workers for -d (after a -warmup not counted, during
 // which the workers' first requests are spread over -ramp) against -url, and prints one JSON object: requests, errors, events (SSE data lines other than
 // [DONE]), the rates per second, and the p50/p99 (ms) of the time to the first event (TTFT)
-// and of the whole request. Loopback only: it refuses any other host.
+// and of the whole request. Loopback only: it refuses any other host. With -samples, it also
+// writes one line per measured request: its start (Unix ns) and its TTFT (us).
+//
+// The stops probe sleeps -tick at a time, until SIGTERM or SIGINT, and then prints the windows
+// (Unix ns, start and end) in which it woke more than -min late, as JSON. Run it at a real-time
+// priority on one core (`chrt -f 50 taskset -c N`): nothing in user space then delays its
+// wake-up, so a late wake-up is a stop of the whole core (the hypervisor holding the virtual
+// CPU, or the kernel running unpreemptible work), which every process on that core waits out.
 package main
 
 import (
@@ -26,16 +34,18 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: router-tools upstream|load [flags]")
+		fmt.Fprintln(os.Stderr, "usage: router-tools upstream|load|stops [flags]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -43,6 +53,8 @@ func main() {
 		upstream(os.Args[2:])
 	case "load":
 		load(os.Args[2:])
+	case "stops":
+		stops(os.Args[2:])
 	default:
 		fmt.Fprintln(os.Stderr, "unknown command", os.Args[1])
 		os.Exit(2)
@@ -135,6 +147,7 @@ func load(args []string) {
 	warmup := fs.Duration("warmup", time.Second, "unmeasured warm-up")
 	stream := fs.Bool("stream", false, "ask for SSE streams")
 	ramp := fs.Duration("ramp", 0, "spread the workers' first requests over this long (keep it under -warmup)")
+	samples := fs.String("samples", "", "write each measured request's start (Unix ns) and TTFT (us) here")
 	_ = fs.Parse(args)
 
 	u, err := url.Parse(*target)
@@ -156,6 +169,7 @@ func load(args []string) {
 	var mu sync.Mutex
 	var firstErr string
 	ttfts := make([][]time.Duration, *conc)
+	starts := make([][]time.Time, *conc)
 	totals := make([][]time.Duration, *conc)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -195,6 +209,7 @@ func load(args []string) {
 				requests.Add(1)
 				events.Add(int64(n))
 				ttfts[w] = append(ttfts[w], first)
+				starts[w] = append(starts[w], start)
 				totals[w] = append(totals[w], total)
 			}
 		}(w)
@@ -208,6 +223,12 @@ func load(args []string) {
 	close(stop)
 	wg.Wait()
 
+	if *samples != "" {
+		if err := writeSamples(*samples, starts, ttfts); err != nil {
+			fmt.Fprintln(os.Stderr, "load:", err)
+			os.Exit(1)
+		}
+	}
 	var allT, allTotal []time.Duration
 	for w := range ttfts {
 		allT = append(allT, ttfts[w]...)
@@ -224,6 +245,50 @@ func load(args []string) {
 	}
 	out, _ := json.Marshal(res)
 	fmt.Println(string(out))
+}
+
+func writeSamples(path string, starts [][]time.Time, ttfts [][]time.Duration) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	out := bufio.NewWriter(f)
+	for w := range ttfts {
+		for i := range ttfts[w] {
+			fmt.Fprintf(out, "%d %d\n", starts[w][i].UnixNano(), ttfts[w][i].Microseconds())
+		}
+	}
+	if err := out.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func stops(args []string) {
+	fs := flag.NewFlagSet("stops", flag.ExitOnError)
+	tick := fs.Duration("tick", time.Millisecond, "sleep this long at a time")
+	least := fs.Duration("min", time.Millisecond, "report a wake-up later than this")
+	_ = fs.Parse(args)
+
+	done := make(chan os.Signal, 1)
+	signal.Notify(done, syscall.SIGTERM, syscall.SIGINT)
+	found := [][2]int64{}
+	for {
+		select {
+		case <-done:
+			out, _ := json.Marshal(map[string]any{"stops": found})
+			fmt.Println(string(out))
+			return
+		default:
+		}
+		before := time.Now()
+		time.Sleep(*tick)
+		after := time.Now()
+		if after.Sub(before)-*tick > *least {
+			found = append(found, [2]int64{before.UnixNano(), after.UnixNano()})
+		}
+	}
 }
 
 // oneRequest posts one request and reads the whole answer, calling onData at the first data
