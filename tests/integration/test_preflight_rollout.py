@@ -274,3 +274,38 @@ def test_a_job_that_cannot_start_ends_at_its_deadline_with_the_kubelets_reason(
     status = (models.get(NAME) or {}).get("status") or {}
     assert status["phase"] == "RolledBack"
     assert (status["traffic"]["targetWeight"], status["traffic"]["mirrorPercent"]) == (0, 0)
+
+
+def test_a_job_superseded_by_a_new_target_is_deleted_with_its_pod(
+    kube: ApiClient, namespace: str, chart_operator: OperatorProcess, lab: Lab
+) -> None:
+    """A Job that cannot start stays Running; a new target supersedes it: the operator, as the
+    chart's ServiceAccount, deletes it (the real garbage collector takes its pod) and runs the
+    new rollout's own Job."""
+    models = Models(kube, namespace)
+    obj = model("awq")
+    obj["spec"]["serving"]["envFrom"] = [{"secretRef": {"name": "no-such-secret"}}]
+    models.create(obj)
+
+    def preflight() -> dict[str, Any]:
+        return dict(((models.get(NAME) or {}).get("status") or {}).get("preflight") or {})
+
+    wait_for("the first Job running", lambda: preflight().get("waiting", "").startswith("container"), timeout=60)  # fmt: skip
+    first = preflight()["job"]
+    assert [j.metadata.name for j in jobs(kube, namespace)] == [first]
+    models.api.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, NAME,
+        {"spec": {"target": {"artifact": "s3://models/llama/awq-v2"}}},
+    )  # fmt: skip
+    wait_for("the first Job deleted", lambda: first not in [j.metadata.name for j in jobs(kube, namespace)], timeout=60)  # fmt: skip
+    core = client.CoreV1Api(kube)
+    wait_for(
+        "its pod deleted too",
+        lambda: not core.list_namespaced_pod(namespace, label_selector=f"job-name={first}").items,
+        timeout=60,
+    )
+    wait_for("the new rollout's Job", lambda: preflight().get("job") not in (None, first), timeout=60)  # fmt: skip
+    assert any(
+        r == "PreflightJobDeleted" and first in m and "superseded" in m
+        for _, r, m in events(kube, namespace)
+    )

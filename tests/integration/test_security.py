@@ -59,6 +59,7 @@ OPERATOR_UNUSED_OK: dict[Use, str] = {
     ("batch", "jobs", "get"): "preflight",
     ("batch", "jobs", "create"): "preflight",
     ("batch", "jobs", "patch"): "preflight",
+    ("batch", "jobs", "delete"): "preflight",
     # traffic.router gateway-api writes the HTTPRoute's rules (test_gateway_route.py).
     ("gateway.networking.k8s.io", "httproutes", "patch"): "gateway-api router",
 }

@@ -10,6 +10,7 @@ import datetime
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -293,3 +294,75 @@ def test_router_rules_alone_are_evaluated_at_once() -> None:
     m = Model()  # the default rules read the router's series only
     m.until(lambda m: m.status.get("stage") == "shadow")
     m.until(lambda m: m.metrics.calls, passes=3)
+
+
+def test_a_job_superseded_by_a_new_target_is_deleted_with_an_event() -> None:
+    m = Model()
+    m.kube.preflight_answers = None  # the Job keeps running (benchmarking the tiers)
+    first = _to_preflight(m)
+    m.edit({"target": {"artifact": "s3://models/llama3-8b-awq-v2"}})
+    m.run()
+    assert ("delete", "Job", first) in m.kube.log
+    assert first not in _jobs(m)
+    assert m.status["preflight"]["job"] != first
+    (message,) = [msg for _, r, msg in m.events.posted if r == "PreflightJobDeleted"]
+    assert message.startswith(f"preflight Job {first} deleted, with its pod (superseded")
+    m.run()  # the new rollout's Job runs; the old one is not deleted twice
+    assert [w for w in m.kube.log if w[:2] == ("delete", "Job")] == [("delete", "Job", first)]
+
+
+def test_a_job_still_running_when_its_rollout_is_aborted_is_deleted() -> None:
+    m = Model()
+    m.kube.preflight_answers = None
+    job = _to_preflight(m)
+    m.kube.annotate(ACTION_ANNOTATION, "abort")
+    m.until(lambda m: m.status.get("phase") == "RolledBack")
+    assert m.status["preflight"]["phase"] == "Failed"
+    assert ("delete", "Job", job) in m.kube.log
+    assert "PreflightJobDeleted" in m.events.reasons()
+
+
+def test_a_job_that_failed_by_itself_is_kept_for_its_logs() -> None:
+    m = Model()
+    m.kube.preflight_answers = ANSWERS["gate-fails"]
+    job = _to_preflight(m)
+    m.run()
+    assert m.status["preflight"]["phase"] == "Failed"
+    assert job in _jobs(m)
+    assert not [w for w in m.kube.log if w[:2] == ("delete", "Job")]
+
+
+RUNNING = {"rolloutId": "r", "attempt": 0, "job": "j", "phase": "Running",
+           "startedAt": "2027-01-01T00:00:00Z"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("record", "job", "stopped"),
+    [
+        (None, JobSeen("j", True), False),  # unchanged this pass
+        ({**RUNNING, "job": "k"}, None, True),  # a new attempt's record: superseded
+        ({**RUNNING, "phase": "Passed"}, JobSeen("j", True, complete=True), False),
+        ({**RUNNING, "phase": "Failed"}, JobSeen("j", True), True),  # given up: overdue, aborted
+        ({**RUNNING, "phase": "Failed"}, JobSeen("j", True, failed="DeadlineExceeded: x"), False),
+        ({**RUNNING, "phase": "Failed"}, JobSeen("j", True, complete=True), False),
+        ({**RUNNING, "phase": "Failed"}, JobSeen("j", False), False),  # gone already
+        ({**RUNNING, "phase": "Failed"}, None, False),  # not looked at
+    ],
+)
+def test_which_job_is_stopped(
+    record: dict[str, Any] | None, job: JobSeen | None, stopped: bool
+) -> None:
+    out = preflight_step.to_stop(RUNNING, record, job)
+    assert (out is not None) == stopped
+    if out is not None:
+        assert out[0] == "j"
+        assert out[1].reason == "PreflightJobDeleted"
+
+
+def test_nothing_is_stopped_unless_the_recorded_preflight_was_running() -> None:
+    for phase in ("Passed", "Failed"):
+        assert (
+            preflight_step.to_stop({**RUNNING, "phase": phase}, {**RUNNING, "job": "k"}, None)
+            is None
+        )
+    assert preflight_step.to_stop(None, RUNNING, None) is None

@@ -11,7 +11,8 @@ was due) and a user's action:
   to the baseline as far as its Ready replicas carry), tiers that left the spec to delete;
 - the preflight step (`rollout.preflight_step`): while a rollout is about to start, whether this
   attempt's preflight passed (until it has, the machine is told the tiers are not ready: no
-  traffic moves), the preflight Job to create, and the rollback of a failed one;
+  traffic moves), the preflight Job to create, the one to delete (superseded, or given up on),
+  and the rollback of a failed one;
 - the rollout's next state (`rollout.machine.decide`), and with it the traffic (the built-in
   router's `status.traffic`; the user's HTTPRoute rules for Gateway API);
 - the children to apply or delete, each marked capacity up (applied before traffic moves) or
@@ -634,10 +635,14 @@ def _preflight_job(
 
 
 def _after_preflight(
-    decision: Decision, pre: preflight_step.Outcome | None, now: datetime.datetime
+    decision: Decision,
+    pre: preflight_step.Outcome | None,
+    now: datetime.datetime,
+    recorded: dict[str, Any] | None,
 ) -> tuple[Decision, dict[str, Any] | None]:
     """The decision with a failed preflight's rollback (traffic stays at 0%), and the record
-    to write; a rollout aborted while its preflight ran closes the record too."""
+    to write; a rollout aborted while its preflight ran closes the record too (`recorded`, the
+    one in status, is this attempt's when the pass left it unchanged)."""
     if pre is None:
         return decision, None
     record = pre.record
@@ -647,8 +652,13 @@ def _after_preflight(
         )
         return Decision(rolled.state, (*decision.events, *pre.events)), record
     events = (*decision.events, *pre.events)
-    if decision.state.phase == "RolledBack" and record is not None and record["phase"] == "Running":
-        record = {**record, "phase": "Failed", "reasons": list(decision.state.rollback_reasons)}
+    current = record if record is not None else recorded
+    if (
+        decision.state.phase == "RolledBack"
+        and current is not None
+        and current["phase"] == "Running"
+    ):
+        record = preflight_step.closed(current, decision.state.rollback_reasons, now)
     return Decision(decision.state, events), record
 
 
@@ -794,6 +804,7 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
     preflight_record: dict[str, Any] | None = None
     pre: preflight_step.Outcome | None = None  # this pass's preflight, when one is in play
     jobs: tuple[ChildWrite, ...] = ()
+    stopped: tuple[ChildWrite, ...] = ()  # a preflight Job no attempt waits for
     cap: capacity.CapacityPlan | None = None
     steps: tuple[Step, ...] = ()
     settings = _NO_ANALYSIS
@@ -822,10 +833,16 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
                 ready_for_next=gate.ready_for_next and (pre is None or pre.passed),
             ),
         )  # fmt: skip
-        decision, preflight_record = _after_preflight(decision, pre, now)
+        decision, preflight_record = _after_preflight(decision, pre, now, status.get("preflight"))
         if pre is not None and pre.create_job and preflight_record is not None:
             job = _preflight_job(spec, observed, preflight_record)
             jobs = (job,) if job is not None else ()
+        stop = preflight_step.to_stop(
+            status.get("preflight"), preflight_record, observed.preflight_job
+        )
+        if stop is not None:
+            stopped = (ChildWrite("delete", "Job", stop[0]),)
+            decision = Decision(decision.state, (*decision.events, stop[1]))
         if spec.mixed and not held:
             policy, policy_events = mixed_policy(
                 spec, decision.state, recorded, observed.measured, seen, steps
@@ -927,7 +944,7 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         capacity_up=tuple(up),
         jobs=jobs,
         route=route,
-        capacity_down=tuple(down),
+        capacity_down=(*down, *stopped),
         status=patch,
         health_keys=frozenset(k for k in patch if k in health_fields),
         traffic_in_status=route is None,

@@ -23,6 +23,10 @@ What the plan asks of it (`pass_.plan` keeps the hook small):
   Running with `waiting` saying why (the scheduler's or the kubelet's words) until the Job's
   `activeDeadlineSeconds` (`spec.rollout.preflight.timeout`) ends it; the failure then carries the
   last such reason.
+- `to_stop`: a Job no attempt waits for any more is deleted, with its pod (its GPU goes back at
+  once, not at its deadline): one superseded by a new rollout or attempt while it ran, and one
+  the operator gave up on (past its deadline, or its rollout rolled back while it ran). A Job
+  that ended by itself stays, for `kubectl logs`, until its TTL.
 """
 
 from __future__ import annotations
@@ -288,6 +292,40 @@ def advance(
     if checks:
         running["checks"] = checks
     return Outcome(None if _same(record, running) else running, False)
+
+
+def closed(
+    record: dict[str, Any], reasons: tuple[str, ...], now: datetime.datetime
+) -> dict[str, Any]:
+    """A Running record closed because its rollout rolled back while it ran (an abort, say)."""
+    return {**record, "phase": "Failed", "finishedAt": _rfc3339(now), "reasons": list(reasons)}
+
+
+def to_stop(
+    recorded: dict[str, Any] | None,
+    record: dict[str, Any] | None,
+    job: JobSeen | None,
+) -> tuple[str, Event] | None:
+    """The preflight Job to delete this pass, if any, and the Event that says so. `recorded`:
+    the preflight in status before this pass; `record`: the one this pass writes (None:
+    unchanged, or no preflight in play); `job`: this pass's Job as observed."""
+    if recorded is None or recorded.get("phase") != "Running" or record is None:
+        return None
+    old = recorded.get("job")
+    if not isinstance(old, str) or not old:
+        return None
+    if record.get("job") != old:
+        why = "superseded: a new rollout or attempt started while it ran"
+    elif record.get("phase") != "Failed" or job is None or not job.exists:
+        return None
+    elif job.complete or job.failed is not None:
+        return None  # it ended by itself: kept for `kubectl logs` until its TTL
+    else:
+        why = "the preflight it ran for has failed: " + "; ".join(record.get("reasons") or [])
+    return old, Event(
+        "Normal", "PreflightJobDeleted",
+        f"preflight Job {old} deleted, with its pod ({why}); its benchmark stops loading the tiers",
+    )  # fmt: skip
 
 
 def _fail(
