@@ -116,23 +116,25 @@ def test_live_phases_through_argocd_actions(
         wait_for("ab again", lambda: (models.get("llama3-8b") or {})["status"].get("stage") == "ab")
         argocd_action(kube, namespace, models.get("llama3-8b") or {}, "promote")
         done = live("Succeeded", "Current", timeout=90)
-    assert not (done["metadata"].get("annotations") or {}).get("quantrollout.io/action")
-    # The waits docs/gitops.md documents, and one that must time out.
-    for condition in ("jsonpath={.status.phase}=Succeeded", "condition=Ready"):
-        assert wait(stack, namespace, condition)[0] == 0, condition
-    code, said = wait(stack, namespace, "condition=Degraded", timeout="3s")
-    assert code != 0, said
-    assert "timed out" in said
+        # Traffic goes on while kubectl looks: the watch after full evaluates on, and with no
+        # requests in its window its verdict (the ANALYSIS column) would be Inconclusive.
+        assert not (done["metadata"].get("annotations") or {}).get("quantrollout.io/action")
+        # The waits docs/gitops.md documents, and one that must time out.
+        for condition in ("jsonpath={.status.phase}=Succeeded", "condition=Ready"):
+            assert wait(stack, namespace, condition)[0] == 0, condition
+        code, said = wait(stack, namespace, "condition=Degraded", timeout="3s")
+        assert code != 0, said
+        assert "timed out" in said
 
-    wide = kubectl(stack, "-n", namespace, "get", "qm", "-o", "wide").stdout.splitlines()
-    assert wide[0].split() == [
-        "NAME", "MODEL", "TARGET", "STAGE", "WEIGHT", "PHASE", "AGE",
-        "BASELINE", "MIRROR", "ANALYSIS", "READY", "REASON",
-    ]  # fmt: skip
-    row = wide[1].split()
-    assert row[:6] == ["llama3-8b", SERVED, "int4-awq", "full", "100", "Succeeded"]
-    assert row[7:11] == ["fp16", "0", "Pass", "True"]
-    assert row[11] == "TiersHealthy"
+        wide = kubectl(stack, "-n", namespace, "get", "qm", "-o", "wide").stdout.splitlines()
+        assert wide[0].split() == [
+            "NAME", "MODEL", "TARGET", "STAGE", "WEIGHT", "PHASE", "AGE",
+            "BASELINE", "MIRROR", "ANALYSIS", "READY", "REASON",
+        ]  # fmt: skip
+        row = wide[1].split()
+        assert row[:6] == ["llama3-8b", SERVED, "int4-awq", "full", "100", "Succeeded"]
+        assert row[7:11] == ["fp16", "0", "Pass", "True"]
+        assert row[11] == "TiersHealthy"
 
     described = kubectl(stack, "-n", namespace, "describe", "qm", "llama3-8b").stdout
     print("\n".join(wide), described, sep="\n")  # shown on a failure, and with -s
