@@ -30,12 +30,12 @@ of the machine, not of any proxy, showed in every proxy's tail:
   and every hop from one core to the other (client, proxy, upstream and back) woke a core. The
   bench keeps idle cores polling while it runs (/dev/cpu_dma_latency held at 0, as cyclictest
   does and as a server tuned for latency is set; `--idle-halt` to let them halt);
-- stops of a whole core, of 2 to 12 ms, a few times a second: the host holding the virtual CPU,
-  or kernel work that cannot be preempted (DAMON's kdamond). In scenario 2 a probe at real-time
-  priority on each core (`router-tools stops`, sleeping 1 ms at a time) records them; the table
-  shows how many, the longest, how many requests they held up (the wait for the first token
-  overlapped one, or the millisecond after it), and the TTFT p99 of the others (`*`), beside
-  the p99 of all that the goal is judged on.
+- stops of a whole core, of 2 to 20 ms or more, a few times a second: the host holding the
+  virtual CPU, or kernel work that cannot be preempted (DAMON's kdamond). In scenario 2 a probe
+  at real-time priority on each core (`router-tools stops`, sleeping 1 ms at a time) records
+  them; the table shows how many, the longest, how many requests they held up (the wait for the
+  first token overlapped one, or the millisecond after it), and the TTFT p99 of the others
+  (`*`), beside the p99 of all that the goal is judged on.
 The router runs as
 `quantrollout router --workers N` would (a supervisor and N worker processes, a static route
 table pointing at the upstream); nginx with `proxy_buffering off` (or SSE would be buffered),
