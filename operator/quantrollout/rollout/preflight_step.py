@@ -23,10 +23,10 @@ What the plan asks of it (`pass_.plan` keeps the hook small):
   Running with `waiting` saying why (the scheduler's or the kubelet's words) until the Job's
   `activeDeadlineSeconds` (`spec.rollout.preflight.timeout`) ends it; the failure then carries the
   last such reason.
-- `to_stop`: a Job no attempt waits for any more is deleted, with its pod (its GPU goes back at
-  once, not at its deadline): one superseded by a new rollout or attempt while it ran, and one
-  the operator gave up on (past its deadline, or its rollout rolled back while it ran). A Job
-  that ended by itself stays, for `kubectl logs`, until its TTL.
+- `to_stop`: a Job no attempt waits for any more is deleted, with its pod (its benchmark stops
+  loading the tiers at once, not at its deadline): one superseded by a new rollout or attempt
+  while it ran, and one the operator gave up on (past its deadline, or its rollout rolled back
+  while it ran). A Job that ended by itself stays, for `kubectl logs`, until its TTL.
 """
 
 from __future__ import annotations
