@@ -4,26 +4,18 @@ final line in the shape the issue asks for. (Its figures are the benchmark's, no
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "hack" / "bench" / "gpu_hours.py"
+from .bench_script import load
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_hours", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_hours"] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load("gpu_hours.py", "gpu_hours")
 
 
 def test_the_simulation_reaches_full_and_stays_above_the_minimum(

@@ -3,26 +3,18 @@ the others, and the goal's verdict line. (The figures themselves are the benchma
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "hack" / "bench" / "router.py"
+from .bench_script import load
+
 MS = 1_000_000  # ns
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("router_bench", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["router_bench"] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load("router.py", "router_bench")
 
 
 def test_a_request_is_held_up_when_its_wait_overlaps_a_stop_or_the_millisecond_after(
