@@ -222,9 +222,8 @@ def compute(
                 p_message = f"stage {r.get('stage')}: {r.get('targetWeight', 0)}% live, {r.get('mirrorPercent', 0)}% mirrored"
                 if waiting:
                     p_message += f"; waiting: {waiting}"
-            elif phase_now == "Pending" and (preflight or {}).get("phase") == "Running":
-                pre = preflight or {}
-                job, pod_waiting = pre.get("job"), pre.get("waiting")
+            elif phase_now == "Pending" and preflight and preflight.get("phase") == "Running":
+                job, pod_waiting = preflight.get("job"), preflight.get("waiting")
                 progressing, p_reason = True, "PreflightRunning"
                 p_message = f"preflight Job {job} running" if job else "preflight waiting"
                 if pod_waiting:

@@ -777,6 +777,7 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
     namespace, name = meta["namespace"], meta["name"]
     raw = qm.get("spec", {})
     status: dict[str, Any] = qm.get("status") or {}
+    recorded_preflight = status.get("preflight")  # before this pass
     manifests = manifests_for(name, namespace, raw)
     parsed = parse_spec(raw)
     spec = None if isinstance(parsed, Problem) else parsed
@@ -833,13 +834,11 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
                 ready_for_next=gate.ready_for_next and (pre is None or pre.passed),
             ),
         )  # fmt: skip
-        decision, preflight_record = _after_preflight(decision, pre, now, status.get("preflight"))
+        decision, preflight_record = _after_preflight(decision, pre, now, recorded_preflight)
         if pre is not None and pre.create_job and preflight_record is not None:
             job = _preflight_job(spec, observed, preflight_record)
             jobs = (job,) if job is not None else ()
-        stop = preflight_step.to_stop(
-            status.get("preflight"), preflight_record, observed.preflight_job
-        )
+        stop = preflight_step.to_stop(recorded_preflight, preflight_record, observed.preflight_job)
         if stop is not None:
             stopped = (ChildWrite("delete", "Job", stop[0]),)
             decision = Decision(decision.state, (*decision.events, stop[1]))
@@ -909,7 +908,7 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
         capacity_problem=Problem("TrafficNotMovedBack", cap.degraded)
         if cap and cap.degraded
         else None,
-        preflight=(preflight_record or status.get("preflight")) if pre is not None else None,
+        preflight=(preflight_record or recorded_preflight) if pre is not None else None,
     )
     if rollout_fields:
         health_fields.pop("phase", None)  # a rollout exists: its phase, never Failed
@@ -963,7 +962,7 @@ def plan(observed: Observed, now: datetime.datetime) -> Plan:
                 cap,
                 bool(observed.retired),
                 spec,
-                {**status, "preflight": preflight_record or status.get("preflight")},
+                {**status, "preflight": preflight_record or recorded_preflight},
             ),
             preflight_record,
         )
