@@ -68,6 +68,6 @@ def test_the_goal_is_met_only_when_every_round_is_under_2_ms(
     bench: ModuleType, rounds: list[float], verdict: str
 ) -> None:
     each = {"router": {"k": rounds}, "nginx": {"k": [0.1, 0.2, 0.3]}}
-    line = bench.goal_line("", "k", each, ["router", "nginx"], 3)
+    line = bench.goal_line("k", each, ["router", "nginx"], 3)
     assert line.startswith(f"  added p99 < 2 ms at 200 concurrent streams: {verdict} (")
     assert "; nginx +0.10, +0.20, +0.30)" in line
