@@ -21,6 +21,7 @@ import pytest
 
 from quantrollout import signals
 from quantrollout.api.status import TrafficBackend, TrafficStatus
+from quantrollout.router.admission import Admission
 from quantrollout.router.agreement import word_f1
 from quantrollout.router.app import RouterApp
 from quantrollout.router.quality import has_repetition_loop, is_refusal
@@ -121,8 +122,15 @@ def target(sims: tuple[Sim, Sim]) -> Sim:
 class Rig:
     """A running router, its config source, and a client talking to it."""
 
-    def __init__(self, app: RouterApp, source: StaticConfigSource, client: httpx.AsyncClient):
+    def __init__(
+        self,
+        app: RouterApp,
+        source: StaticConfigSource,
+        client: httpx.AsyncClient,
+        admission: Admission,
+    ):
         self.app, self.source, self.client = app, source, client
+        self.admission = admission  # in front of `app`: in flight, and streams served inline
 
     def set(self, t: TrafficStatus) -> None:
         self.source.set([routed(t)])
@@ -179,7 +187,7 @@ async def rig(
         RunningRouter(app) as router,
         httpx.AsyncClient(base_url=router.url, timeout=10) as client,
     ):
-        yield Rig(app, source, client)
+        yield Rig(app, source, client, router.admission)
 
 
 @pytest.fixture

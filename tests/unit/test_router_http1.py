@@ -20,7 +20,7 @@ from quantrollout.router.http1 import (
     UpstreamError,
     encode_request,
 )
-from quantrollout.router.pool import Upstreams
+from quantrollout.router.pool import Slots, Upstreams
 from quantrollout.router.settings import RouterSettings
 from quantrollout.router.upstream import Failed, Opened
 
@@ -580,3 +580,118 @@ async def test_the_pool_turns_failures_into_answers_for_the_caller() -> None:
     assert isinstance(failed, Failed)
     assert (failed.code, failed.body, failed.unreachable) == (503, b"busy", False)
     await upstreams.aclose()
+
+
+# -- callers that are callbacks (a request served inline)
+
+
+async def test_a_listener_is_called_from_the_socket_callback_with_the_head_then_the_end() -> None:
+    async with serving(await serve_once(STREAM_HEAD + chunk(b"data: 1\n\n") + b"0\r\n\r\n")) as o:
+        connection = await Connection.open(o, None, 5, 5)
+        calls: list[tuple[UpstreamError | None, bool, int, bool]] = []
+        arrived = asyncio.Event()
+
+        def heard(error: UpstreamError | None) -> None:
+            # No task runs this: it is the socket's callback, so no `await` and no loop turn.
+            assert asyncio.current_task() is None
+            calls.append((error, connection.head() is not None, connection.buffered,
+                          connection.ended))  # fmt: skip
+            if connection.ended or error is not None:
+                arrived.set()
+            else:
+                connection.listen(heard)
+
+        connection.start(encode_request(o, "/v1/completions", b"{}", []))
+        assert connection.head() is None
+        connection.listen(heard)
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert calls[-1] == (None, True, len(b"data: 1\n\n"), True)
+        assert all(error is None and head for error, head, _, _ in calls)
+        status, headers = connection.head() or (0, None)
+        assert status == 200
+        assert headers is not None
+        assert headers.get("content-type") == "text/event-stream"
+        assert connection.take() == b"data: 1\n\n"
+        assert connection.take() == b""  # the end: the connection is free again
+        assert connection.reusable
+        connection.close()
+
+
+async def test_a_listener_hears_a_silent_tier_as_a_timeout_and_a_closed_one_as_a_failure() -> None:
+    async with serving(await serve_once(STREAM_HEAD, close=False)) as origin:
+        connection = await Connection.open(origin, None, 5, 0.2)
+        heard: asyncio.Future[UpstreamError | None] = asyncio.get_running_loop().create_future()
+
+        def listener(error: UpstreamError | None) -> None:
+            if error is None:  # the head came; the first bytes never will
+                connection.listen(listener)
+            else:
+                heard.set_result(error)
+
+        connection.start(encode_request(origin, "/v1/completions", b"{}", []))
+        connection.listen(listener)
+        error = await asyncio.wait_for(heard, 5)
+        assert error is not None
+        assert error.timed_out
+        connection.close()
+    async with serving(await serve_once(b"")) as origin:
+        connection = await Connection.open(origin, None, 5, 5)
+        closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        connection.start(encode_request(origin, "/v1/completions", b"{}", []))
+        connection.listen(lambda e: closed.set_result(e))
+        assert await asyncio.wait_for(closed, 5) is None  # woken: the answer will not come
+        failed = connection.failure()
+        assert failed is not None
+        assert failed.unanswered
+        with pytest.raises(UpstreamError):
+            connection.listen(lambda e: None)  # already failed: raises at once, as `arrival`
+
+
+async def test_an_idle_connection_is_taken_at_once_or_not_at_all() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(ok(b"{}"))
+            await writer.drain()
+
+    async with serving(handler) as origin:
+        upstreams = Upstreams(RouterSettings(max_connections=2, connect_timeout=0.2))
+        assert upstreams.take_idle(origin) is None  # nothing idle yet: `open` would connect
+        assert isinstance(await ask(upstreams, origin), Opened)
+        connection = upstreams.take_idle(origin)
+        assert connection is not None
+        assert upstreams.take_idle(origin) is None  # the one idle connection is taken
+        # Its slot is held: one more request fits, the next waits and times out.
+        held = await ask(upstreams, origin, streamed=True)
+        assert isinstance(held, Opened)
+        busy = await ask(upstreams, origin)
+        assert isinstance(busy, Failed)
+        assert busy.code == 504
+        await held.close()
+        upstreams.give_back(origin, connection)
+        assert upstreams.take_idle(origin) is connection  # kept: it was reusable
+        assert upstreams.take_idle(origin) is None
+        upstreams.give_back(origin, connection)
+        await upstreams.aclose()
+
+
+async def test_slots_go_to_waiters_first_and_a_timed_out_or_cancelled_wait_holds_none() -> None:
+    slots = Slots(1)
+    assert slots.take_now()
+    assert not slots.take_now()
+    assert not await slots.take(0.05)  # timed out: holds nothing
+    waiting = asyncio.ensure_future(slots.take(5))
+    await asyncio.sleep(0)
+    slots.give()
+    assert not slots.take_now()  # the slot went to the waiter, not to whoever asks now
+    assert await waiting
+    cancelled = asyncio.ensure_future(slots.take(5))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    slots.give()
+    assert slots.take_now()  # the cancelled waiter did not keep it
+    slots.give()
+    assert slots.take_now()
+    assert not slots.take_now()

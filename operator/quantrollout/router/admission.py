@@ -39,6 +39,7 @@ class Admission:
         self._retry_after = str(settings.retry_after_seconds).encode()
         self._shed = app.metrics.shed
         self.inflight = 0  # completions admitted and not yet answered
+        self.served_inline = 0  # streams whose first bytes went out inline (`inline`)
         self._lag = 0.0  # how late the ticks fire, smoothed
         self._due = 0.0  # loop.time() at which the next tick should fire; 0: not started
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -60,6 +61,19 @@ class Admission:
         self._due = self._loop.time() + TICK
         self._loop.call_at(self._due, self._tick)
 
+    def admit(self) -> str | None:
+        """Admits a completion (in flight until `leave`), or says why it is refused."""
+        if self._loop is None:
+            self.start()
+        reason = self.refusal()
+        if reason is None:
+            self.inflight += 1
+        return reason
+
+    def leave(self) -> None:
+        """An admitted completion was answered (or its client left)."""
+        self.inflight -= 1
+
     def refusal(self) -> str | None:
         """Why a new completion would be refused now, or None."""
         if self.inflight >= self.max_inflight:
@@ -72,9 +86,7 @@ class Admission:
         if scope["type"] != "http" or scope["path"] not in GENERATES:
             await self.app(scope, receive, send)
             return
-        if self._loop is None:
-            self.start()
-        reason = self.refusal()
+        reason = self.admit()
         if reason is not None:
             self._shed.labels(reason).inc()
             what = (
@@ -87,8 +99,7 @@ class Admission:
                 "service_unavailable", "overloaded", headers=[(b"retry-after", self._retry_after)],
             )  # fmt: skip
             return
-        self.inflight += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.inflight -= 1
+            self.leave()

@@ -44,7 +44,7 @@ from .asgi import (
     send_error,
     send_json,
 )
-from .call import Call, Tier
+from .call import Call, Route, Tier
 from .class_split import (
     ClassDecision,
     ClassTable,
@@ -153,6 +153,11 @@ class RouterApp:
         else:
             await get(send)
 
+    @property
+    def proxy(self) -> Proxy:
+        assert self._proxy is not None, "startup() was not run"
+        return self._proxy
+
     async def _forward(
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint
     ) -> None:
@@ -168,30 +173,34 @@ class RouterApp:
             return
         except ClientGoneError:
             return
+        route = self.plan(scope, body, endpoint)
+        if isinstance(route, Refused):
+            await _refuse(send, route)
+            return
+        await self.proxy.forward(receive, send, route)
+
+    def plan(self, scope: Scope, body: bytes, endpoint: Endpoint) -> Route | Refused:
+        """Where a request (its body read whole) goes, or why it is refused. Refusing has no
+        side effect; a Route is to be followed: a mixed model's fallback class is counted."""
         content_type = header(scope, b"content-type") or b""
         query = scope.get("query_string", b"")
         request = parse_request(body, endpoint.body, content_type.decode("latin-1"), query)
         if isinstance(request, Refused):
-            await _refuse(send, request)
-            return
+            return request
         table = self.source.table()
         served = choose_model(request.model, table.keys())
         if isinstance(served, Refused):
-            await _refuse(send, served)
-            return
-        await self._route(scope, receive, send, table[served], body, request, endpoint)
+            return served
+        return self._route(scope, table[served], body, request, endpoint)
 
-    async def _route(
+    def _route(
         self,
         scope: Scope,
-        receive: Receive,
-        send: Send,
         route: ModelTraffic,
         body: bytes,
         request: Request,
         endpoint: Endpoint,
-    ) -> None:
-        assert self._proxy is not None, "startup() was not run"
+    ) -> Route:
         traffic = route.traffic
         sticky = (
             header(scope, traffic.sticky_header.lower().encode()) if traffic.sticky_header else None
@@ -199,18 +208,14 @@ class RouterApp:
         sticky_key = sticky.decode("latin-1") if sticky else None
         call = _call(scope, body, request, endpoint)
         if is_mixed(traffic):
-            await self._route_mixed(scope, receive, send, route, request, call, sticky_key)
-            return
+            return self._route_mixed(scope, route, request, call, sticky_key)
         decision = decide(traffic, sticky_key, self._rng, self.settings.calibration_percent)
         baseline = self._tier(route, traffic.baseline)
         target = self._tier(route, traffic.target) if traffic.target else None
         if decision.live_on_target and target is not None:
-            await self._proxy.forward(receive, send, call, target, baseline)
-            return
-        mirrored = decision.mirrored and endpoint.generates
-        await self._proxy.forward(
-            receive,
-            send,
+            return Route(call, target, baseline)
+        mirrored = decision.mirrored and endpoint.generates and target is not None
+        return Route(
             call,
             baseline,
             None,
@@ -218,18 +223,15 @@ class RouterApp:
             baseline if mirrored and decision.calibrated else None,
         )
 
-    async def _route_mixed(
+    def _route_mixed(
         self,
         scope: Scope,
-        receive: Receive,
-        send: Send,
         route: ModelTraffic,
         request: Request,
         call: Call,
         sticky_key: str | None,
-    ) -> None:
+    ) -> Route:
         """A request to a mixed model: classified, then split by its class's route."""
-        assert self._proxy is not None, "startup() was not run"
         traffic = route.traffic
         cls, table, decision = self._decide_class(traffic, request, scope, sticky_key)
         if decision.fallback is not None:
@@ -237,8 +239,7 @@ class RouterApp:
         baseline = self._tier(route, traffic.baseline, cls)
         if decision.tier != traffic.baseline.tier:
             live = self._tier(route, table.targets[decision.tier], cls)
-            await self._proxy.forward(receive, send, call, live, baseline)
-            return
+            return Route(call, live, baseline)
         mirrored, calibrated = (
             mirror_draws(traffic.mirror_percent, self.settings.calibration_percent, self._rng)
             if call.inspected
@@ -246,7 +247,7 @@ class RouterApp:
         )
         shadows = tuple(self._tier(route, b, cls) for b in table.mirrored) if mirrored else ()
         calibration = baseline if shadows and calibrated else None
-        await self._proxy.forward(receive, send, call, baseline, None, shadows, calibration)
+        return Route(call, baseline, None, shadows, calibration)
 
     def _decide_class(
         self, traffic: TrafficStatus, request: Request, scope: Scope, sticky_key: str | None

@@ -29,3 +29,16 @@ class Call:
     sampling: Sampling = "sampled"  # how the shadow comparison scores (agreement.py)
     inspected: bool = True  # the answer is generated text: read for the quality signals
     method: bytes = b"POST"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one request goes: the tier that answers it (`live`), the tier that answers instead
+    when `live` fails before its first byte (`fallback`), the tiers a copy is mirrored to
+    (`shadows`), and the tier asked for a calibration copy (`calibration`: the baseline)."""
+
+    call: Call
+    live: Tier
+    fallback: Tier | None = None
+    shadows: tuple[Tier, ...] = ()
+    calibration: Tier | None = None

@@ -8,6 +8,8 @@ waited tens of milliseconds for their first byte. Here a chunk costs one parser 
 an append; the reader is woken once for everything that arrived together, and takes it in one
 piece (so chunks that came in one read leave in one write). A stream can also be passed on
 (`pass_on`): its pieces then go to a sink from the socket's callback, with no reader woken.
+A caller that is itself a callback (a request served inline, `inline`) writes its request with
+`start` and is called back instead of awaiting (`listen`, `head`, `failure`).
 
 One `Connection` carries one request at a time (no pipelining) and is reused by `pool` when the
 previous answer was read to its end and both sides keep the connection alive. Bytes that are not
@@ -131,6 +133,7 @@ class Connection(asyncio.Protocol):
         self._lost = False
         self._busy = False  # a request was sent and its answer is not fully read
         self._waiter: asyncio.Future[None] | None = None
+        self._listener: Callable[[UpstreamError | None], None] | None = None  # see `listen`
         self._timer: asyncio.TimerHandle | None = None  # the read deadline's, while one may run
         self._deadline = 0.0  # loop.time() by which the awaited bytes must have come
         self._error: UpstreamError | None = None
@@ -198,6 +201,13 @@ class Connection(asyncio.Protocol):
 
     async def send(self, request: bytes) -> tuple[int, ResponseHeaders]:
         """Writes a request; returns the answer's status and headers once they arrived."""
+        self.start(request)
+        while (head := self.head()) is None:
+            await self.arrival()
+        return head
+
+    def start(self, request: bytes) -> None:
+        """Writes a request, without waiting for anything (`send` without the wait)."""
         assert self._transport is not None, "not connected"
         assert not self._busy, "the connection is not idle"
         self._busy = True
@@ -205,9 +215,17 @@ class Connection(asyncio.Protocol):
         self._reset_response()
         self._update_reading()
         self._transport.write(request)
-        while not self._headers_done:
-            await self.arrival()
+
+    def head(self) -> tuple[int, ResponseHeaders] | None:
+        """The answer's status and headers, once they arrived (else None)."""
+        if not self._headers_done:
+            return None
         return self._parser.get_status_code(), ResponseHeaders(self._headers)
+
+    @property
+    def ended(self) -> bool:
+        """The whole body arrived (some of it may not be taken yet)."""
+        return self._complete
 
     async def read(self) -> bytes:
         """Everything of the body that arrived since the last read (waiting for some if none
@@ -323,30 +341,51 @@ class Connection(asyncio.Protocol):
         if not self._keep_alive:
             self.close()
 
+    def failure(self) -> UpstreamError | None:
+        """Why no more of the answer will come (the tier failed, or the connection ended before
+        its end), or None."""
+        if self._error is not None:
+            return self._error
+        if self._lost:
+            return UpstreamError("connection closed", unanswered=not self._answered)
+        return None
+
     def arrival(self) -> asyncio.Future[None]:
         """A future done when more of the answer arrives (or the connection ends); it raises
         UpstreamError when the tier fails or goes silent for the read timeout. Raises at once
         when the connection already failed."""
-        if self._error is not None:
-            raise self._error
-        if self._lost:
-            raise UpstreamError("connection closed", unanswered=not self._answered)
+        if (failed := self.failure()) is not None:
+            raise failed
         waiter = self._waiter = self._loop.create_future()
+        self._arm_deadline()
+        return waiter
+
+    def listen(self, callback: Callable[[UpstreamError | None], None]) -> None:
+        """`arrival` for a caller that runs in callbacks, not in a task: `callback(None)` is
+        called once, straight from the socket's callback, when more of the answer arrived (or
+        the connection ended: see `failure`), or `callback(error)` when the tier went silent
+        for the read timeout. Raises at once when the connection already failed."""
+        if (failed := self.failure()) is not None:
+            raise failed
+        self._listener = callback
+        self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
         # One timer per connection, moved on lazily: arming and cancelling one for each wait
         # would cost more than the rest of passing a chunk on.
         self._deadline = self._loop.time() + self._read_timeout
         if self._timer is None:
             self._timer = self._loop.call_at(self._deadline, self._check_deadline)
-        return waiter
 
     def _check_deadline(self) -> None:
         self._timer = None
-        waiter = self._waiter
-        if waiter is None or waiter.done() or self._lost:
+        waiting = self._listener is not None or (
+            self._waiter is not None and not self._waiter.done()
+        )
+        if not waiting or self._lost:
             return
         if self._loop.time() >= self._deadline:
-            self._waiter = None
-            waiter.set_exception(UpstreamError("timed out reading", timed_out=True))
+            self._deliver(UpstreamError("timed out reading", timed_out=True))
         else:
             self._timer = self._loop.call_at(self._deadline, self._check_deadline)
 
@@ -356,9 +395,21 @@ class Connection(asyncio.Protocol):
             self._timer = None
 
     def _wake(self) -> None:
+        self._deliver(None)
+
+    def _deliver(self, error: UpstreamError | None) -> None:
+        """Wakes whoever waits for the answer: the listener (`listen`), or the future
+        (`arrival`), with `error` if there is one."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener(error)
+            return
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
 
     # -- asyncio.Protocol
 

@@ -16,16 +16,16 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable
 
 from .answers import Answer
 from .asgi import Receive, Send, send_error
-from .call import Call, Tier
+from .call import Call, Route, Tier
 from .http1 import UpstreamError
 from .inspect_answer import AnswerReader, record
 from .pool import Upstreams
 from .relay import relay, send_whole
-from .shadow import Shadows
+from .shadow import BaselineAnswer, Shadows
 from .upstream import Failed, Opened, response_headers
 
 log = logging.getLogger(__name__)
@@ -74,32 +74,50 @@ class Proxy:
         self._retry_after = str(retry_after).encode()
         self._loop = asyncio.get_running_loop()
 
-    async def forward(
+    @property
+    def upstreams(self) -> Upstreams:
+        return self._upstreams
+
+    @property
+    def max_inspect(self) -> int:
+        return self._max_inspect
+
+    async def forward(self, receive: Receive, send: Send, route: Route) -> None:
+        """Answers a request as `route` says (see `mirror` and `answer`)."""
+        baseline = self.mirror(route)
+        await self.answer(receive, send, route, baseline)
+
+    def mirror(self, route: Route) -> BaselineAnswer | None:
+        """Starts the copies of `route.call` to each of `route.shadows` (the target, or every
+        quantized tier of a mixed model) and, when there are shadows, to `route.calibration`
+        (the baseline asked for a second answer, once however many shadows). Returns the
+        future they compare with: the live answer, to be set once known (`settle`)."""
+        baseline = None
+        call = route.call
+        for shadow in route.shadows:
+            baseline = self._shadows.mirror(shadow, call, self._max_inspect, baseline)
+        if route.calibration is not None and route.shadows:
+            baseline = self._shadows.mirror(
+                route.calibration, call, self._max_inspect, baseline, calibration=True
+            )
+        return baseline
+
+    async def answer(
         self,
         receive: Receive,
         send: Send,
-        call: Call,
-        live: Tier,
-        fallback: Tier | None,
-        shadows: Sequence[Tier] = (),
-        calibration: Tier | None = None,
+        route: Route,
+        baseline: BaselineAnswer | None,
+        first: Awaitable[Opened | Failed] | None = None,
     ) -> None:
-        """Answers `call` from `live` (or `fallback`), mirroring it to each of `shadows` (the
-        target, or every quantized tier of a mixed model), and asking `calibration` (the
-        baseline, when there are shadows) for a second answer. Every copy is compared with the
-        same live answer; the calibration copy is asked once, however many shadows."""
-        baseline = None
-        for shadow in shadows:
-            baseline = self._shadows.mirror(shadow, call, self._max_inspect, baseline)
-        if calibration is not None and shadows:
-            baseline = self._shadows.mirror(
-                calibration, call, self._max_inspect, baseline, calibration=True
-            )
+        """Answers `route.call` from `route.live` (or its fallback), and gives the answer to
+        the mirrored copies (`baseline`). `first`: the live tier's answer when it was already
+        asked (a request that began inline)."""
         watch = DisconnectWatch(receive, self._loop)
-        current = [live]  # the tier in flight, for counting a client that went away
+        current = [route.live]  # the tier in flight, for counting a client that went away
         answer: Answer | None = None
         try:
-            answer = await self._answer(send, call, live, fallback, current, watch)
+            answer = await self._answer(send, route, current, watch, first)
         except asyncio.CancelledError:
             if not watch.gone:
                 raise
@@ -109,22 +127,18 @@ class Proxy:
             current[0].metrics.request(499)
         finally:
             watch.stop()
-            if baseline is not None and not baseline.done():
-                baseline.set_result(answer)
+            settle(baseline, answer)
 
     async def _answer(
         self,
         send: Send,
-        call: Call,
-        live: Tier,
-        fallback: Tier | None,
+        route: Route,
         current: list[Tier],
         watch: DisconnectWatch,
+        first: Awaitable[Opened | Failed] | None,
     ) -> Answer | None:
-        tier = live
-        opened = await self._upstreams.open(
-            tier.base_url, call.path, call.body, call.headers, call.streamed, call.method
-        )
+        call, tier, fallback = route.call, route.live, route.fallback
+        opened = await (first if first is not None else self._open(tier, call))
         if isinstance(opened, Failed) and fallback is not None:
             tier.metrics.request(opened.code)
             tier.metrics.fallbacks.inc()
@@ -132,9 +146,7 @@ class Proxy:
                 "tier %s failed (%s); retrying on %s", tier.name, opened.reason, fallback.name
             )
             tier = current[0] = fallback
-            opened = await self._upstreams.open(
-                tier.base_url, call.path, call.body, call.headers, call.streamed, call.method
-            )
+            opened = await self._open(tier, call)
         if isinstance(opened, Failed):
             tier.metrics.request(opened.code)
             watch.finished = True
@@ -143,6 +155,11 @@ class Proxy:
         if call.streamed:
             return await self._stream(send, tier, opened, watch, call)
         return await self._whole(send, tier, opened, watch, call)
+
+    async def _open(self, tier: Tier, call: Call) -> Opened | Failed:
+        return await self._upstreams.open(
+            tier.base_url, call.path, call.body, call.headers, call.streamed, call.method
+        )
 
     async def _whole(
         self, send: Send, tier: Tier, opened: Opened, watch: DisconnectWatch, call: Call
@@ -165,27 +182,18 @@ class Proxy:
     ) -> Answer | None:
         headers = response_headers(opened.headers, tier.name)
         start = {"type": "http.response.start", "status": opened.status, "headers": headers}
-        limit = self._max_inspect if call.inspected and opened.status == 200 else -1
-        reader = AnswerReader(opened.headers.get("content-type", ""), limit)
+        reader = stream_reader(call, opened, self._max_inspect)
         last = b""
         try:
             await relay(send, start, opened, reader)
         except UpstreamError as err:
             log.info("tier %s failed mid-stream: %s", tier.name, err)
-            last = _sse_error(f"tier {tier.name} failed mid-answer", 502)
+            last = sse_error(f"tier {tier.name} failed mid-answer", 502)
         finally:
             await opened.close()
         watch.finished = True
         await send({"type": "http.response.body", "body": last, "more_body": False})
-        answer = None if last else reader.answer()
-        failed = answer.error if answer is not None else None
-        tier.metrics.request(502 if last else failed or opened.status)
-        tier.metrics.ttft.observe(opened.first_byte - opened.started)
-        tier.metrics.latency.observe(time.perf_counter() - opened.started)
-        if failed is not None:
-            log.info("tier %s ended a stream with an error event (%d)", tier.name, failed)
-            return None
-        return _count(tier, answer)
+        return stream_ended(tier, opened, reader, bool(last))
 
     async def _send_failure(self, send: Send, tier: Tier, failed: Failed) -> None:
         if failed.unreachable:
@@ -204,6 +212,32 @@ class Proxy:
             )
 
 
+def stream_reader(call: Call, opened: Opened, max_inspect: int) -> AnswerReader:
+    """What reads a stream's answer as it passes (nothing, unless it is generated text)."""
+    limit = max_inspect if call.inspected and opened.status == 200 else -1
+    return AnswerReader(opened.headers.get("content-type", ""), limit)
+
+
+def stream_ended(tier: Tier, opened: Opened, reader: AnswerReader, broken: bool) -> Answer | None:
+    """Counts a stream passed on to its end (`broken`: the tier failed mid-answer, and the
+    client's stream was ended with an error event); the answer, for a shadow to compare with."""
+    answer = None if broken else reader.answer()
+    failed = answer.error if answer is not None else None
+    tier.metrics.request(502 if broken else failed or opened.status)
+    tier.metrics.ttft.observe(opened.first_byte - opened.started)
+    tier.metrics.latency.observe(time.perf_counter() - opened.started)
+    if failed is not None:
+        log.info("tier %s ended a stream with an error event (%d)", tier.name, failed)
+        return None
+    return _count(tier, answer)
+
+
+def settle(baseline: BaselineAnswer | None, answer: Answer | None) -> None:
+    """Gives the live answer to the copies that compare with it."""
+    if baseline is not None and not baseline.done():
+        baseline.set_result(answer)
+
+
 def _count(tier: Tier, answer: Answer | None) -> Answer | None:
     """Records an inspected answer's signals; the answer, for a shadow to compare with."""
     if answer is None or answer.error is not None:
@@ -212,6 +246,6 @@ def _count(tier: Tier, answer: Answer | None) -> Answer | None:
     return answer
 
 
-def _sse_error(message: str, code: int) -> bytes:
+def sse_error(message: str, code: int) -> bytes:
     error = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
     return b"data: " + json.dumps(error).encode() + b"\n\ndata: [DONE]\n\n"

@@ -31,7 +31,7 @@ async def relay(send: Send, start: Message, opened: Opened, reader: AnswerReader
     (`opened.first`) to its end, feeding each piece to `reader` once it is on its way to the client: the work of
     reading an answer is spread over its pieces, not left in one block at the end that would
     hold up every other stream. Raises UpstreamError when the tier fails mid-answer."""
-    held = _HeldWrites.around(send)
+    held = HeldWrites.around(send)
     if held is None:
         await send(start)
     else:
@@ -118,7 +118,7 @@ async def _onto_transport(
 
 async def send_whole(send: Send, start: Message, body: bytes) -> None:
     """Sends a response head `start` and its whole `body` (in one write with uvicorn's server)."""
-    held = _HeldWrites.around(send)
+    held = HeldWrites.around(send)
     message = {"type": "http.response.body", "body": body, "more_body": False}
     if held is None:
         await send(start)
@@ -130,7 +130,7 @@ async def send_whole(send: Send, start: Message, body: bytes) -> None:
     held.release()
 
 
-class _HeldWrites:
+class HeldWrites:
     """Stands in for the transport of uvicorn's `RequestResponseCycle` while ASGI messages are
     sent through it: what they write is kept (`written`), to go out in one write with what
     follows; closing waits for that write too (`release`)."""
@@ -142,9 +142,9 @@ class _HeldWrites:
         self._close = False
 
     @staticmethod
-    def around(send: Send) -> _HeldWrites | None:
+    def around(send: Send) -> HeldWrites | None:
         cycle = getattr(send, "__self__", None)
-        return _HeldWrites(cycle) if type(cycle) is RequestResponseCycle else None
+        return HeldWrites(cycle) if type(cycle) is RequestResponseCycle else None
 
     async def __aenter__(self) -> None:
         self._cycle.transport = self

@@ -19,6 +19,7 @@ import uvicorn
 
 from .admission import Admission
 from .app import RouterApp
+from .inline import RouterProtocol
 
 
 def build_server(
@@ -33,6 +34,7 @@ def build_server(
         host=host,
         port=port,
         lifespan="on",
+        http=RouterProtocol,  # uvicorn's httptools protocol, completions served inline
         access_log=access_log,
         server_header=False,
         # The router reads neither the client's address nor the scheme: no X-Forwarded-* to

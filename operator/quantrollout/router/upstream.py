@@ -124,9 +124,29 @@ async def open_answer(
     its answer. The flag says whether the connection is still held by an open stream; if not,
     the caller gives it back (the pool keeps it only if it is reusable)."""
     started = time.perf_counter()
-    held = False
     try:
         status, headers = await connection.send(request)
+    except UpstreamError as err:
+        connection.close()
+        return failure(err), False
+    except BaseException:  # cancelled: the answer will not be read
+        connection.close()
+        raise
+    return await read_answer(connection, status, headers, streamed, started)
+
+
+async def read_answer(
+    connection: Connection,
+    status: int,
+    headers: ResponseHeaders,
+    streamed: bool,
+    started: float,
+) -> tuple[Opened | Failed, bool]:
+    """`open_answer` from the answer's head on (status and headers arrived on `connection`):
+    a request served inline (`inline`) goes on here, in a task, when its answer is not a
+    stream that begins well."""
+    held = False
+    try:
         if status >= 500:
             body = await connection.read_all(_MAX_ERROR_BODY)
             return Failed(status, f"answered {status}", False, headers, body), False
