@@ -586,7 +586,8 @@ async def test_the_pool_turns_failures_into_answers_for_the_caller() -> None:
 
 
 async def test_a_listener_is_called_from_the_socket_callback_with_the_head_then_the_end() -> None:
-    async with serving(await serve_once(STREAM_HEAD + chunk(b"data: 1\n\n") + b"0\r\n\r\n")) as o:
+    answer = STREAM_HEAD + chunk(b"data: 1\n\n") + b"0\r\n\r\n"
+    async with serving(await serve_once(answer, close=False)) as o:
         connection = await Connection.open(o, None, 5, 5)
         calls: list[tuple[UpstreamError | None, bool, int, bool]] = []
         arrived = asyncio.Event()
