@@ -4,8 +4,8 @@ An object in a cycle is freed only by the cycle collector, which runs when enoug
 up and then holds the event loop for as long as it takes to walk them all. One cycle per stream
 (a parser holding a callback bound to its owner) piled up thousands of objects at 200 streams
 and stopped every stream for 17 ms at a time: the time to first token p99 of whoever arrived
-then. So each way through the router (plain, streamed, split between the tiers, mirrored in
-shadow) is run here with the collector saving what it would free, and none of it may be the
+then. So each way through the router (plain, streamed (served inline), split between the tiers,
+mirrored in shadow) is run here with the collector saving what it would free, and none of it may be the
 router's.
 """
 
@@ -72,7 +72,9 @@ async def test_no_request_leaves_a_reference_cycle_behind(
         await requests(r)  # connections opened, first-use caches filled: not per request
         gc.collect()
         saved_garbage.clear()
+        inline = r.admission.served_inline
         await requests(r)
+        assert r.admission.served_inline - inline == 8  # the streams, served inline
         if mirror:
             await r.eventually(signals.ROUTER_SHADOW_REQUESTS, TARGET, 32, outcome="compared")
         gc.collect()

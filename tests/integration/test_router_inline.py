@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -110,12 +111,31 @@ def base(sims: tuple[Sim, Sim]) -> Sim:
     return sims[0].reset()
 
 
+def asgi_tasks() -> list[str]:
+    """From now on, the ASGI tasks the loop starts (uvicorn's `run_asgi`), by name."""
+    started: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> asyncio.Task[Any]:
+        name = getattr(coro, "__qualname__", "")
+        if name.endswith("run_asgi"):
+            started.append(name)
+        return asyncio.Task(coro, loop=loop, **kw)
+
+    loop.set_task_factory(factory)
+    return started
+
+
 async def test_a_warm_stream_is_served_inline_with_the_same_bytes_and_counts(base: Sim) -> None:
     async with scripted_tier() as url, rig(traffic(weight=100), base.url, url) as r:
+        tasks = asgi_tasks()
         cold = await answered(r)
         assert r.admission.served_inline == 0  # no idle connection yet: the task connected
+        assert len(tasks) == 1
         warm = await answered(r)
         assert r.admission.served_inline == 1
+        assert len(tasks) == 1  # no task for the inline one
+        asyncio.get_running_loop().set_task_factory(None)
         assert cold == warm == ("script", ANSWER)
         assert r.value(signals.ROUTER_REQUESTS, TARGET, code="200") == 2
         assert r.value(signals.ROUTER_RESPONSES, TARGET) == 2  # both inspected

@@ -637,9 +637,9 @@ async def test_a_listener_hears_a_silent_tier_as_a_timeout_and_a_closed_one_as_a
         connection.close()
     async with serving(await serve_once(b"")) as origin:
         connection = await Connection.open(origin, None, 5, 5)
-        closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        closed: asyncio.Future[UpstreamError | None] = asyncio.get_running_loop().create_future()
         connection.start(encode_request(origin, "/v1/completions", b"{}", []))
-        connection.listen(lambda e: closed.set_result(e))
+        connection.listen(closed.set_result)
         assert await asyncio.wait_for(closed, 5) is None  # woken: the answer will not come
         failed = connection.failure()
         assert failed is not None
