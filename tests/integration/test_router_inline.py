@@ -294,3 +294,94 @@ async def test_a_slow_client_of_an_inline_stream_gets_every_byte(base: Sim) -> N
         assert data == big
     finally:
         server.close()
+
+
+def dechunk(raw: bytes) -> tuple[bytes, bytes]:
+    """The body of one chunked HTTP/1.1 message at the start of `raw`, and what follows it."""
+    data, rest = bytearray(), raw
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return bytes(data), rest.removeprefix(b"\r\n")
+        data += rest[:size]
+        rest = rest[size + 2 :]
+
+
+def post(body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: router\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n%b\r\n%b" % (len(body), extra, body)
+    )
+
+
+async def read_responses(reader: asyncio.StreamReader, count: int) -> list[tuple[bytes, bytes]]:
+    """`count` chunked responses read off one connection: (head, body) each."""
+    raw = b""
+    while raw.count(b"\r\n0\r\n\r\n") < count:
+        more = await asyncio.wait_for(reader.read(1 << 16), 10)
+        assert more, "the router closed the connection early"
+        raw += more
+    out = []
+    for _ in range(count):
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        body, raw = dechunk(rest)
+        out.append((head, body))
+    return out
+
+
+STREAM = json.dumps({"model": MODEL, "messages": [], "stream": True}).encode()
+
+
+async def test_pipelined_requests_are_answered_in_order_the_first_inline(base: Sim) -> None:
+    async with scripted_tier() as url, rig(traffic(weight=100), base.url, url) as r:
+        await answered(r)  # warm
+        reader, writer = await asyncio.open_connection(
+            r.client.base_url.host, r.client.base_url.port
+        )
+        writer.write(post(STREAM) + post(STREAM))  # the second before the first is answered
+        answers = await read_responses(reader, 2)
+        writer.close()
+        assert [head.split(b"\r\n")[0] for head, _ in answers] == [b"HTTP/1.1 200 OK"] * 2
+        assert [body for _, body in answers] == [ANSWER, ANSWER]
+        assert r.admission.served_inline == 1  # the first; the second waited, as a task
+        assert r.value(signals.ROUTER_REQUESTS, TARGET, code="200") == 3
+
+
+@pytest.mark.parametrize("how", ["expect-100", "large-body"])
+async def test_what_is_not_served_inline_is_served_as_a_task(base: Sim, how: str) -> None:
+    async with scripted_tier() as url, rig(traffic(weight=100), base.url, url) as r:
+        await answered(r)  # warm
+        reader, writer = await asyncio.open_connection(
+            r.client.base_url.host, r.client.base_url.port
+        )
+        if how == "expect-100":
+            writer.write(post(STREAM, b"expect: 100-continue\r\n"))
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert interim.startswith(b"HTTP/1.1 100")
+        else:  # past uvicorn's 64 KiB buffer: the task reads it
+            big = {"model": MODEL, "messages": [{"role": "user", "content": "x" * 100_000}]}
+            writer.write(post(json.dumps({**big, "stream": True}).encode()))
+        [(head, body)] = await read_responses(reader, 1)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 200")
+        assert body == ANSWER
+        assert r.admission.served_inline == 0
+
+
+async def test_a_shutdown_lets_an_inline_stream_finish(base: Sim) -> None:
+    async with scripted_tier() as url:
+        running = rig(traffic(weight=100), base.url, url)
+        r = await running.__aenter__()
+        await answered(r)  # warm
+        reader, writer = await asyncio.open_connection(
+            r.client.base_url.host, r.client.base_url.port
+        )
+        writer.write(post(STREAM))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)  # under way
+        assert r.admission.served_inline == 1
+        stopping = asyncio.ensure_future(running.__aexit__(None, None, None))
+        rest = await asyncio.wait_for(reader.read(), 10)  # to its end: then the router closes
+        await asyncio.wait_for(stopping, 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert dechunk(rest) == (ANSWER, b"")
