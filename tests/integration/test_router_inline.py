@@ -383,5 +383,6 @@ async def test_a_shutdown_lets_an_inline_stream_finish(base: Sim) -> None:
         stopping = asyncio.ensure_future(running.__aexit__(None, None, None))
         rest = await asyncio.wait_for(reader.read(), 10)  # to its end: then the router closes
         await asyncio.wait_for(stopping, 10)
+        writer.close()
         assert head.startswith(b"HTTP/1.1 200")
         assert dechunk(rest) == (ANSWER, b"")
