@@ -4,7 +4,8 @@ uvicorn picks its fastest installed pieces: `httptools` for HTTP/1.1 parsing and
 the event loop, both dependencies of the package (without them it falls back to the pure-Python
 h11 and asyncio, which cost the router several times the CPU per streamed chunk). Access logs
 are off: at thousands of requests per second they cost more than the proxying, and the metrics
-say more. The application served is `RouterApp` behind `Admission` (overload refused early).
+say more. The application served is `RouterApp` behind `Admission` (overload refused early),
+and completions are served inline by uvicorn's protocol as `inline.RouterProtocol` extends it.
 One such server runs in each worker process (`worker`, `workers`).
 """
 
