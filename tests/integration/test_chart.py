@@ -87,7 +87,9 @@ def test_rendered_objects(helm: str) -> None:
             assert c["resources"]["requests"]
             assert c["livenessProbe"]
             assert c["readinessProbe"]
-    [router] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "qr-router"]
+    [router] = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "qr-router"
+    ]
     # The workers' metric files, written per request, stay in memory (tmpfs).
     [tmp] = [v for v in router["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp"]
     assert tmp["emptyDir"]["medium"] == "Memory"

@@ -23,8 +23,10 @@ from .test_router_proxy import (
     Rig,
     Sim,
     chat,
+    read_request,
     rig,
     sse_text,
+    stops_generating,
     tier_of,
     traffic,
 )
@@ -45,6 +47,43 @@ HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding
 ANSWER = b"".join(event(w) for w in WORDS) + b"data: [DONE]\n\n"
 
 
+def dechunk(raw: bytes) -> tuple[bytes, bytes]:
+    """The body of one chunked HTTP/1.1 message at the start of `raw`, and what follows it."""
+    data, rest = bytearray(), raw
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return bytes(data), rest.removeprefix(b"\r\n")
+        data += rest[:size]
+        rest = rest[size + 2 :]
+
+
+def post(body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: router\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n%b\r\n%b" % (len(body), extra, body)
+    )
+
+
+async def read_responses(reader: asyncio.StreamReader, count: int) -> list[tuple[bytes, bytes]]:
+    """`count` chunked responses read off one connection: (head, body) each."""
+    raw = b""
+    while raw.count(b"\r\n0\r\n\r\n") < count:
+        more = await asyncio.wait_for(reader.read(1 << 16), 10)
+        assert more, "the router closed the connection early"
+        raw += more
+    out = []
+    for _ in range(count):
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        body, raw = dechunk(rest)
+        out.append((head, body))
+    return out
+
+
+STREAM = json.dumps({"model": MODEL, "messages": [], "stream": True}).encode()
+
+
 @asynccontextmanager
 async def scripted_tier(*script: str) -> AsyncIterator[str]:
     """A tier that answers its requests, on kept-alive connections, as `script` says in turn
@@ -56,12 +95,7 @@ async def scripted_tier(*script: str) -> AsyncIterator[str]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length")
-                )  # fmt: skip
-                await reader.readexactly(length)
+                await read_request(reader)
                 step = steps.pop(0) if steps else "ok"
                 if step == "close":
                     writer.transport.abort()
@@ -204,14 +238,7 @@ async def test_a_client_leaving_an_inline_stream_is_counted_and_the_tier_release
         assert r.admission.served_inline == 1
         await r.eventually(signals.ROUTER_REQUESTS, BASE, 1, code="499")
         assert r.admission.inflight == 0
-        for _ in range(100):
-            metrics = (await r.client.get(f"{base.url}/metrics")).text
-            running = [ln for ln in metrics.splitlines() if ln.startswith(signals.VLLM_RUNNING)]
-            if running and running[0].endswith(" 0.0"):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail(f"the simulator still generates for a client that left: {running}")
+        await stops_generating(r.client, base)
 
 
 async def test_a_mirrored_stream_is_served_inline_and_compared(base: Sim) -> None:
@@ -244,12 +271,7 @@ async def test_a_slow_client_of_an_inline_stream_gets_every_byte(base: Sim) -> N
     async def tier(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             for body in (ANSWER, big):
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length")
-                )  # fmt: skip
-                await reader.readexactly(length)
+                await read_request(reader)
                 writer.write(HEAD)
                 for start in range(0, len(body), 1 << 16):
                     writer.write(chunk(body[start : start + (1 << 16)]))
@@ -267,12 +289,7 @@ async def test_a_slow_client_of_an_inline_stream_gets_every_byte(base: Sim) -> N
             await answered(r)
             host, port = r.client.base_url.host, r.client.base_url.port
             reader, writer = await asyncio.open_connection(host, port)
-            body = json.dumps({"model": MODEL, "messages": [], "stream": True}).encode()
-            writer.write(
-                b"POST /v1/chat/completions HTTP/1.1\r\nhost: router\r\n"
-                b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
-                % (len(body), body)
-            )
+            writer.write(post(STREAM))
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200")
             await asyncio.sleep(1)  # reads nothing: the router must hold back, not drop
@@ -283,54 +300,9 @@ async def test_a_slow_client_of_an_inline_stream_gets_every_byte(base: Sim) -> N
                 assert more, "the router closed the stream early"
                 received += more
             writer.close()
-        data, rest = bytearray(), bytes(received)
-        while True:
-            size_line, _, rest = rest.partition(b"\r\n")
-            size = int(size_line, 16)
-            if size == 0:
-                break
-            data += rest[:size]
-            rest = rest[size + 2 :]
-        assert data == big
+        assert dechunk(bytes(received)) == (big, b"")
     finally:
         server.close()
-
-
-def dechunk(raw: bytes) -> tuple[bytes, bytes]:
-    """The body of one chunked HTTP/1.1 message at the start of `raw`, and what follows it."""
-    data, rest = bytearray(), raw
-    while True:
-        size_line, _, rest = rest.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            return bytes(data), rest.removeprefix(b"\r\n")
-        data += rest[:size]
-        rest = rest[size + 2 :]
-
-
-def post(body: bytes, extra: bytes = b"") -> bytes:
-    return (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: router\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n%b\r\n%b" % (len(body), extra, body)
-    )
-
-
-async def read_responses(reader: asyncio.StreamReader, count: int) -> list[tuple[bytes, bytes]]:
-    """`count` chunked responses read off one connection: (head, body) each."""
-    raw = b""
-    while raw.count(b"\r\n0\r\n\r\n") < count:
-        more = await asyncio.wait_for(reader.read(1 << 16), 10)
-        assert more, "the router closed the connection early"
-        raw += more
-    out = []
-    for _ in range(count):
-        head, _, rest = raw.partition(b"\r\n\r\n")
-        body, raw = dechunk(rest)
-        out.append((head, body))
-    return out
-
-
-STREAM = json.dumps({"model": MODEL, "messages": [], "stream": True}).encode()
 
 
 async def test_pipelined_requests_are_answered_in_order_the_first_inline(base: Sim) -> None:

@@ -304,15 +304,19 @@ async def test_a_client_that_leaves_mid_stream_is_counted_and_the_tier_released(
             break  # leave after the first chunk
     await router.eventually(signals.ROUTER_REQUESTS, BASE, 1, code="499")
     assert router.value(signals.ROUTER_RESPONSES, BASE) == 0  # a half answer is not judged
+    await stops_generating(router.client, base)
+
+
+async def stops_generating(client: httpx.AsyncClient, sim: Sim) -> None:
+    """Waits (up to 5 s) for `sim` to run no request, as vLLM says it in its metrics."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        metrics = (await router.client.get(f"{base.url}/metrics")).text
+        metrics = (await client.get(f"{sim.url}/metrics")).text
         running = [ln for ln in metrics.splitlines() if ln.startswith(signals.VLLM_RUNNING)]
         if running and running[0].endswith(" 0.0"):
-            break
+            return
         await asyncio.sleep(0.05)
-    else:
-        pytest.fail(f"the simulator still generates for a client that left: {running}")
+    pytest.fail(f"the simulator still generates for a client that left: {running}")
 
 
 # --- quality signals ----------------------------------------------------------------------
@@ -533,18 +537,23 @@ async def test_other_paths_and_methods(router: Rig) -> None:
 # --- a tier that breaks the connection ----------------------------------------------------
 
 
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request a tier got: its head read, its body read past; the head."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )  # fmt: skip
+    await reader.readexactly(length)
+    return head
+
+
 @asynccontextmanager
 async def broken_tier(after_first_chunk: bool) -> AsyncIterator[str]:
     """A real HTTP server on loopback that starts a stream and then drops the connection."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length")
-        )
-        await reader.readexactly(length)
+        await read_request(reader)
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
             b"transfer-encoding: chunked\r\n\r\n"

@@ -17,7 +17,19 @@ from quantrollout.router.server import RunningRouter
 from quantrollout.router.settings import RouterSettings
 from quantrollout.router.source import StaticConfigSource
 
-from .test_router_proxy import BASE, BASE_SVC, MODEL, NS, QM, TARGET_SVC, Sim, rig, routed, traffic
+from .test_router_proxy import (
+    BASE,
+    BASE_SVC,
+    MODEL,
+    NS,
+    QM,
+    TARGET_SVC,
+    Sim,
+    read_request,
+    rig,
+    routed,
+    traffic,
+)
 
 
 def event(content: str) -> bytes:
@@ -50,12 +62,7 @@ async def test_a_client_that_stops_reading_stops_the_tier_and_then_gets_every_by
 
     async def tier(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal written
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1]) for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length")
-        )  # fmt: skip
-        await reader.readexactly(length)
+        await read_request(reader)
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
             b"transfer-encoding: chunked\r\n\r\n"
