@@ -34,7 +34,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import Any
 from quantrollout import defaults
 from quantrollout.api.status import TrafficStatus
 
+from . import metric_files
 from .class_split import describe
 from .metrics import RouterMetrics, shared_metrics
 from .routes import EMPTY, ModelTraffic, RouteTable, changed
@@ -173,7 +173,7 @@ class Supervisor:
                 worker.process.send_signal(signal.SIGTERM)
 
     async def run(self) -> None:
-        self._metrics_dir = tempfile.mkdtemp(prefix="quantrollout-router-metrics-")
+        self._metrics_dir = metric_files.new_directory()
         with shared_metrics(self._metrics_dir):
             self.metrics = RouterMetrics()
             await self._run()
