@@ -132,7 +132,9 @@ class Watcher:
                                     namespace, PLURAL, timeout_seconds=300)  # fmt: skip
             with contextlib.suppress(urllib3.exceptions.HTTPError):  # stopped mid-read
                 for ev in stream:
-                    self.seen.append(dict(ev["object"].get("status") or {}))
+                    obj = ev.get("object")  # None, or a Status, for an ERROR event or a cut stream
+                    if ev.get("type") != "ERROR" and isinstance(obj, dict):
+                        self.seen.append(dict(obj.get("status") or {}))
 
         self._t = threading.Thread(target=run, daemon=True)
         self._t.start()
