@@ -132,8 +132,11 @@ class Watcher:
                                     namespace, PLURAL, timeout_seconds=300)  # fmt: skip
             with contextlib.suppress(urllib3.exceptions.HTTPError):  # stopped mid-read
                 for ev in stream:
-                    obj = ev.get("object")  # None, or a Status, for an ERROR event or a cut stream
-                    if ev.get("type") != "ERROR" and isinstance(obj, dict):
+                    # A cut stream yields None; an ERROR event carries a Status, not the model.
+                    if not isinstance(ev, dict) or ev.get("type") == "ERROR":
+                        continue
+                    obj = ev.get("object")
+                    if isinstance(obj, dict):
                         self.seen.append(dict(obj.get("status") or {}))
 
         self._t = threading.Thread(target=run, daemon=True)
