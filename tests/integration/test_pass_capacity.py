@@ -174,7 +174,8 @@ def test_a_tier_no_longer_in_the_spec_is_deleted_once_no_traffic_reaches_it(
     with watching(no_traffic_to_a_deleted_tier) as problems:
         models.patch_spec(NAME, {"target": {"name": "int4-awq-v2", "artifact": "s3://models/llama3-8b-awq-v2"}})  # fmt: skip
         wait_for("the old tier deleted", lambda: replicas(kube, namespace, TARGET) is None)
-        assert client.CoreV1Api(kube).list_namespaced_service(namespace, field_selector=f"metadata.name={TARGET}").items == []  # fmt: skip
+        # Its Service is deleted after its Deployment: a read between the two still sees it.
+        wait_for("the old tier's Service deleted", lambda: client.CoreV1Api(kube).list_namespaced_service(namespace, field_selector=f"metadata.name={TARGET}").items == [])  # fmt: skip
         wait_for(
             "the new tier", lambda: replicas(kube, namespace, f"{NAME}-int4-awq-v2") is not None
         )
