@@ -47,7 +47,7 @@ from .endpoints import FORWARDED, GENERATES
 from .http1 import Connection, Origin, ResponseHeaders, UpstreamError, encode_request
 from .inspect_answer import AnswerReader
 from .proxy import Proxy, settle, sse_error, stream_ended, stream_reader
-from .relay import HeldWrites
+from .relay import HeldWrites, chunk_sink
 from .upstream import Failed, Opened, failure, read_answer, response_headers
 
 log = logging.getLogger(__name__)
@@ -290,16 +290,8 @@ class InlineCall:
             cycle.transport.write(b"%b%x\r\n%b\r\n" % (head, len(first), first))
         reader.feed(first)
         self._admission.served_inline += 1
-        connection.pass_on(self._sink)
+        connection.pass_on(chunk_sink(cycle.transport, cycle.flow, reader))
         self._on_stream(None)
-
-    def _sink(self, data: bytes) -> bool:
-        transport = self._cycle.transport
-        if not transport.is_closing():  # else the client left: `client_gone` ends the call
-            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-        assert self._reader is not None
-        self._reader.feed(data)
-        return not self._cycle.flow.write_paused
 
     def _on_stream(self, error: UpstreamError | None) -> None:
         if self._finished:
@@ -382,11 +374,8 @@ class InlineCall:
         connection, self._connection = self._connection, None
         if connection is None:
             return
-        opened = self._opened
-        if opened is None or not opened.ended:
+        if self._opened is None or not self._opened.ended:
             connection.close()
-        if opened is not None:
-            opened.connection = None  # else connection -> sink -> self -> opened: a cycle
         self._proxy.upstreams.give_back(self._origin, connection)
 
     def _finish_inline(self) -> None:

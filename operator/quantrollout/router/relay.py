@@ -16,6 +16,7 @@ loopback TCP too, about as costly as the rest of passing a small answer on.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -92,13 +93,7 @@ async def _onto_transport(
     which they arrive. This task only waits for the end, and for the client when it is backed
     up."""
     transport, flow = client.transport, client.flow
-
-    def sink(data: bytes) -> bool:
-        if not transport.is_closing():  # else the client left: its request is being cancelled
-            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-        reader.feed(data)
-        return not flow.write_paused
-
+    sink = chunk_sink(transport, flow, reader)
     connection = opened.connection
     assert connection is not None  # held by the stream until its end
     if not transport.is_closing():
@@ -114,6 +109,22 @@ async def _onto_transport(
         else:
             await connection.arrival()
     opened.ended = True
+
+
+def chunk_sink(
+    transport: asyncio.Transport, flow: FlowControl, reader: AnswerReader
+) -> Callable[[bytes], bool]:
+    """A stream's sink (`http1.Connection.pass_on`) onto the client's transport: each piece
+    written as an HTTP/1.1 chunk (unless the client left, and its request is being ended), then
+    read; False while the client's side is backed up."""
+
+    def sink(data: bytes) -> bool:
+        if not transport.is_closing():
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        reader.feed(data)
+        return not flow.write_paused
+
+    return sink
 
 
 async def send_whole(send: Send, start: Message, body: bytes) -> None:
